@@ -1,0 +1,29 @@
+"""python -m training {train,export,evaluate} ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training import evaluate, export, train
+from training.data import MnistDataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, module in (("train", train), ("export", export), ("evaluate", evaluate)):
+        sub = commands.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.main)
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except MnistDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Accuracy of an ONNX model on the MNIST test set through ONNX Runtime, overall and per class."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from training import data
+from training.metrics import accuracy_report, format_report
+
+
+def open_session(model_path: str | Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+
+def run_logits(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """float32 [N, 1, 28, 28] -> logits [N, 10], in chunks to bound memory."""
+    return np.concatenate(
+        [session.run(["logits"], {"image": inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
+    )
+
+
+def normalisation(session: ort.InferenceSession) -> tuple[float, float]:
+    """The mean and std the model was trained with, from its metadata (the export writes them)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    return float(meta.get("normalisation_mean", data.MEAN)), float(meta.get("normalisation_std", data.STD))
+
+
+def evaluate(model_path: str | Path, data_dir: str | None = None) -> dict:
+    session = open_session(model_path)
+    mean, std = normalisation(session)
+    test = data.load_split("test", data_dir)
+    predictions = run_logits(session, data.normalise(test.images, mean, std)).argmax(1)
+    return accuracy_report(test.labels, predictions)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="an ONNX file, e.g. models/mnist_cnn.onnx")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def main(args: argparse.Namespace) -> None:
+    report = evaluate(args.model, args.data_dir)
+    print(json.dumps(report, indent=2) if args.json else f"{args.model}: {format_report(report)}")

@@ -1,0 +1,185 @@
+"""Export a checkpoint to a verified ONNX model with embedded metadata and a model card beside it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from training import data
+from training.evaluate import evaluate, open_session, run_logits
+from training.train import load_checkpoint
+
+OPSET = 18
+PARITY_IMAGES = 1000
+LABELS = [str(d) for d in range(10)]
+
+
+class ExportError(RuntimeError):
+    """The exported graph failed a check; nothing was written."""
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "training"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def to_onnx(model: torch.nn.Module, path: Path) -> None:
+    example = torch.zeros(2, 1, 28, 28)
+    torch.onnx.export(
+        model,
+        (example,),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+    )
+
+
+def check_parity(torch_logits: np.ndarray, ort_logits: np.ndarray, atol: float) -> float:
+    """Max absolute difference; raises ExportError beyond atol or on any changed prediction."""
+    diff = float(np.abs(torch_logits - ort_logits).max())
+    changed = int((torch_logits.argmax(1) != ort_logits.argmax(1)).sum())
+    if diff > atol or changed:
+        raise ExportError(
+            f"ONNX Runtime disagrees with PyTorch: max |diff| {diff:.3g} (limit {atol:g}), "
+            f"{changed} predictions changed"
+        )
+    return diff
+
+
+def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) -> list[str]:
+    train_cmd = (
+        f"python -m training train --steps {config['steps']} --batch-size {config['batch_size']} "
+        f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
+        f"--seed {config['seed']}"
+        + (" --augment" if config["augment"] else "")
+        + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")
+        + f" --out {checkpoint.parent}"
+    )
+    return [train_cmd, f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}"]
+
+
+def export(
+    checkpoint: Path, out: Path, version: str = "1.0.0", data_dir: str | None = None, atol: float = 1e-4
+) -> dict:
+    """Write out (.onnx) and its card (.json) once every check passes; return the card."""
+    model, ckpt = load_checkpoint(checkpoint)
+    test = data.load_split("test", data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / out.name
+        to_onnx(model, path)
+        onnx.checker.check_model(str(path), full_check=True)
+
+        inputs = data.normalise(test.images[:PARITY_IMAGES])
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(inputs)).numpy()
+        max_diff = check_parity(expected, run_logits(open_session(path), inputs), atol)
+        report = evaluate(path, data_dir)
+        print(
+            f"parity on {PARITY_IMAGES} test images: max |diff| {max_diff:.2e}; "
+            f"test accuracy {100 * report['accuracy']:.2f}%"
+        )
+
+        config, train_metrics = ckpt["config"], ckpt["metrics"]
+        commit = source_commit()
+        metadata = {
+            "name": out.stem,
+            "version": version,
+            "normalisation_mean": str(data.MEAN),
+            "normalisation_std": str(data.STD),
+            "labels": json.dumps(LABELS),
+            "test_accuracy": str(report["accuracy"]),
+            "training_config": json.dumps(config),
+            "source_commit": commit,
+        }
+        proto = onnx.load(str(path))
+        onnx.helper.set_model_props(proto, metadata)
+        proto.doc_string = "MNIST CNN: normalised 28x28 white-on-black digits -> logits of 0-9"
+        onnx.save(proto, str(path))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(out)
+
+    card = {
+        "name": out.stem,
+        "version": version,
+        "file": out.name,
+        "sha256": sha256(out),
+        "size_bytes": out.stat().st_size,
+        "format": f"ONNX, opset {OPSET}",
+        "parameters": train_metrics["parameters"],
+        "test_accuracy": report["accuracy"],
+        "test_correct": report["correct"],
+        "test_total": report["total"],
+        "per_class_accuracy": report["per_class_accuracy"],
+        "validation_accuracy": train_metrics["validation_accuracy"],
+        "input": {"name": "image", "dtype": "float32", "shape": ["N", 1, 28, 28]},
+        "output": {"name": "logits", "dtype": "float32", "shape": ["N", 10], "labels": LABELS},
+        "preprocessing": {
+            "image": "28x28 grayscale, white ink on black, digit fitted in 20x20 and centred by centre of mass",
+            "scale": "pixel / 255",
+            "mean": data.MEAN,
+            "std": data.STD,
+            "formula": "(pixel / 255 - mean) / std",
+        },
+        "parity": {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol},
+        "training": {
+            "config": config,
+            "best_step": train_metrics["best_step"],
+            "seconds": train_metrics["training_seconds"],
+            "hardware": train_metrics["hardware"],
+            "images_per_second": train_metrics["images_per_second"],
+            "torch": train_metrics["torch_version"],
+        },
+        "source_commit": commit,
+        "created": datetime.date.today().isoformat(),
+        "reproduce": reproduce_commands(config, checkpoint, out, version),
+    }
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/mnist_cnn/checkpoint.pt"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models/mnist_cnn.onnx"),
+        help="ONNX file to write; the card goes beside it as .json",
+    )
+    parser.add_argument("--model-version", default="1.0.0")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| ONNX vs PyTorch")
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        card = export(args.checkpoint, args.out, args.model_version, args.data_dir, args.atol)
+    except ExportError as exc:
+        sys.exit(f"export refused: {exc}")
+    print(f"wrote {args.out} (sha256 {card['sha256'][:12]}…) and {args.out.with_suffix('.json')}")

@@ -1,0 +1,227 @@
+"""Train the MNIST CNN: the reference recipe by default, a better one with --augment and --schedule cosine."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training import data
+from training.augment import random_affine
+from training.metrics import accuracy_report, format_report
+from training.model import MnistCNN, count_parameters
+from training.plots import plot_confusion, plot_curves
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 50
+    lr: float = 1e-4
+    schedule: str = "constant"  # or "cosine": decay to 0 over the run
+    dropout: float = 0.5
+    seed: int = 0
+    augment: bool = False
+    eval_every: int = 1000
+    train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
+    device: str = "auto"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_unit_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1]."""
+    return torch.tensor(images, device=device).float().div_(255).unsqueeze(1)  # copies: IDX arrays are read-only
+
+
+def normalise(unit: torch.Tensor) -> torch.Tensor:
+    return (unit - data.MEAN) / data.STD
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> np.ndarray:
+    model.eval()
+    out = [
+        model(normalise(to_unit_tensor(images[i : i + batch], device))).argmax(1).cpu().numpy()
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(out)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads ({os.cpu_count()} cores)"
+    )
+
+
+def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progress: bool = True) -> dict:
+    """Train, keep the weights with the best validation accuracy, evaluate them once on the test set, write
+    checkpoint.pt, metrics.json, curves.png and confusion.png to out_dir; return the metrics."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation, apart from dropout
+    device = pick_device(config.device)
+
+    train_split = data.load_split("train", data_dir)
+    validation = data.load_split("validation", data_dir)
+    test = data.load_split("test", data_dir)
+    images, labels = train_split.images, train_split.labels
+    if config.train_subset:
+        images, labels = images[: config.train_subset], labels[: config.train_subset]
+    train_x = to_unit_tensor(images, device)
+    train_y = torch.from_numpy(labels.astype(np.int64)).to(device)
+
+    model = MnistCNN(dropout=config.dropout).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+        if config.schedule == "cosine"
+        else None
+    )
+
+    history, best = [], {"validation_accuracy": -1.0}
+    order, cursor = torch.randperm(len(train_x), generator=generator), 0
+    window_correct = window_seen = 0
+    window_loss = 0.0
+    started = time.perf_counter()
+    bar = tqdm(range(1, config.steps + 1), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        if cursor + config.batch_size > len(order):  # new epoch
+            order, cursor = torch.randperm(len(train_x), generator=generator), 0
+        index = order[cursor : cursor + config.batch_size].to(device)
+        cursor += config.batch_size
+        x, y = train_x[index], train_y[index]
+        if config.augment:
+            x = random_affine(x, generator)
+
+        model.train()
+        logits = model(normalise(x))
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler:
+            scheduler.step()
+
+        window_loss += loss.item() * len(y)
+        window_correct += int((logits.argmax(1) == y).sum())
+        window_seen += len(y)
+        if step % config.eval_every == 0 or step == config.steps:
+            val_acc = float((predict(model, validation.images, device) == validation.labels).mean())
+            record = {
+                "step": step,
+                "train_accuracy": window_correct / window_seen,
+                "train_loss": window_loss / window_seen,
+                "validation_accuracy": val_acc,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            history.append(record)
+            window_correct = window_seen = 0
+            window_loss = 0.0
+            tqdm.write(
+                f"step {step}: train accuracy {record['train_accuracy']:.4f}, "
+                f"validation accuracy {val_acc:.4f}, loss {record['train_loss']:.4f}"
+            )
+            if val_acc > best["validation_accuracy"]:
+                best = {"validation_accuracy": val_acc, "step": step, "state": copy.deepcopy(model.state_dict())}
+    seconds = time.perf_counter() - started
+
+    model.load_state_dict(best["state"])
+    report = accuracy_report(test.labels, predict(model, test.images, device))
+    print(f"test set, weights of step {best['step']}: {format_report(report)}")
+
+    metrics = {
+        "config": asdict(config),
+        "parameters": count_parameters(model),
+        "best_step": best["step"],
+        "validation_accuracy": best["validation_accuracy"],
+        "test": report,
+        "history": history,
+        "training_seconds": round(seconds, 1),
+        "images_per_second": round(config.steps * config.batch_size / seconds, 1),
+        "hardware": hardware(device),
+        "torch_version": str(torch.__version__),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Plain tensors and primitives only, so that torch.load(..., weights_only=True) reads it back.
+    torch.save(
+        {"state_dict": best["state"], "config": asdict(config), "metrics": _without(metrics, "history")},
+        out_dir / "checkpoint.pt",
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_curves(history, out_dir / "curves.png")
+    plot_confusion(
+        np.array(report["confusion_matrix"]),
+        out_dir / "confusion.png",
+        f"MNIST test set: {100 * report['accuracy']:.2f}% correct",
+    )
+    return metrics
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def load_checkpoint(path: str | Path) -> tuple[MnistCNN, dict]:
+    """The trained model (eval mode) and the checkpoint's config and metrics."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = MnistCNN(dropout=checkpoint["config"]["dropout"], reference_init=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (default %(default)s)")
+    parser.add_argument("--epochs", type=float, help="train for this many passes over the data instead of --steps")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default %(default)s)")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default=defaults.schedule)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--augment", action="store_true", help="random shifts, rotations and scaling")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
+    parser.add_argument("--out", type=Path, default=Path("runs/mnist_cnn"), help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def main(args: argparse.Namespace) -> None:
+    steps = args.steps
+    if args.epochs:
+        train_size = args.train_subset or len(data.load_split("train", args.data_dir).labels)
+        steps = max(1, round(args.epochs * train_size / args.batch_size))
+    config = TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        dropout=args.dropout,
+        seed=args.seed,
+        augment=args.augment,
+        eval_every=args.eval_every,
+        train_subset=args.train_subset,
+        device=args.device,
+    )
+    metrics = train(config, args.out, args.data_dir, progress=not args.no_progress)
+    print(
+        f"wrote {args.out}/checkpoint.pt, metrics.json, curves.png, confusion.png "
+        f"({metrics['training_seconds']} s on {metrics['hardware']})"
+    )
