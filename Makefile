@@ -1,0 +1,63 @@
+# One command per stage; each creates or reuses .venv and installs what it needs (idempotent: a stamp per extra set).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+export BENTOML_DO_NOT_TRACK := true
+
+# The recipe of the shipped model (models/mnist_cnn.json, "reproduce"). The reference recipe is `--steps 20000`.
+TRAIN_ARGS ?= --steps 30000 --augment --lr 1e-3 --schedule cosine --out runs/mnist_cnn
+EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx
+MODEL ?= models/mnist_cnn.onnx
+PYTEST_ARGS ?=
+
+.PHONY: help install install-train install-dev train export evaluate test test-fast lint format clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-base: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[train]'
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[train,dev]'
+	@touch $@
+
+install: $(VENV)/.installed-base  ## install what serving needs (no torch)
+install-train: $(VENV)/.installed-train  ## install training and export (torch 2.13 CPU)
+install-dev: $(VENV)/.installed-dev  ## install everything the tests need
+
+train: install-train  ## train the CNN on MNIST (TRAIN_ARGS=...)
+	$(BIN)/python -m training train $(TRAIN_ARGS)
+
+export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card, verified
+	$(BIN)/python -m training export $(EXPORT_ARGS)
+
+evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
+	$(BIN)/python -m training evaluate $(MODEL)
+
+lint: install-dev  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint  ## lint, then the whole test suite (PYTEST_ARGS=...)
+	$(BIN)/python -m pytest -p no:locust $(PYTEST_ARGS)
+
+test-fast: install-dev  ## the tests not marked slow
+	$(BIN)/python -m pytest -p no:locust -m "not slow" $(PYTEST_ARGS)
+
+format: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove the virtual environment, caches and training runs (not data/ or models/)
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,23 @@
+"""Shared fixtures: the real MNIST files (from $MNIST_DIR) and the shipped model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "mnist_cnn.onnx"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder with the four original MNIST files; tests never download them."""
+    candidates = [os.environ.get("MNIST_DIR"), ROOT / "data" / "mnist", ROOT.parent / "shared" / "mnist"]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "t10k-images-idx3-ubyte.gz").exists() or (
+            Path(candidate) / "t10k-images-idx3-ubyte"
+        ).exists():
+            return Path(candidate)
+    pytest.fail("MNIST files not found: set MNIST_DIR to the folder holding the four IDX files")

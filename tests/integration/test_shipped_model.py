@@ -1,0 +1,46 @@
+"""The model in models/ is the one its card describes, and it meets the accuracy bar."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from training.export import sha256
+
+from ..conftest import MODEL, ROOT
+
+CARD = json.loads(MODEL.with_suffix(".json").read_text())
+
+
+def test_card_matches_the_file():
+    assert CARD["sha256"] == sha256(MODEL)
+    assert CARD["size_bytes"] == MODEL.stat().st_size
+    assert CARD["parameters"] == 3_274_634
+    assert CARD["test_accuracy"] >= 0.993
+
+
+def test_graph_metadata_agrees_with_the_card():
+    proto = onnx.load(str(MODEL))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["version"] == CARD["version"]
+    assert float(meta["test_accuracy"]) == CARD["test_accuracy"]
+    weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    assert sum(int(np.prod(t.dims)) for t in weights) == CARD["parameters"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_evaluate_cli_reproduces_the_card_on_all_10000_test_images(mnist_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "evaluate", str(MODEL), "--json", "--data-dir", str(mnist_dir)],
+        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ},
+    )
+    report = json.loads(result.stdout)
+    assert report["total"] == 10_000
+    assert report["correct"] == CARD["test_correct"]
+    assert report["accuracy"] == CARD["test_accuracy"]
+    assert report["per_class_accuracy"] == CARD["per_class_accuracy"]

@@ -1,0 +1,110 @@
+"""A short real training run on real MNIST, its checkpoint, and its export to ONNX."""
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from training import data
+from training.evaluate import evaluate
+from training.export import ExportError, export, sha256
+from training.train import TrainConfig, load_checkpoint, predict, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def run(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(steps=200, eval_every=100, train_subset=3000, lr=1e-3, seed=0)
+    return out, train(config, out, str(mnist_dir), progress=False)
+
+
+def test_short_training_lifts_accuracy_far_above_chance(run):
+    out, metrics = run
+    assert metrics["test"]["accuracy"] > 0.85  # chance is 0.10
+    assert [h["step"] for h in metrics["history"]] == [100, 200]
+    assert metrics["validation_accuracy"] == max(h["validation_accuracy"] for h in metrics["history"])
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    for picture in ("curves.png", "confusion.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_round_trip_with_weights_only(run, mnist_dir):
+    out, metrics = run
+    model, checkpoint = load_checkpoint(out / "checkpoint.pt")  # torch.load(..., weights_only=True)
+    assert checkpoint["config"]["train_subset"] == 3000
+    test = data.load_split("test", mnist_dir)
+    accuracy = float((predict(model, test.images, torch.device("cpu")) == test.labels).mean())
+    assert accuracy == metrics["test"]["accuracy"]
+
+
+def test_same_seed_same_weights_on_cpu(mnist_dir, tmp_path):
+    config = TrainConfig(steps=20, eval_every=20, train_subset=500, augment=True, seed=3, device="cpu")
+    first = train(config, tmp_path / "a", str(mnist_dir), progress=False)
+    second = train(config, tmp_path / "b", str(mnist_dir), progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]
+
+
+@pytest.fixture(scope="module")
+def exported(run, mnist_dir, tmp_path_factory):
+    out, _ = run
+    path = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    return path, export(out / "checkpoint.pt", path, version="0.0.1", data_dir=str(mnist_dir))
+
+
+def test_export_writes_a_checked_graph_with_a_dynamic_batch(exported, mnist_dir):
+    path, card = exported
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == ("image", "tensor(float)", [1, 28, 28])
+    assert isinstance(inp.shape[0], str)  # symbolic: any batch size
+    assert (outp.name, outp.shape[1]) == ("logits", 10)
+    images = data.normalise(data.load_split("test", mnist_dir).images[:7])
+    for n in (1, 7):
+        assert session.run(None, {"image": images[:n]})[0].shape == (n, 10)
+
+
+def test_export_embeds_metadata_and_writes_a_matching_card(exported, run):
+    path, card = exported
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert meta["version"] == "0.0.1"
+    assert float(meta["normalisation_mean"]) == data.MEAN and float(meta["normalisation_std"]) == data.STD
+    assert json.loads(meta["labels"]) == [str(d) for d in range(10)]
+    assert json.loads(meta["training_config"])["steps"] == 200
+    assert meta["source_commit"]
+    assert float(meta["test_accuracy"]) == card["test_accuracy"]
+
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk == card
+    assert card["sha256"] == sha256(path)
+    assert card["parameters"] == 3_274_634
+    assert card["parity"]["max_abs_diff"] <= 1e-4
+    assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert card["input"] == {"name": "image", "dtype": "float32", "shape": ["N", 1, 28, 28]}
+    assert any("python -m training train" in c and "--train-subset 3000" in c for c in card["reproduce"])
+    assert card["test_accuracy"] == pytest.approx(run[1]["test"]["accuracy"], abs=2e-4)
+
+
+def test_evaluate_reproduces_the_card(exported, mnist_dir):
+    path, card = exported
+    report = evaluate(path, str(mnist_dir))
+    assert report["correct"] == card["test_correct"]
+    assert report["per_class_accuracy"] == card["per_class_accuracy"]
+
+
+def test_export_refuses_a_model_that_fails_parity(run, mnist_dir, tmp_path):
+    out, _ = run
+    target = tmp_path / "refused.onnx"
+    with pytest.raises(ExportError, match="disagrees"):
+        export(out / "checkpoint.pt", target, data_dir=str(mnist_dir), atol=-1.0)  # no graph can pass
+    assert not target.exists() and not target.with_suffix(".json").exists()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,42 @@
+import torch
+
+from training.augment import random_affine
+from training.model import MnistCNN, count_parameters
+
+
+def test_parameter_count_and_shapes():
+    model = MnistCNN()
+    assert count_parameters(model) == 3_274_634
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(32, 1, 5, 5), (32,), (64, 32, 5, 5), (64,), (1024, 3136), (1024,), (10, 1024), (10,)]
+
+
+def test_reference_initialisation():
+    torch.manual_seed(0)
+    model = MnistCNN()
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.all(p == 0.1), name
+        else:  # truncated normal, std 0.1, cut at two standard deviations
+            assert p.abs().max() <= 0.2, name
+            assert 0.07 < p.std() < 0.1, name
+
+
+def test_dropout_only_in_training_mode():
+    model = MnistCNN(dropout=0.5)
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_augmentation_keeps_shape_range_and_is_seeded():
+    x = torch.rand(8, 1, 28, 28)
+    a = random_affine(x, torch.Generator().manual_seed(1))
+    b = random_affine(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and not torch.allclose(a, x)
+    unchanged = random_affine(x, torch.Generator(), max_rotation=0, max_scale=0, max_shift=0)
+    torch.testing.assert_close(unchanged, x, atol=1e-5, rtol=0)
