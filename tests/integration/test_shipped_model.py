@@ -37,7 +37,11 @@ def test_graph_metadata_agrees_with_the_card():
 def test_evaluate_cli_reproduces_the_card_on_all_10000_test_images(mnist_dir):
     result = subprocess.run(
         [sys.executable, "-m", "training", "evaluate", str(MODEL), "--json", "--data-dir", str(mnist_dir)],
-        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
     )
     report = json.loads(result.stdout)
     assert report["total"] == 10_000

@@ -59,7 +59,7 @@ def exported(run, mnist_dir, tmp_path_factory):
 
 
 def test_export_writes_a_checked_graph_with_a_dynamic_batch(exported, mnist_dir):
-    path, card = exported
+    path, _ = exported
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
