@@ -12,7 +12,9 @@ EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
 
-.PHONY: help install install-train install-dev train export evaluate test test-fast lint format clean
+PORT ?= 3000
+
+.PHONY: help serve install install-train install-dev train export evaluate test test-fast lint format clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -31,6 +33,9 @@ $(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) -e '.[train,dev]'
 	@touch $@
+
+serve: install  ## install and serve the model (DIGITSERVE_* variables, PORT=3000) on http://localhost:$(PORT)
+	$(BIN)/bentoml serve service.service:DigitService --port $(PORT)
 
 install: $(VENV)/.installed-base  ## install what serving needs (no torch)
 install-train: $(VENV)/.installed-train  ## install training and export (torch 2.13 CPU)

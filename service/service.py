@@ -1,0 +1,202 @@
+"""The BentoML service: HTTP in, the request path (decode -> preprocess -> ONNX Runtime) wired, JSON out.
+
+Endpoints are FastAPI routes mounted on the BentoML service, so that this module owns request parsing: every
+client mistake becomes a 4xx with a JSON body (BentoML's own parsers answer some of them with a 500). BentoML
+still runs the workers, /livez, /readyz, /metrics and the docs page, which includes these routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from service.config import Settings
+from service.decode import decode_image
+from service.errors import ClientError
+from service.pixels import parse_pixels
+from service.preprocess import normalise, to_mnist
+from service.runtime import ModelRuntime, load_card
+
+logger = logging.getLogger("digitserve")
+settings = Settings.from_env()
+load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, rather than in every worker
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
+app = FastAPI(title="digitserve", description="Handwritten digit classification (MNIST CNN on ONNX Runtime)")
+
+predictions = bentoml.metrics.Counter(
+    name="digitserve_predictions", documentation="Predictions served, by predicted digit", labelnames=["digit"]
+)
+confidence_histogram = bentoml.metrics.Histogram(
+    name="digitserve_confidence",
+    documentation="Probability of the predicted digit",
+    buckets=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0),
+)
+
+
+@app.exception_handler(ClientError)
+async def client_error(_: Request, exc: ClientError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ClientError(413, f"body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def uploaded_files(request: Request, field: str, limit: int) -> list[bytes]:
+    """The files of a multipart `field`; a text value where a file belongs is a client error."""
+    if media_type(request) != "multipart/form-data":
+        raise ClientError(415, f"send multipart/form-data with the image file(s) in the field {field!r}")
+    body = await read_body(request, settings.max_bytes)
+
+    async def replay() -> dict:  # the body is read already (under the size limit): hand it to the form parser
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=limit + 1, max_fields=limit + 1)
+    except Exception as exc:  # Starlette raises its own types for malformed multipart
+        raise ClientError(400, f"malformed multipart body: {exc}") from None
+    values = form.getlist(field)
+    if not values:
+        raise ClientError(422, f"no file in the multipart field {field!r}")
+    if not all(isinstance(v, UploadFile) for v in values):
+        raise ClientError(422, f"the field {field!r} must hold file uploads, not text")
+    if len(values) > limit:
+        raise ClientError(413, f"{len(values)} images in one request, more than the limit of {limit}")
+    return [await v.read() for v in values]
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+        },
+    }
+}
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["images"],
+                }
+            }
+        },
+    }
+}
+PIXELS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "description": "[28,28], [784], [N,28,28] or [N,784]"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@bentoml.service(
+    name="digitserve",
+    workers=settings.workers,
+    traffic={"timeout": 30, "max_concurrency": 256},
+)
+@bentoml.asgi_app(app, path="/")
+class DigitService:
+    def __init__(self) -> None:
+        self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads)
+        self.version = self.runtime.card["version"]
+
+    def predict(self, pixels: np.ndarray, debug: bool = False) -> list[dict]:
+        """uint8 [N, 28, 28] -> one result dict per image."""
+        probs = self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
+        results = []
+        for image, p in zip(pixels, probs, strict=True):
+            digit = int(p.argmax())
+            predictions.labels(digit=str(digit)).inc()
+            confidence_histogram.observe(float(p[digit]))
+            result = {
+                "digit": digit,
+                "confidence": float(p[digit]),
+                "probabilities": [float(v) for v in p],
+                "model_version": self.version,
+            }
+            if debug:
+                result["image"] = png_base64(image)
+            results.append(result)
+        return results
+
+    def image_to_pixels(self, data: bytes) -> np.ndarray:
+        return to_mnist(decode_image(data, settings.max_pixels))
+
+    @app.post("/classify", openapi_extra=IMAGE_BODY, summary="Classify one image file (multipart or raw body)")
+    async def classify(self, request: Request, debug: bool = False) -> dict:
+        """One PNG, JPEG, GIF, BMP, WebP or TIFF image: as the multipart field `image`, or as the raw body
+        with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG)."""
+        kind = media_type(request)
+        if kind == "multipart/form-data":
+            (data,) = await uploaded_files(request, "image", 1)
+        elif kind in IMAGE_TYPES or kind == "application/octet-stream":
+            data = await read_body(request, settings.max_bytes)
+        else:
+            raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image type")
+        return self.predict(self.image_to_pixels(data)[None], debug)[0]
+
+    @app.post("/classify_batch", openapi_extra=BATCH_BODY, summary="Classify several image files")
+    async def classify_batch(self, request: Request, debug: bool = False) -> dict:
+        """Several image files in the multipart field `images`; results in the same order."""
+        files = await uploaded_files(request, "images", settings.max_batch)
+        pixels = np.stack([self.image_to_pixels(f) for f in files])
+        return {"results": self.predict(pixels, debug)}
+
+    @app.post("/classify_pixels", openapi_extra=PIXELS_BODY, summary="Classify images already in MNIST format")
+    async def classify_pixels(self, request: Request) -> dict:
+        """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
+        (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
+        body = await read_body(request, settings.max_bytes)
+        pixels = parse_pixels(body, media_type(request), settings.max_batch)
+        return {"results": self.predict(pixels)}
+
+    @app.get("/model", summary="The model being served")
+    async def model(self) -> dict:
+        """Name, version, sha256, test accuracy, execution provider in use, input specification."""
+        return self.runtime.info()
