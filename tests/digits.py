@@ -1,0 +1,39 @@
+"""Real MNIST test digits rendered the ways clients send them: PNG files, photos of paper, canvas strokes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def as_png(pixels: np.ndarray) -> bytes:
+    """The 28x28 MNIST digit itself, as a grayscale PNG."""
+    return encode(Image.fromarray(pixels, mode="L"))
+
+
+def on_paper(pixels: np.ndarray, rng: np.random.Generator, size: int = 280) -> bytes:
+    """Dark ink on light, slightly noisy paper, the digit 4-6x larger and off-centre, as JPEG."""
+    scale = int(rng.integers(4, 7))
+    digit = np.asarray(Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC), float)
+    paper = rng.normal(225, 6, (size, size))
+    top, left = (int(v) for v in rng.integers(0, size - 28 * scale, 2))
+    ink = np.zeros((size, size))
+    ink[top : top + 28 * scale, left : left + 28 * scale] = digit / 255
+    page = paper * (1 - ink) + 30 * ink
+    return encode(Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).convert("RGB"), "JPEG", quality=90)
+
+
+def on_canvas(pixels: np.ndarray, size: int = 280) -> bytes:
+    """Black strokes on a transparent RGBA canvas, as a browser's canvas.toBlob() gives them."""
+    alpha = Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    canvas.putalpha(alpha)
+    return encode(canvas)

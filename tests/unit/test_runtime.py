@@ -1,0 +1,61 @@
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.config import ConfigError, Settings
+from service.runtime import ModelLoadError, ModelRuntime, load_card
+from tests.conftest import MODEL
+
+
+def test_shipped_model_loads_on_cpu():
+    runtime = ModelRuntime(MODEL, provider="cpu")
+    assert runtime.provider == "CPUExecutionProvider"
+    probs = runtime.probabilities(np.zeros((3, 1, 28, 28), np.float32))
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    assert runtime.info()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"not found.*DIGITSERVE_MODEL"):
+        load_card(tmp_path / "absent.onnx")
+
+
+def test_a_changed_file_fails_the_sha256_check(tmp_path):
+    model = tmp_path / "mnist_cnn.onnx"
+    shutil.copy(MODEL, model)
+    shutil.copy(MODEL.with_suffix(".json"), model.with_suffix(".json"))
+    with model.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_card(model)
+
+
+def test_missing_card_is_a_clear_error(tmp_path):
+    model = tmp_path / "mnist_cnn.onnx"
+    shutil.copy(MODEL, model)
+    with pytest.raises(ModelLoadError, match="card"):
+        load_card(model)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a CUDA build is installed")
+def test_cuda_without_a_gpu_build_refuses_to_start():
+    with pytest.raises(ModelLoadError, match="DIGITSERVE_PROVIDER=cuda"):
+        ModelRuntime(MODEL, provider="cuda")
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("DIGITSERVE_PROVIDER", "CPU")
+    monkeypatch.setenv("DIGITSERVE_MAX_BATCH", "8")
+    settings = Settings.from_env()
+    assert (settings.provider, settings.max_batch, settings.max_bytes) == ("cpu", 8, 5_000_000)
+    monkeypatch.setenv("DIGITSERVE_PROVIDER", "tpu")
+    with pytest.raises(ConfigError, match="auto, cuda or cpu"):
+        Settings.from_env()
+    monkeypatch.setenv("DIGITSERVE_PROVIDER", "auto")
+    monkeypatch.setenv("DIGITSERVE_WORKERS", "zero")
+    with pytest.raises(ConfigError, match="not an integer"):
+        Settings.from_env()
