@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 PORT ?= 3000
 
-.PHONY: help serve install install-train install-dev train export evaluate test test-fast lint format clean
+.PHONY: help serve bench install install-train install-dev train export evaluate test test-fast lint format clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -49,6 +49,10 @@ export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card,
 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
 	$(BIN)/python -m training evaluate $(MODEL)
+
+bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk); writes docs/benchmarks.md
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
 
 lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -35,6 +35,7 @@ class Settings:
     max_bytes: int
     max_pixels: int
     max_batch: int
+    access_log: bool
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,4 +51,5 @@ class Settings:
             max_bytes=_int("DIGITSERVE_MAX_BYTES", 5_000_000),
             max_pixels=_int("DIGITSERVE_MAX_PIXELS", 25_000_000),
             max_batch=_int("DIGITSERVE_MAX_BATCH", 64),
+            access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
         )

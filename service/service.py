@@ -8,6 +8,7 @@ still runs the workers, /livez, /readyz, /metrics and the docs page, which inclu
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import logging
 
@@ -139,11 +140,13 @@ PIXELS_BODY = {
     name="digitserve",
     workers=settings.workers,
     traffic={"timeout": 30, "max_concurrency": 256},
+    logging={"access": {"enabled": settings.access_log}},
 )
 @bentoml.asgi_app(app, path="/")
 class DigitService:
     def __init__(self) -> None:
         self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads)
+        gc.freeze()  # start-up objects out of the collector's way: full collections stay short under load
         self.version = self.runtime.card["version"]
 
     def predict(self, pixels: np.ndarray, debug: bool = False) -> list[dict]:

@@ -1,0 +1,24 @@
+"""The baseline for `make bench`: a minimal FastAPI app on uvicorn doing the same decode and inference.
+
+Run as `uvicorn benchmarks.baseline_app:app --workers 2`; it has none of BentoML's probes, metrics or limits.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+
+from service.config import Settings
+from service.decode import decode_image
+from service.preprocess import normalise, to_mnist
+from service.runtime import ModelRuntime
+
+settings = Settings.from_env()
+runtime = ModelRuntime(settings.model_path, "cpu", threads=1)
+app = FastAPI()
+
+
+@app.post("/classify")
+async def classify(request: Request) -> dict:
+    pixels = to_mnist(decode_image(await request.body(), settings.max_pixels))[None]
+    p = runtime.probabilities(normalise(pixels, runtime.mean, runtime.std))[0]
+    return {"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": p.tolist()}

@@ -1,0 +1,155 @@
+"""`make bench`: HTTP throughput and latency of digitserve against a bare FastAPI baseline, in one run.
+
+Starts each server on this machine, drives it with wrk (a C load generator, so that the client is cheap),
+prints a table and writes docs/benchmarks.md. Figures on a shared machine are noisy: compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.preprocess import normalise  # noqa: E402
+from service.runtime import ModelRuntime  # noqa: E402
+from tests.digits import as_png  # noqa: E402
+from tests.server import free_port, running_service  # noqa: E402
+from training.data import load_split  # noqa: E402
+
+LUA = Path(__file__).with_name("wrk_report.lua")
+
+
+def wrk(url: str, body: Path, content_type: str, connections: int, seconds: int) -> dict:
+    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
+    out = subprocess.run(
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+class Baseline:
+    """uvicorn with 2 workers serving benchmarks/baseline_app.py."""
+
+    def __enter__(self) -> str:
+        port = free_port()
+        uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+        self.process = subprocess.Popen(
+            [uvicorn, "benchmarks.baseline_app:app", "--workers", "2", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", f"{url}/docs"], check=True)
+                return url
+            except subprocess.CalledProcessError:
+                time.sleep(0.5)
+        raise TimeoutError("baseline did not start")
+
+    def __exit__(self, *exc) -> None:
+        os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=20)
+
+
+def in_process_images_per_second(batch: np.ndarray, seconds: float = 5.0) -> float:
+    """One ONNX Runtime session per core, as the service runs, measured one at a time: scale by the workers."""
+    runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
+    inputs = normalise(batch, runtime.mean, runtime.std)
+    runtime.probabilities(inputs)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        runtime.probabilities(inputs)
+        count += len(batch)
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per scenario; medians are reported")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--pixels-batch", type=int, default=64, help="images per /classify_pixels request")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+
+    images = load_split("test", args.data_dir).images
+    tmp = Path(tempfile.mkdtemp())
+    png, pixels = tmp / "digit.png", tmp / "pixels.bin"
+    png.write_bytes(as_png(images[0]))
+    batch = images[: args.pixels_batch]
+    pixels.write_bytes(batch.tobytes())
+
+    def scenario(url: str, path: str, body: Path, kind: str, connections: int) -> dict:
+        wrk(url + path, body, kind, connections, 3)  # warm-up
+        return median_of([wrk(url + path, body, kind, connections, args.seconds) for _ in range(args.repeats)])
+
+    results = {}
+    with running_service({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch))}) as url:
+        results["digitserve /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
+        results["digitserve /classify, 1 connection"] = scenario(url, "/classify", png, "image/png", 1)
+        results["digitserve /classify_pixels"] = scenario(
+            url, "/classify_pixels", pixels, "application/octet-stream", 4
+        )
+    with Baseline() as url:
+        results["FastAPI + uvicorn baseline /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
+    in_process = 2 * in_process_images_per_second(batch)
+
+    pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
+    ratio = results["digitserve /classify"]["rps"] / results["FastAPI + uvicorn baseline /classify"]["rps"]
+    lines = [
+        "| scenario | requests/s | p50 ms | p90 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['errors']:.0f} |"
+            for name, r in results.items()
+        ),
+        "",
+        f"- /classify vs the FastAPI baseline: **{ratio:.2f}×** requests/s",
+        f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
+        f"{pixels_ips / in_process:.2f}× in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 thread, "
+        f"batch {args.pixels_batch}, without HTTP)",
+    ]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    report = "\n".join(lines)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        "# Benchmarks\n\n## HTTP (`make bench`)\n\n"
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine}, with wrk on the same machine "
+        f"({args.connections} connections unless said, {args.repeats} runs of {args.seconds} s, medians). "
+        "One 28×28 PNG per /classify request, sent as the raw body. digitserve runs 2 workers × 1 ONNX Runtime "
+        "thread; the baseline is `benchmarks/baseline_app.py` on uvicorn with 2 workers.\n\n"
+        f"{report}\n\nCommand: `make bench` (`python benchmarks/bench_http.py --help` for the options).\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
