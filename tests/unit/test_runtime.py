@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -7,7 +9,7 @@ import pytest
 
 from service.config import ConfigError, Settings
 from service.runtime import ModelLoadError, ModelRuntime, load_card
-from tests.conftest import MODEL
+from tests.conftest import MODEL, ROOT
 
 
 def test_shipped_model_loads_on_cpu():
@@ -59,3 +61,9 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("DIGITSERVE_WORKERS", "zero")
     with pytest.raises(ConfigError, match="not an integer"):
         Settings.from_env()
+
+
+def test_the_service_never_imports_torch():
+    code = "import sys, service.service; sys.exit('torch' in sys.modules or 'training' in sys.modules)"
+    env = {"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"}
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
