@@ -95,45 +95,27 @@ def png_base64(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                    "required": ["image"],
-                }
-            },
-            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
-        },
+BINARY = {"type": "string", "format": "binary"}
+
+
+def request_body(content: dict) -> dict:
+    """OpenAPI for a route that reads its own body (FastAPI cannot infer it from the signature)."""
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def multipart(field: str, schema: dict) -> dict:
+    return {"multipart/form-data": {"schema": {"type": "object", "properties": {field: schema}, "required": [field]}}}
+
+
+IMAGE_BODY = request_body({**multipart("image", BINARY), **{t: {"schema": BINARY} for t in IMAGE_TYPES}})
+BATCH_BODY = request_body(multipart("images", {"type": "array", "items": BINARY}))
+PIXELS_BODY = request_body(
+    {
+        "application/json": {"schema": {"type": "array", "description": "[28,28], [784], [N,28,28] or [N,784]"}},
+        "application/octet-stream": {"schema": BINARY},
+        "application/x-npy": {"schema": BINARY},
     }
-}
-BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    "required": ["images"],
-                }
-            }
-        },
-    }
-}
-PIXELS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"type": "array", "description": "[28,28], [784], [N,28,28] or [N,784]"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+)
 
 
 @bentoml.service(
