@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 PORT ?= 3000
 
-.PHONY: help serve bench install install-train install-dev train export evaluate test test-fast lint format clean
+.PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -40,6 +40,9 @@ serve: install  ## install and serve the model (DIGITSERVE_* variables, PORT=300
 install: $(VENV)/.installed-base  ## install what serving needs (no torch)
 install-train: $(VENV)/.installed-train  ## install training and export (torch 2.13 CPU)
 install-dev: $(VENV)/.installed-dev  ## install everything the tests need
+
+data: install-train  ## download and verify the four MNIST files into data/mnist (or $$MNIST_DIR)
+	$(BIN)/python -c "import training.data as d; [d.load_file(k) for k in d.FILES]; print('MNIST ok in', d.resolve_data_dir())"
 
 train: install-train  ## train the CNN on MNIST (TRAIN_ARGS=...)
 	$(BIN)/python -m training train $(TRAIN_ARGS)

@@ -71,7 +71,7 @@ def _read_verified(directory: Path, name: str, md5: str) -> bytes | None:
 
 def _download(directory: Path, name: str, md5: str, mirrors: tuple[str, ...], retries: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    errors = []
+    errors = {}  # the last error of each mirror
     for mirror in mirrors:
         url = f"{mirror}{name}.gz"
         for attempt in range(retries):
@@ -85,11 +85,11 @@ def _download(directory: Path, name: str, md5: str, mirrors: tuple[str, ...], re
                 tmp.replace(directory / f"{name}.gz")  # atomic: never leave a half-written file
                 return
             except (urllib.error.URLError, OSError, EOFError, MnistDataError) as exc:
-                errors.append(f"{url}: {exc}")
+                errors[url] = exc
                 if attempt + 1 < retries:
                     time.sleep(2**attempt)
     raise MnistDataError(
-        f"could not download {name}.gz ({'; '.join(errors[-len(mirrors) :])}).\n"
+        f"could not download {name}.gz ({'; '.join(f'{url}: {exc}' for url, exc in errors.items())}).\n"
         f"Put these four MNIST files (gzipped or not) in {directory.resolve()}:\n"
         + "\n".join(f"  {n}.gz" for n, _ in FILES.values())
         + "\nor point --data-dir / MNIST_DIR at the folder that has them."
