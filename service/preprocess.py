@@ -9,6 +9,7 @@ from service.errors import ClientError
 
 SIZE, BOX = 28, 20
 MIN_CONTRAST = 32  # ink must stand this far (0-255) above the background, or there is no digit
+NO_DIGIT = "no digit found: the image has no ink that stands out from its background"
 INK_FRACTION = 0.25  # pixels above this fraction of the peak ink count for the bounding box (noise tolerance)
 
 
@@ -29,16 +30,19 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32)
 
 
+def light_background(gray: np.ndarray) -> bool:
+    """The background is what the image's border mostly is."""
+    return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))) > 127
+
+
 def white_on_black(gray: np.ndarray) -> np.ndarray:
-    """Invert when the background (the image's border) is light, so that the ink is the bright part."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return 255.0 - gray if np.median(border) > 127 else gray
+    """Invert a light background, so that the ink is the bright part."""
+    return 255.0 - gray if light_background(gray) else gray
 
 
 def is_mnist_format(gray: np.ndarray) -> bool:
     """A 28x28 white-on-black image is taken as MNIST already: reframing it would only blur it."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return gray.shape == (SIZE, SIZE) and np.median(border) <= 127
+    return gray.shape == (SIZE, SIZE) and not light_background(gray)
 
 
 def frame_digit(ink: np.ndarray) -> np.ndarray:
@@ -47,7 +51,7 @@ def frame_digit(ink: np.ndarray) -> np.ndarray:
     ink = np.clip(ink - background, 0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
-        raise ClientError(422, "no digit found: the image has no ink that stands out from its background")
+        raise ClientError(422, NO_DIGIT)
     rows = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=1))
     cols = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * (255.0 / peak)
@@ -73,7 +77,7 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     gray = white_on_black(to_gray(image))
     if is_mnist_format(gray):
         if float(gray.max() - np.median(gray)) < MIN_CONTRAST:
-            raise ClientError(422, "no digit found: the image has no ink that stands out from its background")
+            raise ClientError(422, NO_DIGIT)
         return np.rint(gray).astype(np.uint8)
     return frame_digit(gray)
 
