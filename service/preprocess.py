@@ -45,15 +45,20 @@ def is_mnist_format(gray: np.ndarray) -> bool:
     return gray.shape == (SIZE, SIZE) and not light_background(gray)
 
 
+def require_ink(gray: np.ndarray) -> float:
+    """The background level (the median pixel); 422 when no pixel stands MIN_CONTRAST above it."""
+    background = float(np.median(gray))
+    if float(gray.max()) - background < MIN_CONTRAST:
+        raise ClientError(422, NO_DIGIT)
+    return background
+
+
 def frame_digit(ink: np.ndarray) -> np.ndarray:
     """White-on-black float [H, W] -> uint8 [28, 28]: crop to the ink, fit in 20x20, centre by mass."""
-    background = float(np.median(ink))
-    ink = np.clip(ink - background, 0, None)
+    ink = np.clip(ink - require_ink(ink), 0, None)
     peak = float(ink.max())
-    if peak < MIN_CONTRAST:
-        raise ClientError(422, NO_DIGIT)
-    rows = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=1))
-    cols = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=0))
+    inked = ink > INK_FRACTION * peak
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * (255.0 / peak)
 
     height, width = crop.shape
@@ -76,8 +81,7 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     """The 28x28 uint8 image the model sees."""
     gray = white_on_black(to_gray(image))
     if is_mnist_format(gray):
-        if float(gray.max() - np.median(gray)) < MIN_CONTRAST:
-            raise ClientError(422, NO_DIGIT)
+        require_ink(gray)
         return np.rint(gray).astype(np.uint8)
     return frame_digit(gray)
 

@@ -36,8 +36,7 @@ def load_card(model_path: Path) -> dict:
     return card
 
 
-def choose_providers(requested: str) -> list[str]:
-    available = ort.get_available_providers()
+def choose_providers(requested: str, available: list[str]) -> list[str]:
     if requested == "cpu":
         return [CPU]
     if requested == "cuda" and CUDA not in available:
@@ -52,15 +51,17 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        providers = choose_providers(provider, available)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=choose_providers(provider))
+            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from None
         # onnxruntime-gpu falls back to CPU silently when CUDA cannot start: trust the session, not the list.
         self.provider = self.session.get_providers()[0]
         if provider == "cuda" and self.provider != CUDA:
             raise ModelLoadError("DIGITSERVE_PROVIDER=cuda but the CUDA execution provider did not start (no GPU?)")
-        if provider == "auto" and CUDA in ort.get_available_providers() and self.provider != CUDA:
+        if provider == "auto" and CUDA in available and self.provider != CUDA:
             logger.warning("CUDA execution provider unavailable at run time (no GPU?): falling back to CPU")
         logger.info("serving %s v%s on %s", self.card["name"], self.card["version"], self.provider)
         preprocessing = self.card["preprocessing"]
