@@ -51,16 +51,19 @@ def median_of(runs: list[dict]) -> dict:
 
 
 class Baseline:
-    """benchmarks/baseline_app.py in 2 uvicorn workers under gunicorn.
+    """benchmarks/baseline_app.py in uvicorn workers (2 by default) under gunicorn.
 
     Not `uvicorn --workers 2`: measured here, its multi-process mode answered every request in 44 ms (1.3 ms
     with one worker), which would flatter any comparison.
     """
 
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+
     def __enter__(self) -> str:
         port = free_port()
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        worker = ["-k", "uvicorn.workers.UvicornWorker", "-w", "2", "--log-level", "warning"]
+        worker = ["-k", "uvicorn.workers.UvicornWorker", "-w", str(self.workers), "--log-level", "warning"]
         self.process = subprocess.Popen(
             [gunicorn, "benchmarks.baseline_app:app", *worker, "-b", f"127.0.0.1:{port}"],
             cwd=ROOT,
@@ -92,6 +95,23 @@ def in_process_images_per_second(batch: np.ndarray, seconds: float = 5.0) -> flo
     return count / (time.perf_counter() - start)
 
 
+def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> list[str]:
+    """Median time of one ONNX Runtime call (1 thread) per batch size: what the batcher's settings rest on."""
+    runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
+    rows = ["| images per call | ms per call | ms per image | images/s |", "|---:|---:|---:|---:|"]
+    for size in sizes:
+        inputs = normalise(images[:size], runtime.mean, runtime.std)
+        runtime.probabilities(inputs)
+        times = []
+        for _ in range(max(10, 400 // size)):
+            start = time.perf_counter()
+            runtime.probabilities(inputs)
+            times.append(time.perf_counter() - start)
+        ms = statistics.median(times) * 1000
+        rows.append(f"| {size} | {ms:.2f} | {ms / size:.3f} | {size / ms * 1000:.0f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
@@ -116,6 +136,10 @@ def main() -> None:
         return median_of([wrk(url + path, body, kind, connections, args.seconds) for _ in range(args.repeats)])
 
     results = {}
+    with running_service({"DIGITSERVE_WORKERS": "1"}) as url:
+        results["digitserve /classify, 1 worker"] = scenario(url, "/classify", png, "image/png", args.connections)
+    with Baseline(workers=1) as url:
+        results["FastAPI baseline /classify, 1 worker"] = scenario(url, "/classify", png, "image/png", args.connections)
     with running_service({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch))}) as url:
         results["digitserve /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
         results["digitserve /classify, 1 connection"] = scenario(url, "/classify", png, "image/png", 1)
@@ -125,9 +149,11 @@ def main() -> None:
     with Baseline() as url:
         results["FastAPI baseline /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
     in_process = 2 * in_process_images_per_second(batch)
+    batching = batch_size_table(images)
 
     pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
     ratio = results["digitserve /classify"]["rps"] / results["FastAPI baseline /classify"]["rps"]
+    ratio_1 = results["digitserve /classify, 1 worker"]["rps"] / results["FastAPI baseline /classify, 1 worker"]["rps"]
     lines = [
         "| scenario | requests/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|",
@@ -137,10 +163,15 @@ def main() -> None:
             for name, r in results.items()
         ),
         "",
-        f"- /classify vs the FastAPI baseline: **{ratio:.2f}×** requests/s",
+        f"- /classify vs the FastAPI baseline: **{ratio:.2f}×** requests/s with 2 workers each, "
+        f"**{ratio_1:.2f}×** with 1 worker each (no dependence on how the connections spread over workers)",
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
         f"{pixels_ips / in_process:.2f}× in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 thread, "
         f"batch {args.pixels_batch}, without HTTP)",
+        "",
+        "Adaptive batching: one ONNX Runtime call (1 intra-op thread) by batch size, in process:",
+        "",
+        *batching,
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = "\n".join(lines)

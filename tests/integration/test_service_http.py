@@ -23,6 +23,7 @@ from training.data import load_split
 pytestmark = pytest.mark.integration
 
 N = 1000
+RAW = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,33 @@ def test_prometheus_metrics(client, digits):
     text = client.get("/metrics").text
     assert "digitserve_predictions_total" in text and 'digit="7"' in text
     assert "digitserve_confidence_bucket" in text
+
+
+def metric_sum(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_concurrent_requests_are_batched_and_answered_alike(url, client, digits):
+    images = digits[0]
+    alone = [client.post("/classify_pixels", content=images[i].tobytes(), headers=RAW).json() for i in range(48)]
+
+    def one(i: int) -> dict:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            return c.post("/classify_pixels", content=images[i].tobytes(), headers=RAW).json()
+
+    before = client.get("/metrics").text
+    with ThreadPoolExecutor(24) as pool:
+        together = list(pool.map(one, range(48)))
+    after = client.get("/metrics").text
+    for a, b in zip(alone, together, strict=True):
+        assert a["results"][0]["digit"] == b["results"][0]["digit"]
+        np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
+
+    def batched_calls(text: str) -> float:  # ONNX Runtime calls with more than one image
+        single = metric_sum(text, 'digitserve_batch_size_bucket{le="1.0"')
+        return metric_sum(text, "digitserve_batch_size_count") - single
+
+    assert batched_calls(after) > batched_calls(before), "no two concurrent requests shared an ONNX Runtime call"
 
 
 def test_openapi_lists_every_endpoint(client):

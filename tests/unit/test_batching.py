@@ -1,0 +1,94 @@
+"""The adaptive batcher with the real model: concurrent requests share ONNX Runtime calls, answers unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher
+from service.errors import ClientError
+from service.preprocess import normalise
+from service.runtime import ModelRuntime
+from tests.conftest import MODEL
+from training.data import load_split
+
+
+@pytest.fixture(scope="module")
+def runtime() -> ModelRuntime:
+    return ModelRuntime(MODEL, provider="cpu")
+
+
+@pytest.fixture(scope="module")
+def images(mnist_dir) -> np.ndarray:
+    return load_split("test", mnist_dir).images[:200]
+
+
+class Recorder:
+    """The real model, remembering the size of every batch it was given."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime = runtime
+        self.sizes: list[int] = []
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(pixels))
+        return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
+
+
+async def serve(batcher: Batcher, requests: list[np.ndarray]) -> list[np.ndarray]:
+    async def one(pixels: np.ndarray) -> np.ndarray:
+        with batcher.request():
+            return await batcher(pixels)
+
+    return await asyncio.gather(*(one(r) for r in requests))
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_answers(runtime, images):
+    model = Recorder(runtime)
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=5000)
+    # 120 single images and 8 requests of 10, all at once, as a busy worker sees them.
+    requests = [images[i : i + 1] for i in range(120)] + [images[120 + 10 * i : 130 + 10 * i] for i in range(8)]
+    answers = asyncio.run(serve(batcher, requests))
+
+    direct = Recorder(runtime)(images)
+    for request, answer, start in zip(requests, answers, [*range(120), *range(120, 200, 10)], strict=True):
+        assert answer.shape == (len(request), 10)
+        np.testing.assert_allclose(answer, direct[start : start + len(request)], atol=1e-5)
+    assert sum(model.sizes) == 200
+    assert max(model.sizes) > 1, "no two requests were batched together"
+    assert max(model.sizes) <= 64
+
+
+def test_a_lone_request_runs_at_once(runtime, images):
+    model = Recorder(runtime)
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=5000)
+    for i in range(5):
+        asyncio.run(serve(batcher, [images[i : i + 1]]))
+    assert model.sizes == [1] * 5
+
+
+def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images):
+    def slow(pixels: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)
+        return runtime.probabilities(normalise(pixels, runtime.mean, runtime.std))
+
+    batcher = Batcher(slow, max_batch_size=1, max_latency_ms=20)
+
+    async def flood() -> list[object]:
+        async def one(i: int) -> object:
+            with batcher.request():
+                try:
+                    return await batcher(images[i : i + 1])
+                except ClientError as exc:
+                    return exc
+
+        return await asyncio.gather(*(one(i) for i in range(40)))
+
+    outcomes = asyncio.run(flood())
+    shed = [o for o in outcomes if isinstance(o, ClientError)]
+    served = [o for o in outcomes if isinstance(o, np.ndarray)]
+    assert shed and all(e.status == 503 for e in shed)
+    assert served, "the batcher shed everything"
