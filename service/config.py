@@ -30,7 +30,7 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
 class Settings:
     model_path: Path
     provider: str  # auto | cuda | cpu
-    workers: int
+    workers: int | str  # a count, or "cpu_count": BentoML counts the cores when the server starts
     threads: int  # ONNX Runtime intra-op threads per worker
     max_bytes: int
     max_pixels: int
@@ -48,8 +48,9 @@ class Settings:
         return cls(
             model_path=Path(os.environ.get("DIGITSERVE_MODEL") or DEFAULT_MODEL),
             provider=provider,
-            # One worker per core, one intra-op thread each: measured fastest on 2 cores.
-            workers=_int("DIGITSERVE_WORKERS", os.cpu_count() or 1),
+            # One worker per core, one intra-op thread each: measured fastest on 2 cores. "cpu_count" is resolved
+            # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.
+            workers=_int("DIGITSERVE_WORKERS", 0) or "cpu_count",
             threads=_int("DIGITSERVE_THREADS", 1),
             max_bytes=_int("DIGITSERVE_MAX_BYTES", 5_000_000),
             max_pixels=_int("DIGITSERVE_MAX_PIXELS", 25_000_000),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-logger = logging.getLogger("digitserve")
+logger = logging.getLogger("bentoml.digitserve")  # under "bentoml": BentoML's log handlers show it
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
@@ -53,6 +53,10 @@ class ModelRuntime:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         providers = choose_providers(provider, available)
+        if CUDA in providers and hasattr(ort, "preload_dlls"):
+            # CUDA and cuDNN from the nvidia-* pip wheels (onnxruntime-gpu[cuda,cudnn]) are not on the
+            # library path: load them first, or the CUDA provider fails to start and ORT falls back to CPU.
+            ort.preload_dlls()
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
@@ -63,7 +67,7 @@ class ModelRuntime:
             raise ModelLoadError("DIGITSERVE_PROVIDER=cuda but the CUDA execution provider did not start (no GPU?)")
         if provider == "auto" and CUDA in available and self.provider != CUDA:
             logger.warning("CUDA execution provider unavailable at run time (no GPU?): falling back to CPU")
-        logger.info("serving %s v%s on %s", self.card["name"], self.card["version"], self.provider)
+        logger.info("serving %s v%s from %s on %s", self.card["name"], self.card["version"], model_path, self.provider)
         preprocessing = self.card["preprocessing"]
         self.mean, self.std = float(preprocessing["mean"]), float(preprocessing["std"])
 

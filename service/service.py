@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gc
 import io
-import logging
 
 import bentoml
 import numpy as np
@@ -28,7 +27,6 @@ from service.pixels import parse_pixels
 from service.preprocess import normalise, to_mnist
 from service.runtime import ModelRuntime, load_card
 
-logger = logging.getLogger("digitserve")
 settings = Settings.from_env()
 load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, rather than in every worker
 
@@ -184,40 +182,53 @@ class DigitService:
     def image_to_pixels(self, data: bytes) -> np.ndarray:
         return to_mnist(decode_image(data, settings.max_pixels))
 
-    @app.post("/classify", openapi_extra=IMAGE_BODY, summary="Classify one image file (multipart or raw body)")
-    async def classify(self, request: Request, debug: bool = False) -> dict:
-        """One PNG, JPEG, GIF, BMP, WebP or TIFF image: as the multipart field `image`, or as the raw body
-        with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG)."""
-        # Decoding (well under a millisecond for a small image) runs on the event loop; inference runs in the
-        # batcher's thread, so the loop keeps reading requests while ONNX Runtime works.
-        with self.batcher.request():
-            kind = media_type(request)
-            if kind == "multipart/form-data":
-                (data,) = await uploaded_files(request, "image", 1)
-            elif kind in IMAGE_TYPES or kind == "application/octet-stream":
-                data = await read_body(request, settings.max_bytes)
-            else:
-                raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
-            return (await self.predict(self.image_to_pixels(data)[None], debug))[0]
 
-    @app.post("/classify_batch", openapi_extra=BATCH_BODY, summary="Classify several image files")
-    async def classify_batch(self, request: Request, debug: bool = False) -> dict:
-        """Several image files in the multipart field `images`; results in the same order."""
-        with self.batcher.request():
-            files = await uploaded_files(request, "images", settings.max_batch)
-            pixels = np.stack([self.image_to_pixels(f) for f in files])
-            return {"results": await self.predict(pixels, debug)}
+# The routes are plain functions, not methods: BentoML hands a method its `self` through a synchronous FastAPI
+# dependency, which FastAPI runs in a thread pool, one thread hop per request.
+def service() -> DigitService:
+    return bentoml.get_current_service()
 
-    @app.post("/classify_pixels", openapi_extra=PIXELS_BODY, summary="Classify images already in MNIST format")
-    async def classify_pixels(self, request: Request) -> dict:
-        """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
-        (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
-        with self.batcher.request():
-            body = await read_body(request, settings.max_bytes)
-            pixels = parse_pixels(body, media_type(request), settings.max_batch)
-            return {"results": await self.predict(pixels)}
 
-    @app.get("/model", summary="The model being served")
-    async def model(self) -> dict:
-        """Name, version, sha256, test accuracy, execution provider in use, input specification."""
-        return self.runtime.info()
+@app.post("/classify", openapi_extra=IMAGE_BODY, summary="Classify one image file (multipart or raw body)")
+async def classify(request: Request, debug: bool = False) -> dict:
+    """One PNG, JPEG, GIF, BMP, WebP or TIFF image: as the multipart field `image`, or as the raw body
+    with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG)."""
+    # Decoding (well under a millisecond for a small image) runs on the event loop; inference runs in the
+    # batcher's thread, so the loop keeps reading requests while ONNX Runtime works.
+    svc = service()
+    with svc.batcher.request():
+        kind = media_type(request)
+        if kind == "multipart/form-data":
+            (data,) = await uploaded_files(request, "image", 1)
+        elif kind in IMAGE_TYPES or kind == "application/octet-stream":
+            data = await read_body(request, settings.max_bytes)
+        else:
+            raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
+        return (await svc.predict(svc.image_to_pixels(data)[None], debug))[0]
+
+
+@app.post("/classify_batch", openapi_extra=BATCH_BODY, summary="Classify several image files")
+async def classify_batch(request: Request, debug: bool = False) -> dict:
+    """Several image files in the multipart field `images`; results in the same order."""
+    svc = service()
+    with svc.batcher.request():
+        files = await uploaded_files(request, "images", settings.max_batch)
+        pixels = np.stack([svc.image_to_pixels(f) for f in files])
+        return {"results": await svc.predict(pixels, debug)}
+
+
+@app.post("/classify_pixels", openapi_extra=PIXELS_BODY, summary="Classify images already in MNIST format")
+async def classify_pixels(request: Request) -> dict:
+    """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
+    (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
+    svc = service()
+    with svc.batcher.request():
+        body = await read_body(request, settings.max_bytes)
+        pixels = parse_pixels(body, media_type(request), settings.max_batch)
+        return {"results": await svc.predict(pixels)}
+
+
+@app.get("/model", summary="The model being served")
+async def model() -> dict:
+    """Name, version, sha256, test accuracy, execution provider in use, input specification."""
+    return service().runtime.info()

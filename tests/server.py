@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -39,16 +39,27 @@ def wait_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None
         time.sleep(0.5)
 
 
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
 @contextmanager
-def running_service(env: dict[str, str] | None = None, timeout: float = 90.0):
+def running_service(
+    env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+    target: str = "service.service:DigitService",
+    cwd: Path = ROOT,
+    log=None,
+):
+    """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields its URL.
+
+    The server's output goes to `log` (an open text file) if given, else to a temporary file: a file, not a
+    pipe, since nobody reads the access log while tests run and a full pipe would stall the server."""
     port = free_port()
     environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
-    command = [str(Path(sys.executable).with_name("bentoml")), "serve", "service.service:DigitService"]
-    # A file, not a pipe: nobody reads the access log while tests run, and a full pipe would stall the server.
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log:
         process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
+            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
