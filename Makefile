@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 
 PORT ?= 3000
 
-.PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean
+.PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
+	bento bento-gpu container container-gpu
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -56,6 +57,18 @@ evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX
 bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk); writes docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
+
+bento: install  ## build the CPU Bento (service code + model, pinned packages) into the BentoML store
+	$(BIN)/bentoml build -f bentofile.yaml
+
+bento-gpu: install  ## build the GPU Bento (onnxruntime-gpu with CUDA 13 and cuDNN wheels)
+	$(BIN)/bentoml build -f bentofile.gpu.yaml
+
+container: bento  ## the CPU container image digitserve:latest (needs a Docker engine)
+	$(BIN)/bentoml containerize digitserve:latest --image-tag digitserve:latest
+
+container-gpu: bento-gpu  ## the GPU container image digitserve-gpu:latest (needs a Docker engine)
+	$(BIN)/bentoml containerize digitserve-gpu:latest --image-tag digitserve-gpu:latest
 
 lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .
