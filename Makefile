@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu
+	bento bento-gpu container container-gpu loadtest
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -32,7 +32,11 @@ $(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(PIP) -e '.[train,dev]'
+	$(PIP) -e '.[train,dev,loadtest]'
+	@touch $@
+
+$(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[dev,loadtest]'
 	@touch $@
 
 serve: install  ## install and serve the model (DIGITSERVE_* variables, PORT=3000) on http://localhost:$(PORT)
@@ -57,6 +61,17 @@ evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX
 bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk); writes docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
+
+# make loadtest [HOST=http://...] [USERS=20] [DURATION=60s] [WORKERS=0] [TAGS="classify pixels"] [SCENARIO=mix|overload]
+HOST ?=
+USERS ?= 20
+DURATION ?= 60s
+WORKERS ?= 0
+TAGS ?=
+SCENARIO ?= mix
+loadtest: $(VENV)/.installed-loadtest  ## locust headless (starts the service unless HOST=...); reports/ and SLO check
+	$(BIN)/python loadtests/run.py --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION) \
+		--workers $(WORKERS) $(if $(HOST),--host $(HOST)) $(if $(TAGS),--tags $(TAGS))
 
 bento: install  ## build the CPU Bento (service code + model, pinned packages) into the BentoML store
 	$(BIN)/bentoml build -f bentofile.yaml

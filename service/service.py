@@ -136,8 +136,8 @@ PIXELS_BODY = request_body(
     name="digitserve",
     workers=settings.workers,
     # BentoML keeps each request's context until its timeout timer fires, even after the answer: a short
-    # timeout keeps that heap (and full garbage collections) small. Past max_concurrency BentoML answers 503.
-    traffic={"timeout": settings.timeout, "max_concurrency": 256},
+    # timeout keeps that heap (and full garbage collections) small. Past max_concurrency BentoML answers 429.
+    traffic={"timeout": settings.timeout, "max_concurrency": settings.max_concurrency},
     logging={"access": {"enabled": settings.access_log}},
 )
 @bentoml.asgi_app(app, path="/")

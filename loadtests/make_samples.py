@@ -1,0 +1,56 @@
+"""Write the load tests' request bodies: real MNIST test digits as clients send them (committed in samples/).
+
+    python loadtests/make_samples.py        # needs the MNIST files ($MNIST_DIR or data/mnist)
+
+PNGs of the 28x28 digits themselves, the same digits as dark ink on light paper (280x280 JPEG) and as a large
+photo-sized JPEG, strokes on a transparent canvas, and a raw uint8 block of 256 digits for /classify_pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.digits import as_png, encode, on_canvas, on_paper  # noqa: E402
+from training.data import load_split  # noqa: E402
+
+OUT = Path(__file__).with_name("samples")
+
+
+def main() -> None:
+    test = load_split("test")
+    rng = np.random.default_rng(0)
+    labels: dict[str, int | list[int]] = {}
+
+    def save(name: str, data: bytes, label: int) -> None:
+        (OUT / name).write_bytes(data)
+        labels[name] = int(label)
+
+    OUT.mkdir(exist_ok=True)
+    for i in range(24):
+        save(f"mnist_{i:02d}.png", as_png(test.images[i]), test.labels[i])
+    for i in range(24, 28):
+        save(f"paper_{i:02d}.jpg", on_paper(test.images[i], rng), test.labels[i])
+    for i in range(28, 30):
+        save(f"canvas_{i:02d}.png", on_canvas(test.images[i]), test.labels[i])
+    for i in range(30, 32):  # a phone photo's size: the decode and resize dominate
+        page = Image.open(io.BytesIO(on_paper(test.images[i], rng))).resize((1600, 1600), Image.Resampling.BICUBIC)
+        save(f"large_{i:02d}.jpg", encode(page, "JPEG", quality=85), test.labels[i])
+
+    pixels = test.images[1000:1256]
+    (OUT / "pixels.bin").write_bytes(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+    labels["pixels.bin"] = [int(v) for v in test.labels[1000:1256]]
+    (OUT / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+    print(f"wrote {len(labels)} files to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

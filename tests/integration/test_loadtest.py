@@ -1,0 +1,35 @@
+"""The locust smoke run (`python loadtests/run.py --scenario smoke`): the real service under a few real users
+for about 15 s, every shape, every response checked, no failure allowed, the reports written."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_smoke_run_meets_its_objectives(tmp_path):
+    command = [sys.executable, "loadtests/run.py", "--scenario", "smoke", "--users", "4", "--spawn-rate", "4"]
+    # Locust runs in its own process: it gevent-patches whatever imports it.
+    done = subprocess.run(
+        [*command, "--duration", "15s", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "all objectives met" in done.stdout
+
+    with open(tmp_path / "smoke_stats.csv", newline="") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    for name in ("/classify", "/classify_batch", "/classify_pixels"):
+        assert int(rows[name]["Request Count"]) > 0, name
+        assert int(rows[name]["Failure Count"]) == 0, name
+    assert (tmp_path / "smoke.html").stat().st_size > 10_000  # locust's report, charts included
