@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import gc
 import io
+from pathlib import Path
 
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
@@ -226,6 +228,15 @@ async def classify_pixels(request: Request) -> dict:
         body = await read_body(request, settings.max_bytes)
         pixels = parse_pixels(body, media_type(request), settings.max_batch)
         return {"results": await svc.predict(pixels)}
+
+
+@app.get("/ui", include_in_schema=False)
+async def ui() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+# The draw-a-digit page: plain files, no CDN, so it works offline and inside the container image.
+app.mount("/ui/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="ui")
 
 
 @app.get("/model", summary="The model being served")

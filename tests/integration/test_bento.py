@@ -56,7 +56,8 @@ def cpu_bento(home) -> Path:
 def test_the_bento_packs_the_service_and_the_model_and_nothing_else(cpu_bento):
     files = {p.relative_to(cpu_bento / "src").as_posix() for p in (cpu_bento / "src").rglob("*") if p.is_file()}
     code = {f for f in files if f.startswith("service/")}
-    assert "service/service.py" in code and all(f.endswith(".py") for f in code)
+    assert "service/service.py" in code and "service/static/index.html" in code
+    assert all(f.endswith(".py") or f.startswith("service/static/") for f in code)
     assert {"models/mnist_cnn.onnx", "models/mnist_cnn.json"} <= files
     assert not {f for f in files if f.split("/")[0] in ("tests", "training", "data", "runs", ".venv", "docs")}
     assert not {f for f in files if f.startswith("models/") and not f.startswith("models/mnist_cnn.")}
@@ -95,10 +96,12 @@ def test_served_from_the_store_it_classifies_real_digits(cpu_bento, home, tmp_pa
                 for image in test.images[:50]
             ]
             info = client.get("/model").json()
+            page = client.get("/ui/")
         log.seek(0)
         text = log.read()
     assert sum(d == label for d, label in zip(digits, test.labels[:50], strict=True)) >= 49
     assert info["provider"] == "CPUExecutionProvider"
+    assert page.status_code == 200 and "<canvas" in page.text  # the draw-a-digit page travels too
     # The model came out of the Bento, not the repo.
     model = cpu_bento / "src" / "models" / "mnist_cnn.onnx"
     assert f"from {model} on CPUExecutionProvider" in text, text[-3000:]
