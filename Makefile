@@ -8,14 +8,14 @@ export BENTOML_DO_NOT_TRACK := true
 
 # The recipe of the shipped model (models/mnist_cnn.json, "reproduce"). The reference recipe is `--steps 20000`.
 TRAIN_ARGS ?= --steps 30000 --augment --lr 1e-3 --schedule cosine --out runs/mnist_cnn
-EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx
+EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
 
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest
+	bento bento-gpu container container-gpu loadtest bench-model
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,7 +52,7 @@ data: install-train  ## download and verify the four MNIST files into data/mnist
 train: install-train  ## train the CNN on MNIST (TRAIN_ARGS=...)
 	$(BIN)/python -m training train $(TRAIN_ARGS)
 
-export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card, verified
+export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card and its int8, fp16 variants, verified
 	$(BIN)/python -m training export $(EXPORT_ARGS)
 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
@@ -84,6 +84,9 @@ container: bento  ## the CPU container image digitserve:latest (needs a Docker e
 
 container-gpu: bento-gpu  ## the GPU container image digitserve-gpu:latest (needs a Docker engine)
 	$(BIN)/bentoml containerize digitserve-gpu:latest --image-tag digitserve-gpu:latest
+
+bench-model: install-dev  ## in-process images/s of each model variant and provider by batch size; start-up time
+	$(BIN)/python benchmarks/bench_model.py $(BENCH_ARGS)
 
 lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .

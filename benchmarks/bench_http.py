@@ -96,6 +96,16 @@ def in_process_images_per_second(batch: np.ndarray, seconds: float = 5.0) -> flo
     return count / (time.perf_counter() - start)
 
 
+def variant_line(results: dict, variant: str, per_request: int) -> str:
+    pixels = results[f"digitserve {variant} /classify_pixels"]["rps"]
+    single = results[f"digitserve {variant} /classify"]["rps"]
+    return (
+        f"- {variant}: /classify_pixels **{pixels * per_request:.0f} images/s** "
+        f"({pixels / results['digitserve /classify_pixels']['rps']:.2f}× fp32), "
+        f"/classify {single:.0f} requests/s ({single / results['digitserve /classify']['rps']:.2f}× fp32)"
+    )
+
+
 def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> list[str]:
     """Median time of one ONNX Runtime call (1 thread) per batch size: what the batcher's settings rest on."""
     runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
@@ -121,6 +131,7 @@ def main() -> None:
     parser.add_argument("--pixels-batch", type=int, default=64, help="images per /classify_pixels request")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
+    parser.add_argument("--variants", nargs="*", default=["int8", "fp16"], help="model variants to run besides fp32")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
@@ -149,6 +160,17 @@ def main() -> None:
         )
     with Baseline() as url:
         results["FastAPI baseline /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
+    for variant in args.variants:  # the model variants, end to end (DIGITSERVE_VARIANT)
+        env = {
+            "DIGITSERVE_WORKERS": "2",
+            "DIGITSERVE_VARIANT": variant,
+            "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch)),
+        }
+        with running_service(env) as url:
+            results[f"digitserve {variant} /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
+            results[f"digitserve {variant} /classify_pixels"] = scenario(
+                url, "/classify_pixels", pixels, "application/octet-stream", 4
+            )
     in_process = 2 * in_process_images_per_second(batch)
     batching = batch_size_table(images)
 
@@ -169,6 +191,7 @@ def main() -> None:
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
         f"{pixels_ips / in_process:.2f}× in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 thread, "
         f"batch {args.pixels_batch}, without HTTP)",
+        *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
         "",
         "Adaptive batching: one ONNX Runtime call (1 intra-op thread) by batch size, in process:",
         "",
@@ -192,11 +215,16 @@ def main() -> None:
 START, END = "<!-- bench_http:start -->", "<!-- bench_http:end -->"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the document, keeping whatever people wrote around it."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n## HTTP (`make bench`)\n\n{START}\n{END}\n"
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
+def write_section(
+    path: Path, section: str, start: str = START, end: str = END, heading: str = "## HTTP (`make bench`)"
+) -> None:
+    """Replace one benchmark's section of the document (between its markers), keeping whatever people wrote
+    around it; a document without the markers gets the section appended under `heading`."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start not in text:
+        text = f"{text.rstrip()}\n\n{heading}\n\n{start}\n{end}\n"
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(before + section + after)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mnist_cnn.onnx"
+VARIANTS = ("fp32", "int8", "fp16")
 
 
 class ConfigError(ValueError):
@@ -26,9 +28,15 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def variant_of(model: Path, variant: str) -> Path:
+    """The file of a variant: <name>_<variant>.onnx beside the fp32 <name>.onnx (what the export writes)."""
+    return model if variant == "fp32" else model.with_name(f"{model.stem}_{variant}{model.suffix}")
+
+
 @dataclass(frozen=True)
 class Settings:
     model_path: Path
+    cache_dir: Path | None  # ONNX Runtime's optimised graphs, saved once and reused by every start
     provider: str  # auto | cuda | cpu
     workers: int | str  # a count, or "cpu_count": BentoML counts the cores when the server starts
     threads: int  # ONNX Runtime intra-op threads per worker
@@ -46,8 +54,13 @@ class Settings:
         provider = os.environ.get("DIGITSERVE_PROVIDER", "auto").strip().lower() or "auto"
         if provider not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"DIGITSERVE_PROVIDER={provider!r}: use auto, cuda or cpu")
+        variant = os.environ.get("DIGITSERVE_VARIANT", "fp32").strip().lower() or "fp32"
+        if variant not in VARIANTS:
+            raise ConfigError(f"DIGITSERVE_VARIANT={variant!r}: use one of {', '.join(VARIANTS)}")
+        cache = os.environ.get("DIGITSERVE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "digitserve")).strip()
         return cls(
-            model_path=Path(os.environ.get("DIGITSERVE_MODEL") or DEFAULT_MODEL),
+            model_path=variant_of(Path(os.environ.get("DIGITSERVE_MODEL") or DEFAULT_MODEL), variant),
+            cache_dir=Path(cache) if cache else None,
             provider=provider,
             # One worker per core, one intra-op thread each: measured fastest on 2 cores. "cpu_count" is resolved
             # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.

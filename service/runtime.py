@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +45,46 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+def open_session(
+    model_path: Path, card: dict, options: ort.SessionOptions, providers: list[str], cache_dir: Path | None
+) -> tuple[ort.InferenceSession, str]:
+    """A session on the model as ONNX Runtime optimised it for these providers: from the cache when an earlier
+    start (another worker, a restart) saved it, else optimised now and saved. Returns how it was loaded."""
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cache_dir is None:
+        return ort.InferenceSession(str(model_path), options, providers=providers), "optimised at start-up"
+    # Optimised graphs can hold hardware-specific kernels: key them by model, runtime version and providers.
+    names = "+".join(p.removesuffix("ExecutionProvider") for p in providers)
+    key = f"{card['sha256'][:16]}-ort{ort.__version__}-{names}"
+    cached = cache_dir / f"{key}.onnx"
+    if cached.is_file():
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(cached), options, providers=providers), f"optimised graph from {cached}"
+        except Exception:  # a damaged cache file: optimise again below
+            logger.warning("cached optimised graph %s unreadable: optimising again", cached)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f"{key}.{os.getpid()}.partial"
+        options.optimized_model_filepath = str(partial)
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
+        os.replace(partial, cached)  # atomic: a worker starting beside this one never reads half a file
+        return session, f"optimised at start-up, saved to {cached}"
+    except OSError as exc:
+        logger.warning("cannot cache the optimised graph in %s (%s): optimising at every start", cache_dir, exc)
+        options.optimized_model_filepath = ""
+        return ort.InferenceSession(str(model_path), options, providers=providers), "optimised at start-up"
+
+
 class ModelRuntime:
-    def __init__(self, model_path: Path, provider: str = "auto", threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path, provider: str = "auto", threads: int = 1, cache_dir: Path | None = None
+    ) -> None:
         self.card = load_card(model_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         providers = choose_providers(provider, available)
         if CUDA in providers and hasattr(ort, "preload_dlls"):
@@ -58,7 +92,7 @@ class ModelRuntime:
             # library path: load them first, or the CUDA provider fails to start and ORT falls back to CPU.
             ort.preload_dlls()
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
+            self.session, how = open_session(model_path, self.card, options, providers, cache_dir)
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from None
         # onnxruntime-gpu falls back to CPU silently when CUDA cannot start: trust the session, not the list.
@@ -67,7 +101,16 @@ class ModelRuntime:
             raise ModelLoadError("DIGITSERVE_PROVIDER=cuda but the CUDA execution provider did not start (no GPU?)")
         if provider == "auto" and CUDA in available and self.provider != CUDA:
             logger.warning("CUDA execution provider unavailable at run time (no GPU?): falling back to CPU")
-        logger.info("serving %s v%s from %s on %s", self.card["name"], self.card["version"], model_path, self.provider)
+        self.variant = self.card.get("variant", "fp32")
+        logger.info(
+            "serving %s v%s (%s) from %s on %s, %s",
+            self.card["name"],
+            self.card["version"],
+            self.variant,
+            model_path,
+            self.provider,
+            how,
+        )
         preprocessing = self.card["preprocessing"]
         self.mean, self.std = float(preprocessing["mean"]), float(preprocessing["std"])
 
@@ -82,6 +125,7 @@ class ModelRuntime:
         return {
             "name": card["name"],
             "version": card["version"],
+            "variant": self.variant,
             "sha256": card["sha256"],
             "test_accuracy": card["test_accuracy"],
             "parameters": card["parameters"],

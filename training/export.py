@@ -1,4 +1,5 @@
-"""Export a checkpoint to a verified ONNX model with embedded metadata and a model card beside it."""
+"""Export a checkpoint to a verified ONNX model with embedded metadata and a model card beside it; optionally
+its faster int8 and fp16 variants (training/variants.py), each checked and carded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from training import data
 from training.evaluate import evaluate, open_session, run_logits
 from training.train import load_checkpoint
+from training.variants import VARIANTS, VariantError, make_variant
 
 OPSET = 18
 PARITY_IMAGES = 1000
@@ -175,11 +177,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", default="1.0.0")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| ONNX vs PyTorch")
+    parser.add_argument("--int8", action="store_true", help="also write <out>_int8.onnx (static quantization)")
+    parser.add_argument("--fp16", action="store_true", help="also write <out>_fp16.onnx (float16, float32 I/O)")
+    parser.add_argument(
+        "--from-onnx",
+        type=Path,
+        metavar="FP32_ONNX",
+        help="make the variants from this already exported fp32 model (and its card) instead of a checkpoint",
+    )
 
 
 def main(args: argparse.Namespace) -> None:
+    fp32 = args.from_onnx or args.out
     try:
-        card = export(args.checkpoint, args.out, args.model_version, args.data_dir, args.atol)
-    except ExportError as exc:
+        if not args.from_onnx:
+            card = export(args.checkpoint, args.out, args.model_version, args.data_dir, args.atol)
+            print(f"wrote {args.out} (sha256 {card['sha256'][:12]}…) and {args.out.with_suffix('.json')}")
+        for variant in (v for v in VARIANTS if getattr(args, v)):
+            card = make_variant(fp32, variant, args.data_dir)
+            print(
+                f"wrote {card['file']}: test accuracy {100 * card['test_accuracy']:.2f}% "
+                f"(fp32 {100 * card['derived_from']['test_accuracy']:.2f}%), "
+                f"{card['predictions_changed_vs_fp32']} predictions changed, {card['size_bytes'] / 1e6:.1f} MB"
+            )
+    except (ExportError, VariantError) as exc:
         sys.exit(f"export refused: {exc}")
-    print(f"wrote {args.out} (sha256 {card['sha256'][:12]}…) and {args.out.with_suffix('.json')}")

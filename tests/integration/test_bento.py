@@ -58,9 +58,9 @@ def test_the_bento_packs_the_service_and_the_model_and_nothing_else(cpu_bento):
     code = {f for f in files if f.startswith("service/")}
     assert "service/service.py" in code and "service/static/index.html" in code
     assert all(f.endswith(".py") or f.startswith("service/static/") for f in code)
-    assert {"models/mnist_cnn.onnx", "models/mnist_cnn.json"} <= files
     assert not {f for f in files if f.split("/")[0] in ("tests", "training", "data", "runs", ".venv", "docs")}
-    assert not {f for f in files if f.startswith("models/") and not f.startswith("models/mnist_cnn.")}
+    models = {f"models/mnist_cnn{v}.{ext}" for v in ("", "_int8", "_fp16") for ext in ("onnx", "json")}
+    assert {f for f in files if f.startswith("models/")} == models  # the three variants, nothing else
 
 
 def test_cpu_image_recipe(cpu_bento):

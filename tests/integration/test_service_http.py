@@ -184,9 +184,33 @@ def test_concurrent_requests_are_batched_and_answered_alike(url, client, digits)
     assert batched_calls() > before, "no two concurrent requests shared an ONNX Runtime call"
 
 
+def test_bentoml_typed_api_with_its_own_client(url, digits):
+    import bentoml
+
+    images, labels = digits
+    runtime = ModelRuntime(MODEL, provider="cpu")
+    expected = runtime.probabilities(normalise(images[:20], runtime.mean, runtime.std))
+    with bentoml.SyncHTTPClient(url, timeout=30) as bento:
+        probabilities = np.asarray(bento.probabilities(pixels=images[:20].reshape(20, 784).astype(np.float32)))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [[[0] * 783], [[300] * 784], [[-1] * 784], [], "not pixels", [[0] * 784] * 65],
+    ids=["wrong-shape", "over-255", "negative", "empty", "text", "too-many"],
+)
+def test_bentoml_typed_api_refuses_bad_pixels_with_400(client, pixels):
+    response = client.post("/probabilities", json={"pixels": pixels})
+    assert response.status_code == 400, response.text
+    assert "error" in response.json()
+    assert client.post("/probabilities", json={"pixels": [[0] * 784]}).status_code == 200
+
+
 def test_openapi_lists_every_endpoint(client):
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/classify", "/classify_batch", "/classify_pixels", "/model"):
+    for path in ("/classify", "/classify_batch", "/classify_pixels", "/probabilities", "/model"):
         assert path in paths, path
     assert "multipart/form-data" in paths["/classify"]["post"]["requestBody"]["content"]
 

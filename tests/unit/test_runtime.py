@@ -67,3 +67,15 @@ def test_the_service_never_imports_torch():
     code = "import sys, service.service; sys.exit('torch' in sys.modules or 'training' in sys.modules)"
     env = {"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
+
+
+def test_optimised_graph_is_saved_once_and_reused(tmp_path):
+    first = ModelRuntime(MODEL, provider="cpu", cache_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.onnx")
+    stamp = saved.stat().st_mtime_ns
+    second = ModelRuntime(MODEL, provider="cpu", cache_dir=tmp_path)
+    assert saved.stat().st_mtime_ns == stamp, "the second start optimised again instead of reusing the graph"
+    inputs = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(first.probabilities(inputs), second.probabilities(inputs), atol=1e-6)
+    uncached = ModelRuntime(MODEL, provider="cpu").probabilities(inputs)
+    np.testing.assert_allclose(uncached, first.probabilities(inputs), atol=1e-6)

@@ -1,0 +1,135 @@
+"""Faster variants of an exported fp32 model: int8 for CPUs, fp16 for GPUs, each checked and carded.
+
+- int8: ONNX Runtime static quantization in QDQ form, weights int8 per output channel, activations uint8 (the
+  u8 x s8 products AVX-512 VNNI runs), calibrated on training images (never the test set). Refused if its test
+  accuracy is more than MAX_INT8_DROP below fp32's.
+- fp16: weights and arithmetic in float16, inputs and outputs kept float32 so that clients do not change. Refused
+  if its predictions differ from fp32's on more than MAX_FP16_CHANGED of the test set.
+
+Each variant gets its own card beside it (`<name>_int8.json`, ...) with its own sha256 and test accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from training import data
+from training.evaluate import normalisation, open_session, run_logits
+from training.metrics import accuracy_report
+
+VARIANTS = ("int8", "fp16")
+MAX_INT8_DROP = 0.001  # 0.1 percentage points of test accuracy
+MAX_FP16_CHANGED = 0.0005  # 0.05 % of the test set's predictions
+CALIBRATION_IMAGES = 1000
+
+
+class VariantError(RuntimeError):
+    """A variant failed its accuracy check; nothing was written."""
+
+
+def variant_path(fp32: Path, variant: str) -> Path:
+    return fp32.with_name(f"{fp32.stem}_{variant}{fp32.suffix}")
+
+
+class Calibration(CalibrationDataReader):
+    """Normalised training images, in batches, for the quantizer to observe activation ranges."""
+
+    def __init__(self, images: np.ndarray, mean: float, std: float, batch: int = 100) -> None:
+        self.batches = iter(
+            [{"image": data.normalise(images[i : i + batch], mean, std)} for i in range(0, len(images), batch)]
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def quantize_int8(fp32: Path, out: Path, data_dir: str | None = None) -> None:
+    mean, std = normalisation(open_session(fp32))
+    train = data.load_split("train", data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # shapes and folding first
+        quantize_static(
+            str(prepared),
+            str(out),
+            Calibration(train.images[:CALIBRATION_IMAGES], mean, std),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
+
+
+def test_predictions(path: Path, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    session = open_session(path)
+    mean, std = normalisation(session)
+    test = data.load_split("test", data_dir)
+    return run_logits(session, data.normalise(test.images, mean, std)).argmax(1), test.labels
+
+
+def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
+    """Write `<fp32>_<variant>.onnx` and its card once its check passes; return the card."""
+    card = json.loads(fp32.with_suffix(".json").read_text())
+    out = variant_path(fp32, variant)
+    reference, labels = test_predictions(fp32, data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / out.name
+        if variant == "int8":
+            quantize_int8(fp32, path, data_dir)
+        elif variant == "fp16":
+            convert_fp16(fp32, path)
+        else:
+            raise ValueError(f"unknown variant {variant!r}: {VARIANTS}")
+        # The serving contract travels with the file: normalisation, labels, version, provenance.
+        proto = onnx.load(str(path))
+        source = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        onnx.helper.set_model_props(proto, {**source, "name": out.stem, "variant": variant})
+        onnx.save(proto, str(path))
+
+        predictions, _ = test_predictions(path, data_dir)
+        report = accuracy_report(labels, predictions)
+        changed = int((predictions != reference).sum())
+        drop = card["test_accuracy"] - report["accuracy"]
+        if variant == "int8" and drop > MAX_INT8_DROP:
+            raise VariantError(f"int8 test accuracy {report['accuracy']:.4f} is {100 * drop:.2f} pp below fp32")
+        if variant == "fp16" and changed > MAX_FP16_CHANGED * len(labels):
+            raise VariantError(f"fp16 changes {changed} of {len(labels)} test predictions against fp32")
+        path.replace(out)
+
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    card.update(
+        name=out.stem,
+        variant=variant,
+        file=out.name,
+        sha256=digest,
+        size_bytes=out.stat().st_size,
+        test_accuracy=report["accuracy"],
+        test_correct=report["correct"],
+        per_class_accuracy=report["per_class_accuracy"],
+        derived_from={"file": fp32.name, "sha256": card["sha256"], "test_accuracy": card["test_accuracy"]},
+        predictions_changed_vs_fp32=changed,
+        method=(
+            f"ONNX Runtime {ort.__version__} static quantization, QDQ, per-channel int8 weights, uint8 "
+            f"activations, calibrated on {CALIBRATION_IMAGES} training images"
+            if variant == "int8"
+            else "float16 weights and arithmetic, float32 inputs and outputs (onnxruntime.transformers.float16)"
+        ),
+    )
+    card.pop("parity", None)  # the fp32 file's PyTorch parity; this file is checked against fp32 above
+    card["reproduce"] = [*card.get("reproduce", [])[:2], f"python -m training export --from-onnx {fp32} --{variant}"]
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
