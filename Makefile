@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model
+	bento bento-gpu container container-gpu loadtest bench-model fuzz
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -87,6 +87,11 @@ container-gpu: bento-gpu  ## the GPU container image digitserve-gpu:latest (need
 
 bench-model: install-dev  ## in-process images/s of each model variant and provider by batch size; start-up time
 	$(BIN)/python benchmarks/bench_model.py $(BENCH_ARGS)
+
+FUZZ_EXAMPLES ?= 20000
+fuzz: install-dev  ## property-based fuzzing of decoding and preprocessing (FUZZ_EXAMPLES=20000 per property)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_MAX_PIXELS=25000000 $(BIN)/python -m pytest -p no:locust -q \
+		tests/unit/test_fuzz.py --hypothesis-show-statistics
 
 lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mnist_cnn.onnx"
@@ -48,6 +48,7 @@ class Settings:
     timeout: int  # seconds a request may take, body upload included (BentoML answers 504 past it)
     max_concurrency: int  # requests in flight in the whole service; BentoML answers 429 past it
     access_log: bool
+    api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,4 +81,5 @@ class Settings:
             # of waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
             max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 64),
             access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
+            api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
         )

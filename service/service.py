@@ -28,6 +28,7 @@ from service.batching import Batcher
 from service.config import Settings
 from service.decode import decode_image
 from service.errors import ClientError
+from service.middleware import RequestMiddleware, record_digits
 from service.pixels import parse_pixels
 from service.preprocess import normalise, to_mnist
 from service.runtime import ModelRuntime, load_card
@@ -153,7 +154,7 @@ PIXELS_BODY = request_body(
     # BentoML keeps each request's context until its timeout timer fires, even after the answer: a short
     # timeout keeps that heap (and full garbage collections) small. Past max_concurrency BentoML answers 429.
     traffic={"timeout": settings.timeout, "max_concurrency": settings.max_concurrency},
-    logging={"access": {"enabled": settings.access_log}},
+    logging={"access": {"enabled": False}},  # service/middleware.py writes the access log, with the request id
 )
 @bentoml.asgi_app(app, path="/")
 class DigitService:
@@ -175,8 +176,8 @@ class DigitService:
         batch_histogram.observe(len(pixels))
         return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
 
-    async def predict(self, pixels: np.ndarray, debug: bool = False) -> list[dict]:
-        """uint8 [N, 28, 28] -> one result dict per image."""
+    async def predict(self, pixels: np.ndarray, request: Request, debug: bool = False) -> list[dict]:
+        """uint8 [N, 28, 28] -> one result dict per image (and the digits noted for the request's log line)."""
         probs = await self.batcher(pixels)
         results = []
         for image, p in zip(pixels, probs, strict=True):
@@ -192,6 +193,7 @@ class DigitService:
             if debug:
                 result["image"] = png_base64(image)
             results.append(result)
+        record_digits(request.scope, [r["digit"] for r in results])
         return results
 
     def image_to_pixels(self, data: bytes) -> np.ndarray:
@@ -209,6 +211,11 @@ class DigitService:
         MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
         [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
         return self.infer(pixels.reshape(-1, 28, 28))
+
+
+# Request id, API key, access log. BentoML places it inside its own timeout and concurrency limits: the 429s and
+# 504s those give carry no request id and get BentoML's log line only.
+DigitService.add_asgi_middleware(RequestMiddleware, api_key=settings.api_key, access_log=settings.access_log)
 
 
 # The routes are plain functions, not methods: BentoML hands a method its `self` through a synchronous FastAPI
@@ -232,7 +239,7 @@ async def classify(request: Request, debug: bool = False) -> dict:
             data = await read_body(request, settings.max_bytes)
         else:
             raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
-        return (await svc.predict(svc.image_to_pixels(data)[None], debug))[0]
+        return (await svc.predict(svc.image_to_pixels(data)[None], request, debug))[0]
 
 
 @app.post("/classify_batch", openapi_extra=BATCH_BODY, summary="Classify several image files")
@@ -242,7 +249,7 @@ async def classify_batch(request: Request, debug: bool = False) -> dict:
     with svc.batcher.request():
         files = await uploaded_files(request, "images", settings.max_batch)
         pixels = np.stack([svc.image_to_pixels(f) for f in files])
-        return {"results": await svc.predict(pixels, debug)}
+        return {"results": await svc.predict(pixels, request, debug)}
 
 
 @app.post("/classify_pixels", openapi_extra=PIXELS_BODY, summary="Classify images already in MNIST format")
@@ -253,7 +260,7 @@ async def classify_pixels(request: Request) -> dict:
     with svc.batcher.request():
         body = await read_body(request, settings.max_bytes)
         pixels = parse_pixels(body, media_type(request), settings.max_batch)
-        return {"results": await svc.predict(pixels)}
+        return {"results": await svc.predict(pixels, request)}
 
 
 @app.get("/ui", include_in_schema=False)

@@ -1,0 +1,97 @@
+"""Per-request concerns around every route: a request id, the optional API key, and the access log line.
+
+One plain ASGI middleware (no BaseHTTPMiddleware: it would add a task and a memory copy per request):
+- `X-Request-ID`: the client's if it sent a sane one, else a new one; on every response and in the log line.
+- `DIGITSERVE_API_KEY`: when set, prediction endpoints need `Authorization: Bearer <key>` (401 otherwise, compared
+  in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
+- One access log line per request: id, method, path, status, latency, and the predicted digit(s), never the image.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+logger = logging.getLogger("bentoml.digitserve.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROTECTED = ("/classify", "/classify_batch", "/classify_pixels", "/probabilities")
+QUIET = ("/livez", "/readyz", "/healthz", "/metrics")  # probes and scrapes: every few seconds, not worth a line
+SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+DIGITS_KEY = "digitserve.digits"  # the routes put their predictions here, in the request's scope
+
+
+def record_digits(scope: Scope, digits: list[int]) -> None:
+    """For the access log line: what this request was answered."""
+    scope[DIGITS_KEY] = digits
+
+
+class RequestMiddleware:
+    def __init__(self, app, api_key: str = "", access_log: bool = True) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        headers = dict(scope["headers"])
+        sent = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if SANE_ID.fullmatch(sent) else uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            if self.api_key and scope["path"].rstrip("/") in PROTECTED and not self.authorised(headers):
+                await self.refuse(send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log and scope["path"] not in QUIET:
+                digits = scope.get(DIGITS_KEY)
+                logger.info(
+                    "%s %s %s %d %.1fms%s",
+                    request_id,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - start) * 1000,
+                    f" digits={','.join(map(str, digits))}" if digits else "",
+                )
+
+    def authorised(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+    @staticmethod
+    async def refuse(send: Send) -> None:
+        body = json.dumps({"error": "missing or wrong API key: send Authorization: Bearer <key>"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="digitserve"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
