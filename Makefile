@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model fuzz
+	bento bento-gpu container container-gpu loadtest bench-model fuzz browser
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -97,7 +97,16 @@ lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint  ## lint, then the whole test suite (PYTEST_ARGS=...)
+browser:  ## Debian's chromium + chromium-driver for the browser tests (installs them as root or with sudo)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the browser tests will skip" \
+		"(sudo apt-get install chromium chromium-driver)"; fi
+
+test: lint browser  ## lint, then the whole test suite (PYTEST_ARGS=...)
 	$(BIN)/python -m pytest -p no:locust $(PYTEST_ARGS)
 
 test-fast: install-dev  ## the tests not marked slow
