@@ -42,6 +42,17 @@ def wait_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 
+def log_with(log, line: str, timeout: float = 10.0) -> str:
+    """The server's log once it holds `line` (or after `timeout`): its output arrives through circus's pipes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log.seek(0)
+        text = log.read()
+        if line in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
 @contextmanager
 def running_service(
     env: dict[str, str] | None = None,

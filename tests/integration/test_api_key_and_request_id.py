@@ -4,13 +4,12 @@ never in the log, every answer carrying an id that the access log line shares wi
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
 
 from tests.digits import as_png
-from tests.server import running_service
+from tests.server import log_with, running_service
 from training.data import load_split
 
 pytestmark = pytest.mark.integration
@@ -56,13 +55,7 @@ def test_every_answer_has_a_request_id_and_the_log_line_shares_it(served):
     assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"]), "a malformed id is replaced"
     assert hostile.status_code == 415 and re.fullmatch(r"[0-9a-f]{32}", refused.headers["x-request-id"])
     last = f"{refused.headers['x-request-id']} POST /classify 401"
-    deadline = time.monotonic() + 10
-    while True:  # the server writes its log through its own pipes: wait for the last request's line
-        log.seek(0)
-        text = log.read()
-        if last in text or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    text = log_with(log, last)
     assert last in text, text[-2000:]
     assert re.search(r"abc-42 POST /classify 200 [\d.]+ms digits=7", text), text[-2000:]
     assert KEY not in text

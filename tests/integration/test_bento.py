@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.digits import as_png
-from tests.server import BENTOML, running_service
+from tests.server import BENTOML, log_with, running_service
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -97,13 +97,12 @@ def test_served_from_the_store_it_classifies_real_digits(cpu_bento, home, tmp_pa
             ]
             info = client.get("/model").json()
             page = client.get("/ui/")
-        log.seek(0)
-        text = log.read()
+        model = cpu_bento / "src" / "models" / "mnist_cnn.onnx"
+        text = log_with(log, f"from {model} on CPUExecutionProvider")
     assert sum(d == label for d, label in zip(digits, test.labels[:50], strict=True)) >= 49
     assert info["provider"] == "CPUExecutionProvider"
     assert page.status_code == 200 and "<canvas" in page.text  # the draw-a-digit page travels too
     # The model came out of the Bento, not the repo.
-    model = cpu_bento / "src" / "models" / "mnist_cnn.onnx"
     assert f"from {model} on CPUExecutionProvider" in text, text[-3000:]
 
 
