@@ -29,8 +29,6 @@ class Batcher:
 
     def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int, max_latency_ms: int) -> None:
         self.infer = infer
-        self.max_batch_size = max_batch_size
-        self.max_latency_ms = max_latency_ms
         self.dispatcher = CorkDispatcher(
             max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=_shed, get_batch_size=len
         )
