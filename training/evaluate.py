@@ -30,12 +30,17 @@ def normalisation(session: ort.InferenceSession) -> tuple[float, float]:
     return float(meta.get("normalisation_mean", data.MEAN)), float(meta.get("normalisation_std", data.STD))
 
 
-def evaluate(model_path: str | Path, data_dir: str | None = None) -> dict:
+def predict_test_set(model_path: str | Path, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The model's predicted digits for the 10,000 test images, and the true labels."""
     session = open_session(model_path)
     mean, std = normalisation(session)
     test = data.load_split("test", data_dir)
-    predictions = run_logits(session, data.normalise(test.images, mean, std)).argmax(1)
-    return accuracy_report(test.labels, predictions)
+    return run_logits(session, data.normalise(test.images, mean, std)).argmax(1), test.labels
+
+
+def evaluate(model_path: str | Path, data_dir: str | None = None) -> dict:
+    predictions, labels = predict_test_set(model_path, data_dir)
+    return accuracy_report(labels, predictions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

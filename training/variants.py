@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from training import data
-from training.evaluate import normalisation, open_session, run_logits
+from training.evaluate import normalisation, open_session, predict_test_set
 from training.metrics import accuracy_report
 
 VARIANTS = ("int8", "fp16")
@@ -74,18 +74,11 @@ def convert_fp16(fp32: Path, out: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
 
 
-def test_predictions(path: Path, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    session = open_session(path)
-    mean, std = normalisation(session)
-    test = data.load_split("test", data_dir)
-    return run_logits(session, data.normalise(test.images, mean, std)).argmax(1), test.labels
-
-
 def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
     """Write `<fp32>_<variant>.onnx` and its card once its check passes; return the card."""
     card = json.loads(fp32.with_suffix(".json").read_text())
     out = variant_path(fp32, variant)
-    reference, labels = test_predictions(fp32, data_dir)
+    reference, labels = predict_test_set(fp32, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / out.name
         if variant == "int8":
@@ -100,7 +93,7 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
         onnx.helper.set_model_props(proto, {**source, "name": out.stem, "variant": variant})
         onnx.save(proto, str(path))
 
-        predictions, _ = test_predictions(path, data_dir)
+        predictions, _ = predict_test_set(path, data_dir)
         report = accuracy_report(labels, predictions)
         changed = int((predictions != reference).sum())
         drop = card["test_accuracy"] - report["accuracy"]
