@@ -91,3 +91,28 @@ def test_the_service_serves_the_variant_it_is_told_to(mnist_dir, tmp_path):
     assert np.mean([r["digit"] for r in results] == test.labels[:64]) >= 0.98
     assert png["digit"] == test.labels[0]
     assert list(tmp_path.glob("*.onnx")), "the optimised graph was not saved for the next start"
+
+
+def test_int8_first_block_rewrite_computes_the_same_function(mnist_dir):
+    """Pool-before-ReLU is exact in float32: the rewritten fp32 graph gives bit-identical logits on real digits."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(MODEL))
+    kept = variants.float_first_block(model)
+    assert [n.op_type for n in model.graph.node[:3]] == ["Conv", "MaxPool", "Relu"]
+    assert kept == [n.name for n in model.graph.node[:3]]
+    images = load_split("test", str(mnist_dir)).images[:256]
+    pixels = ((images / 255.0 - 0.1307) / 0.3081).astype(np.float32)[:, None]
+    original = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    rewritten = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(rewritten.run(None, {"image": pixels})[0], original.run(None, {"image": pixels})[0])
+
+
+def test_shipped_int8_keeps_the_first_conv_in_float_and_the_rest_int8():
+    graph = onnx.load(str(MODEL.with_name("mnist_cnn_int8.onnx"))).graph
+    weights = {t.name: t.data_type for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    first_weight = convs[0].input[1]
+    assert weights.get(first_weight) == onnx.TensorProto.FLOAT  # float conv1, fed by the float image
+    quantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert sum(weights.get(name) == onnx.TensorProto.INT8 for name in quantized) == 3  # conv2, fc1, fc2
