@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model fuzz browser
+	bento bento-gpu container container-gpu loadtest bench-model fuzz browser soak
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -92,6 +92,10 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: install-dev  ## property-based fuzzing of decoding and preprocessing (FUZZ_EXAMPLES=20000 per property)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_MAX_PIXELS=25000000 $(BIN)/python -m pytest -p no:locust -q \
 		tests/unit/test_fuzz.py --hypothesis-show-statistics
+
+SOAK_ARGS ?=
+soak: $(VENV)/.installed-loadtest  ## steady load at 70 % of capacity for 10 min; fails on memory growth >= 5 % or any error
+	$(BIN)/python loadtests/soak.py $(SOAK_ARGS)
 
 lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .

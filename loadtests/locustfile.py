@@ -9,6 +9,9 @@ photos), `batch` 8 images per /classify_batch request, `pixels` 64 raw MNIST-for
 request. The user classes' weights give the mix. A response counts as a success only if its status is 200 and
 its body is well-formed with the right digit for the image (the samples are real, labelled test digits).
 
+With DIGITSERVE_USER_RATE=r each user sends r requests per second at most (locust's constant_throughput): the
+soak's steady load (loadtests/soak.py).
+
 With DIGITSERVE_SHED_OK=1 (the overload scenario) 429 (BentoML's max_concurrency) and 503 (the batcher's latency
 limit) are the expected answers to excess load: they are reported under their own name ("... [shed]") so that they
 neither fail the run nor mix into the latency of the requests served.
@@ -21,7 +24,7 @@ import os
 import random
 from pathlib import Path
 
-from locust import FastHttpUser, between, tag, task
+from locust import FastHttpUser, between, constant_throughput, tag, task
 from urllib3 import encode_multipart_formdata
 
 SAMPLES = Path(__file__).with_name("samples")
@@ -32,6 +35,8 @@ PIXEL_LABELS: list[int] = LABELS["pixels.bin"]
 PIXELS_PER_REQUEST = 64
 BATCH = 8
 SHED_OK = os.environ.get("DIGITSERVE_SHED_OK", "") == "1"
+# Requests per second per user, for a steady load (the soak); unset, users send as fast as they are answered.
+USER_RATE = float(os.environ.get("DIGITSERVE_USER_RATE") or 0)
 # The MNIST digits must come back right (the model gets all of these); photos and canvases are not MNIST and
 # only need a well-formed answer, since the service's reframing gets them right almost always, not always.
 STRICT = {name for name, _, _ in IMAGES if name.startswith("mnist_")}
@@ -43,7 +48,7 @@ def content_type(name: str) -> str:
 
 class DigitUser(FastHttpUser):
     abstract = True
-    wait_time = between(0.0, 0.05)
+    wait_time = constant_throughput(USER_RATE) if USER_RATE else between(0.0, 0.05)
 
     def checked(self, path: str, name: str, expected: list[int], wrong_allowed: float, **kwargs) -> None:
         """POST and judge the answer: 200, well-formed, and at most `wrong_allowed` (a fraction) wrong digits."""

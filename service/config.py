@@ -28,6 +28,19 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name}={value} must be 0 or more")
+    return value
+
+
 def variant_of(model: Path, variant: str) -> Path:
     """The file of a variant: <name>_<variant>.onnx beside the fp32 <name>.onnx (what the export writes)."""
     return model if variant == "fp32" else model.with_name(f"{model.stem}_{variant}{model.suffix}")
@@ -48,6 +61,7 @@ class Settings:
     timeout: int  # seconds a request may take, body upload included (BentoML answers 504 past it)
     max_concurrency: int  # requests in flight in the whole service; BentoML answers 429 past it
     access_log: bool
+    drain_seconds: float  # on SIGTERM: not ready, still serving, for this long before stopping (lifecycle.py)
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
     @classmethod
@@ -80,6 +94,9 @@ class Settings:
             # Queueing bounds latency (Little's law): ~1,300 requests/s on 2 cores with 64 in flight is ~50 ms
             # of waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
             max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 64),
+            # Kubernetes removes a terminating pod from its Service within a few seconds; other load balancers
+            # need (probe period x failure threshold) of /readyz failing. 0 stops at once.
+            drain_seconds=_float("DIGITSERVE_DRAIN_SECONDS", 5.0),
             access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
             api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
         )

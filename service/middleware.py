@@ -5,6 +5,7 @@ One plain ASGI middleware (no BaseHTTPMiddleware: it would add a task and a memo
 - `DIGITSERVE_API_KEY`: when set, prediction endpoints need `Authorization: Bearer <key>` (401 otherwise, compared
   in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
 - One access log line per request: id, method, path, status, latency, and the predicted digit(s), never the image.
+- While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from service.lifecycle import draining
 
 logger = logging.getLogger("bentoml.digitserve.access")
 
@@ -56,6 +59,8 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if draining():  # shutting down: the client should not send its next request on this connection
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:

@@ -17,23 +17,27 @@ import bentoml
 import numpy as np
 from bentoml.validators import DType, Shape
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from service.api_document import correct_bentoml_openapi
 from service.batching import Batcher
 from service.config import Settings
 from service.decode import decode_image
 from service.errors import ClientError
+from service.lifecycle import drain_on_sigterm, draining
 from service.middleware import RequestMiddleware, record_digits
 from service.pixels import check_pixels, parse_pixels
 from service.preprocess import normalise, to_mnist
 from service.runtime import ModelRuntime, load_card
 
 settings = Settings.from_env()
+correct_bentoml_openapi()
 load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, rather than in every worker
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
@@ -62,6 +66,13 @@ confidence_histogram = bentoml.metrics.Histogram(
 @app.exception_handler(ClientError)
 async def client_error(_: Request, exc: ClientError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422 (a query parameter like `debug=maybe`), in the same {"error": ...} shape as ours."""
+    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": f"invalid request: {where}"}, status_code=422)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -128,6 +139,43 @@ GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
 BINARY = {"type": "string", "format": "binary"}
 
 
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(ge=0, le=1, description="probability of `digit`")
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="of digits 0-9, summing to 1")
+    model_version: str
+    image: str | None = Field(None, description="with ?debug=true: the 28x28 image the model saw, base64 PNG")
+
+
+class Predictions(BaseModel):
+    results: list[Prediction] = Field(description="one per image, in the order sent")
+
+
+class Error(BaseModel):
+    error: str = Field(description="what was wrong, in words")
+
+
+ERRORS = {
+    400: "not an image, corrupt, no digit found, or pixels out of shape or range",
+    401: "DIGITSERVE_API_KEY is set and the request lacks `Authorization: Bearer <key>`",
+    413: "body, image or batch over its limit",
+    415: "unsupported content type",
+    422: "missing or malformed field or parameter",
+    503: "overloaded: not served within DIGITSERVE_BATCH_LATENCY_MS; retry later",
+}
+# 429 (past DIGITSERVE_MAX_CONCURRENCY) and 504 (past DIGITSERVE_TIMEOUT) come from BentoML, in its own format.
+SHED = {429: {"description": "too many requests in flight; retry later"}, 504: {"description": "request timed out"}}
+
+
+def answers(model: type[BaseModel]) -> dict:
+    """OpenAPI responses of a prediction route: its result, our JSON errors, BentoML's shedding."""
+    return {
+        200: {"model": model},
+        **{status: {"model": Error, "description": text} for status, text in ERRORS.items()},
+        **SHED,
+    }
+
+
 def request_body(content: dict) -> dict:
     """OpenAPI for a route that reads its own body (FastAPI cannot infer it from the signature)."""
     return {"requestBody": {"required": True, "content": content}}
@@ -170,6 +218,14 @@ class DigitService:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+
+    @bentoml.on_startup
+    def drain_before_stopping(self) -> None:
+        drain_on_sigterm(settings.drain_seconds)  # service/lifecycle.py
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: false while the worker drains before a shutdown."""
+        return not draining()
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10]; the batcher calls it on the images of many requests."""
@@ -224,7 +280,12 @@ def service() -> DigitService:
     return bentoml.get_current_service()
 
 
-@app.post("/classify", openapi_extra=IMAGE_BODY, summary="Classify one image file (multipart or raw body)")
+@app.post(
+    "/classify",
+    openapi_extra=IMAGE_BODY,
+    responses=answers(Prediction),
+    summary="Classify one image file (multipart or raw body)",
+)
 async def classify(request: Request, debug: bool = False) -> dict:
     """One PNG, JPEG, GIF, BMP, WebP or TIFF image: as the multipart field `image`, or as the raw body
     with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG)."""
@@ -242,7 +303,9 @@ async def classify(request: Request, debug: bool = False) -> dict:
         return (await svc.predict(svc.image_to_pixels(data)[None], request, debug))[0]
 
 
-@app.post("/classify_batch", openapi_extra=BATCH_BODY, summary="Classify several image files")
+@app.post(
+    "/classify_batch", openapi_extra=BATCH_BODY, responses=answers(Predictions), summary="Classify several image files"
+)
 async def classify_batch(request: Request, debug: bool = False) -> dict:
     """Several image files in the multipart field `images`; results in the same order."""
     svc = service()
@@ -252,7 +315,12 @@ async def classify_batch(request: Request, debug: bool = False) -> dict:
         return {"results": await svc.predict(pixels, request, debug)}
 
 
-@app.post("/classify_pixels", openapi_extra=PIXELS_BODY, summary="Classify images already in MNIST format")
+@app.post(
+    "/classify_pixels",
+    openapi_extra=PIXELS_BODY,
+    responses=answers(Predictions),
+    summary="Classify images already in MNIST format",
+)
 async def classify_pixels(request: Request) -> dict:
     """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
     (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""

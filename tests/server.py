@@ -10,9 +10,12 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,20 +56,39 @@ def log_with(log, line: str, timeout: float = 10.0) -> str:
         time.sleep(0.2)
 
 
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen  # `bentoml serve`, the arbiter; its workers are its children
+    log: IO[str]
+
+    def workers(self) -> list[psutil.Process]:
+        """The live worker processes (a killed one, not yet reaped, is left out)."""
+        found = []
+        for process in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl" in " ".join(process.cmdline()):
+                    found.append(process)
+            except psutil.Error:  # gone meanwhile
+                pass
+        return found
+
+
 @contextmanager
-def running_service(
+def serving(
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
     target: str = "service.service:DigitService",
     cwd: Path = ROOT,
     log=None,
 ):
-    """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields its URL.
+    """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields a `Server`.
 
     The server's output goes to `log` (an open text file) if given, else to a temporary file: a file, not a
-    pipe, since nobody reads the access log while tests run and a full pipe would stall the server."""
+    pipe, since nobody reads the access log while tests run and a full pipe would stall the server. Stopping
+    drains for DIGITSERVE_DRAIN_SECONDS, 0 here unless `env` sets it: tests that do not test shutdown need not wait."""
     port = free_port()
-    environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DIGITSERVE_DRAIN_SECONDS": "0", **(env or {})}
     with tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log:
         process = subprocess.Popen(
             [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
@@ -80,12 +102,19 @@ def running_service(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, process, log, timeout)
-            yield url
+            yield Server(url, process, log)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
-                    process.wait(timeout=20)
+                    process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+@contextmanager
+def running_service(env: dict[str, str] | None = None, **kwargs):
+    """`serving`, yielding only the URL."""
+    with serving(env, **kwargs) as server:
+        yield server.url

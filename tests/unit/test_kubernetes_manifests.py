@@ -43,9 +43,10 @@ def test_deployments_match_the_service_settings(name):
     env = {e["name"]: e["value"] for e in container["env"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    # Requests in flight (at most DIGITSERVE_TIMEOUT seconds) finish within the grace period.
-    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert pod["terminationGracePeriodSeconds"] > int(env["DIGITSERVE_TIMEOUT"]) + pre_stop
+    # The drain, then requests in flight (at most DIGITSERVE_TIMEOUT seconds), within the grace period.
+    drain = float(env["DIGITSERVE_DRAIN_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > int(env["DIGITSERVE_TIMEOUT"]) + drain
+    assert "lifecycle" not in container  # the service drains itself on SIGTERM: no preStop sleep needed
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["allowPrivilegeEscalation"] is False
     # One worker per CPU of the limit (and, on CPU, one ONNX Runtime thread each).
     limits = container["resources"]["limits"]
