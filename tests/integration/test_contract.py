@@ -15,7 +15,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+from tests.digits import as_png
 from tests.server import serving
+from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,3 +47,23 @@ def test_every_operation_keeps_its_contract(api):
             keeps_contract()
         except Exception as exc:
             raise AssertionError(f"{operation.method.upper()} {operation.path}: {exc}") from exc
+
+
+def test_real_digits_are_answered_as_documented(api, mnist_dir):
+    """Generated cases are mostly refused; these are answered, and the answers checked against the document."""
+    schema, url = api
+    images = load_split("test", mnist_dir).images[:8]
+    rows = images.reshape(8, 784).tolist()
+    cases = {
+        "/classify": schema["/classify"]["POST"].Case(
+            body=as_png(images[0]), media_type="image/png", query={"debug": "true"}
+        ),
+        "/classify_batch": schema["/classify_batch"]["POST"].Case(
+            body={"images": [as_png(i) for i in images]}, media_type="multipart/form-data"
+        ),
+        "/classify_pixels": schema["/classify_pixels"]["POST"].Case(body=rows, media_type="application/json"),
+        "/probabilities": schema["/probabilities"]["POST"].Case(body={"pixels": rows}, media_type="application/json"),
+    }
+    for path, case in cases.items():
+        response = case.call_and_validate(base_url=url)
+        assert response.status_code == 200, (path, response.text)
