@@ -135,6 +135,7 @@ def pixel_rows(pixels: np.ndarray) -> np.ndarray:
 
 
 PixelRows = Annotated[np.ndarray, Shape((-1, 784)), DType("float32"), AfterValidator(pixel_rows)]
+ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so the OpenAPI document says [N, 10]
 GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
 BINARY = {"type": "string", "format": "binary"}
 
@@ -262,7 +263,7 @@ class DigitService:
         max_batch_size=settings.batch_size,
         max_latency_ms=settings.batch_latency_ms,
     )
-    def probabilities(self, pixels: PixelRows) -> np.ndarray:
+    def probabilities(self, pixels: PixelRows) -> ProbabilityRows:
         """BentoML's own typed API, for BentoML clients (`bentoml.SyncHTTPClient(url).probabilities(pixels=...)`):
         MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
         [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
