@@ -94,9 +94,10 @@ class Settings:
             # Queueing bounds latency (Little's law): ~1,300 requests/s on 2 cores with 64 in flight is ~50 ms
             # of waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
             max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 64),
-            # Kubernetes removes a terminating pod from its Service within a few seconds; other load balancers
-            # need (probe period x failure threshold) of /readyz failing. 0 stops at once.
-            drain_seconds=_float("DIGITSERVE_DRAIN_SECONDS", 5.0),
+            # 0 (stop at once) where people run it by hand: BentoML's arbiter turns Ctrl-C into SIGTERM for the
+            # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
+            # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
+            drain_seconds=_float("DIGITSERVE_DRAIN_SECONDS", 0.0),
             access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
             api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
         )

@@ -6,7 +6,8 @@ which a client about to reuse one sees as a dropped connection. Draining first, 
 - requests are still served, each with `Connection: close`, so that clients give up their keep-alive connections
   after their next answer instead of having them cut under them;
 then uvicorn's own graceful shutdown runs: no new connections, requests in flight completed, exit. A second SIGTERM
-skips the rest of the drain; SIGINT (Ctrl-C) is not delayed.
+skips the rest of the drain. Off (0) by default, since BentoML's arbiter passes a Ctrl-C on to its workers as
+SIGTERM; the Bentos and the Kubernetes manifests turn it on.
 """
 
 from __future__ import annotations

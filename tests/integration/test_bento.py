@@ -81,6 +81,7 @@ def test_cpu_image_recipe(cpu_bento):
     bento = yaml.safe_load((cpu_bento / "bento.yaml").read_text())
     assert bento["services"][0]["config"]["workers"] == "cpu_count"  # resolved where it runs, not here
     assert {"name": "DIGITSERVE_PROVIDER", "value": "cpu", "stage": "all"} in bento["envs"]
+    assert {"name": "DIGITSERVE_DRAIN_SECONDS", "value": "5", "stage": "all"} in bento["envs"]  # drains on SIGTERM
 
 
 def test_served_from_the_store_it_classifies_real_digits(cpu_bento, home, tmp_path, mnist_dir):
