@@ -45,6 +45,12 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+def cache_key(card: dict, providers: list[str]) -> str:
+    """Optimised graphs can hold hardware-specific kernels: key them by model, runtime version and providers."""
+    names = "+".join(p.removesuffix("ExecutionProvider") for p in providers)
+    return f"{card['sha256'][:16]}-ort{ort.__version__}-{names}"
+
+
 def open_session(
     model_path: Path, card: dict, options: ort.SessionOptions, providers: list[str], cache_dir: Path | None
 ) -> tuple[ort.InferenceSession, str]:
@@ -53,9 +59,7 @@ def open_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if cache_dir is None:
         return ort.InferenceSession(str(model_path), options, providers=providers), "optimised at start-up"
-    # Optimised graphs can hold hardware-specific kernels: key them by model, runtime version and providers.
-    names = "+".join(p.removesuffix("ExecutionProvider") for p in providers)
-    key = f"{card['sha256'][:16]}-ort{ort.__version__}-{names}"
+    key = cache_key(card, providers)
     cached = cache_dir / f"{key}.onnx"
     if cached.is_file():
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -69,6 +73,8 @@ def open_session(
         partial = cache_dir / f"{key}.{os.getpid()}.partial"
         options.optimized_model_filepath = str(partial)
         session = ort.InferenceSession(str(model_path), options, providers=providers)
+        # Saved under the providers that started: when CUDA fails to start, ORT runs (and optimised for) CPU.
+        cached = cache_dir / f"{cache_key(card, session.get_providers())}.onnx"
         os.replace(partial, cached)  # atomic: a worker starting beside this one never reads half a file
         return session, f"optimised at start-up, saved to {cached}"
     except OSError as exc:
@@ -79,9 +85,14 @@ def open_session(
 
 class ModelRuntime:
     def __init__(
-        self, model_path: Path, provider: str = "auto", threads: int = 1, cache_dir: Path | None = None
+        self,
+        model_path: Path,
+        provider: str = "auto",
+        threads: int = 1,
+        cache_dir: Path | None = None,
+        card: dict | None = None,
     ) -> None:
-        self.card = load_card(model_path)
+        self.card = card or load_card(model_path)  # `card`: already loaded and checked (sha256) by the caller
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

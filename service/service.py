@@ -38,7 +38,7 @@ from service.runtime import ModelRuntime, load_card
 
 settings = Settings.from_env()
 correct_bentoml_openapi()
-load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, rather than in every worker
+card = load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, not in every worker
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 # BentoML already traces and meters every request: FastAPI's own telemetry (>= 0.16x) would do it twice.
@@ -208,7 +208,7 @@ PIXELS_BODY = request_body(
 @bentoml.asgi_app(app, path="/")
 class DigitService:
     def __init__(self) -> None:
-        self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads, settings.cache_dir)
+        self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads, settings.cache_dir, card)
         self.version = self.runtime.card["version"]
         self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms)
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from service.config import ConfigError, Settings
-from service.runtime import ModelLoadError, ModelRuntime, load_card
+from service.runtime import CPU, CUDA, ModelLoadError, ModelRuntime, load_card, open_session
 from tests.conftest import MODEL, ROOT
 
 
@@ -79,3 +79,13 @@ def test_optimised_graph_is_saved_once_and_reused(tmp_path):
     np.testing.assert_allclose(first.probabilities(inputs), second.probabilities(inputs), atol=1e-6)
     uncached = ModelRuntime(MODEL, provider="cpu").probabilities(inputs)
     np.testing.assert_allclose(uncached, first.probabilities(inputs), atol=1e-6)
+
+
+def test_a_graph_optimised_after_a_cuda_fallback_is_saved_as_cpu(tmp_path):
+    """Asked for CUDA where it cannot start, ONNX Runtime runs on CPU: the saved graph must not claim CUDA."""
+    card = load_card(MODEL)
+    session, _ = open_session(MODEL, card, ort.SessionOptions(), [CUDA, CPU], tmp_path)
+    if session.get_providers()[0] == CUDA:
+        pytest.skip("CUDA started here: no fallback to observe")
+    (saved,) = tmp_path.glob("*.onnx")
+    assert saved.name.endswith("-CPU.onnx"), saved.name
