@@ -65,17 +65,13 @@ def rss_mib(process: psutil.Process) -> float:
 
 
 def failures_so_far(prefix: Path) -> int:
-    """The cumulative failure count on the last 'Aggregated' line locust wrote to its history CSV."""
+    """The cumulative failure count on the last 'Aggregated' row locust wrote to its history CSV."""
     try:
-        lines = Path(f"{prefix}_stats_history.csv").read_text().splitlines()
-    except OSError:
+        with open(f"{prefix}_stats_history.csv", newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row["Name"] == "Aggregated"]
+    except OSError:  # not written yet
         return 0
-    header = lines[0].split(",") if lines else []
-    for line in reversed(lines[1:]):
-        row = dict(zip(header, line.split(","), strict=False))
-        if row.get("Name") == "Aggregated":
-            return int(float(row.get("Total Failure Count") or 0))
-    return 0
+    return int(float(rows[-1]["Total Failure Count"] or 0)) if rows else 0
 
 
 def main(argv: list[str] | None = None) -> int:

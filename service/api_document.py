@@ -22,10 +22,9 @@ DETAIL = Schema(
 
 def generate_spec(svc, **kwargs):
     spec = _generate_spec(svc, **kwargs)
-    for name in ("InvalidArgument",):
-        schema = spec.components.get("schemas", {}).get(name)
-        if schema is not None and schema.properties and "detail" in schema.properties:
-            schema.properties["detail"] = DETAIL
+    schema = spec.components.get("schemas", {}).get("InvalidArgument")
+    if schema is not None and schema.properties and "detail" in schema.properties:
+        schema.properties["detail"] = DETAIL
     return spec
 
 

@@ -15,30 +15,22 @@ class ConfigError(ValueError):
     """A DIGITSERVE_* variable has a value the service cannot use."""
 
 
+def _number(name: str, default: float, kind: type = int, minimum: float = 1) -> float:
+    """A numeric DIGITSERVE_* variable of type `kind`, at least `minimum` (and finite); `default` when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not minimum <= value < float("inf"):
+        raise ConfigError(f"{name}={value} must be {'' if kind is int else 'finite and '}at least {minimum}")
+    return value
+
+
 def _int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name}={value} must be 0 or more")
-    return value
+    return _number(name, default, int, minimum)
 
 
 def variant_of(model: Path, variant: str) -> Path:
@@ -97,7 +89,7 @@ class Settings:
             # 0 (stop at once) where people run it by hand: BentoML's arbiter turns Ctrl-C into SIGTERM for the
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
-            drain_seconds=_float("DIGITSERVE_DRAIN_SECONDS", 0.0),
+            drain_seconds=_number("DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
             access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
             api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
         )

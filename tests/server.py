@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -43,6 +44,27 @@ def wait_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None
 
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def trickled_classify(url: str, image: bytes, seconds: float, pieces: int) -> str:
+    """POST /classify on a raw socket, its PNG body sent in `pieces` spread over `seconds`; the answer's status
+    line. A server that gives up first (a timeout) may close the socket mid-upload: its answer is read anyway."""
+    host, port = address(url)
+    head = f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n"
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        try:
+            for i in range(pieces):
+                sock.sendall(image[i * len(image) // pieces : (i + 1) * len(image) // pieces])
+                time.sleep(seconds / pieces)
+        except OSError:
+            pass
+        return sock.recv(4096).split(b"\r\n", 1)[0].decode()
 
 
 def log_with(log, line: str, timeout: float = 10.0) -> str:

@@ -4,17 +4,15 @@ request and resets no connection; a worker killed with SIGKILL is replaced while
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.digits import as_png
-from tests.server import log_with, serving
+from tests.server import log_with, serving, trickled_classify
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,24 +64,6 @@ class Load:
         return [outcome for t, outcome in self.outcomes if start <= t < end]
 
 
-def trickled_request(url: str, image: bytes, seconds: float) -> str:
-    """POST /classify whose body arrives over `seconds`, on a raw socket; returns the status line, or the error."""
-    host, port = urlsplit(url).hostname, urlsplit(url).port
-    head = (
-        f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n"
-    ).encode()
-    try:
-        with socket.create_connection((host, port), timeout=30) as sock:
-            sock.sendall(head)
-            pieces = 20
-            for i in range(pieces):
-                sock.sendall(image[i * len(image) // pieces : (i + 1) * len(image) // pieces])
-                time.sleep(seconds / pieces)
-            return sock.recv(4096).split(b"\r\n", 1)[0].decode()
-    except OSError as exc:
-        return type(exc).__name__
-
-
 def test_sigterm_under_load_turns_not_ready_first_and_loses_nothing(digit):
     drain = 2.0
     with serving({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_DRAIN_SECONDS": str(drain)}) as server:
@@ -106,7 +86,9 @@ def test_sigterm_under_load_turns_not_ready_first_and_loses_nothing(digit):
             probe.start()
             time.sleep(1.0)
             slow = {}  # accepted during the drain, still uploading when uvicorn's own shutdown starts
-            uploading = threading.Thread(target=lambda: slow.update(status=trickled_request(server.url, digit, 3)))
+            uploading = threading.Thread(
+                target=lambda: slow.update(status=trickled_classify(server.url, digit, 3, pieces=20))
+            )
             sigterm = time.monotonic()
             server.process.send_signal(signal.SIGTERM)  # the arbiter only, as Kubernetes signals PID 1
             uploading.start()

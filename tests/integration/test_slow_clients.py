@@ -7,13 +7,12 @@ import socket
 import statistics
 import threading
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.digits import as_png
-from tests.server import serving
+from tests.server import address, serving, trickled_classify
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,35 +32,24 @@ def latencies(url: str, image: bytes, n: int = 100) -> list[float]:
     return times
 
 
-def trickle(address: tuple[str, int], image: bytes, seconds: float, results: list[str]) -> None:
-    """POST /classify, its body one byte at a time spread over `seconds`; appends the status line."""
-    with socket.create_connection(address, timeout=60) as sock:
-        head = f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n"
-        sock.sendall(head.encode())
-        try:
-            for byte in image:
-                sock.sendall(bytes([byte]))
-                time.sleep(seconds / len(image))
-        except OSError:  # the server gave up on us: its answer is already waiting
-            pass
-        results.append(sock.recv(4096).split(b"\r\n", 1)[0].decode())
-
-
 def test_idle_half_open_and_trickling_clients_do_not_stall_others(mnist_dir):
     image = as_png(load_split("test", mnist_dir).images[0])  # a 7
     timeout = 3
     with serving({"DIGITSERVE_WORKERS": "1", "DIGITSERVE_TIMEOUT": str(timeout)}) as server:
-        address = (urlsplit(server.url).hostname, urlsplit(server.url).port)
+        server_address = address(server.url)
         (worker,) = server.workers()
         before = latencies(server.url, image)
         rss_before = worker.memory_info().rss
 
-        abusers = [socket.create_connection(address) for _ in range(IDLE + HALF_HEADERS)]
+        abusers = [socket.create_connection(server_address) for _ in range(IDLE + HALF_HEADERS)]
         for sock in abusers[IDLE:]:
             sock.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Ty")  # and never the rest
         results: list[str] = []
         tricklers = [
-            threading.Thread(target=trickle, args=(address, image, 2 * timeout, results)) for _ in range(TRICKLERS)
+            threading.Thread(
+                target=lambda: results.append(trickled_classify(server.url, image, 2 * timeout, len(image)))
+            )
+            for _ in range(TRICKLERS)
         ]
         for thread in tricklers:
             thread.start()

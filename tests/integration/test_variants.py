@@ -17,7 +17,7 @@ from tests.conftest import MODEL
 from tests.digits import as_png
 from tests.server import running_service
 from training import variants
-from training.data import load_split
+from training.data import load_split, normalise
 from training.evaluate import evaluate
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def test_int8_first_block_rewrite_computes_the_same_function(mnist_dir):
     assert [n.op_type for n in model.graph.node[:3]] == ["Conv", "MaxPool", "Relu"]
     assert kept == [n.name for n in model.graph.node[:3]]
     images = load_split("test", str(mnist_dir)).images[:256]
-    pixels = ((images / 255.0 - 0.1307) / 0.3081).astype(np.float32)[:, None]
+    pixels = normalise(images)
     original = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     rewritten = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(rewritten.run(None, {"image": pixels})[0], original.run(None, {"image": pixels})[0])
