@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PORT ?= 3000
 
 .PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model fuzz browser soak
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos fuzz browser soak
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -58,9 +58,13 @@ export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
 	$(BIN)/python -m training evaluate $(MODEL)
 
-bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk); writes docs/benchmarks.md
+bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk), then bench-photos; writes docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_photos.py
+
+bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
+	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)
 
 # make loadtest [HOST=http://...] [USERS=20] [DURATION=60s] [WORKERS=0] [TAGS="classify pixels"] [SCENARIO=mix|overload]
 HOST ?=

@@ -73,7 +73,7 @@ class Settings:
             # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.
             workers=_int("DIGITSERVE_WORKERS", 0) or "cpu_count",
             threads=_int("DIGITSERVE_THREADS", 1),
-            max_bytes=_int("DIGITSERVE_MAX_BYTES", 5_000_000),
+            max_bytes=_int("DIGITSERVE_MAX_BYTES", 12_000_000),  # a 12-megapixel phone JPEG is 2-7 MB
             max_pixels=_int("DIGITSERVE_MAX_PIXELS", 25_000_000),
             max_batch=_int("DIGITSERVE_MAX_BATCH", 64),
             # Measured (docs/benchmarks.md, "Adaptive batching"): per-image cost stops falling at 32-64 images and

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
+from service.decode import decode_image
 from service.errors import ClientError
+from service.photo import NO_DIGIT, find_digit
+
+Box = tuple[int, int, int, int]
 
 SIZE, BOX = 28, 20
+DARK = 64  # a background at or below this (0-255) is dark: the ink is the bright part
 MIN_CONTRAST = 32  # ink must stand this far (0-255) above the background, or there is no digit
-NO_DIGIT = "no digit found: the image has no ink that stands out from its background"
 INK_FRACTION = 0.25  # pixels above this fraction of the peak ink count for the bounding box (noise tolerance)
 
 
@@ -31,18 +37,11 @@ def to_gray(image: Image.Image) -> np.ndarray:
 
 
 def light_background(gray: np.ndarray) -> bool:
-    """The background is what the image's border mostly is."""
-    return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))) > 127
-
-
-def white_on_black(gray: np.ndarray) -> np.ndarray:
-    """Invert a light background, so that the ink is the bright part."""
-    return 255.0 - gray if light_background(gray) else gray
-
-
-def is_mnist_format(gray: np.ndarray) -> bool:
-    """A 28x28 white-on-black image is taken as MNIST already: reframing it would only blur it."""
-    return gray.shape == (SIZE, SIZE) and not light_background(gray)
+    """Paper, not a dark screen or canvas: more than a tenth of the border is above DARK, or most of the image
+    is light (a sheet on a dark desk). MNIST and transparent canvases are black to their edges; a photographed
+    sheet stays well above black even where a shadow covers its edge."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.percentile(border, 90)) > DARK or float(np.median(gray)) > 127
 
 
 def require_ink(gray: np.ndarray) -> float:
@@ -53,22 +52,27 @@ def require_ink(gray: np.ndarray) -> float:
     return background
 
 
-def frame_digit(ink: np.ndarray) -> np.ndarray:
-    """White-on-black float [H, W] -> uint8 [28, 28]: crop to the ink, fit in 20x20, centre by mass."""
+def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, Box]:
+    """White-on-black float [H, W] -> its inked part, background removed, and that part's box in `ink`."""
     ink = np.clip(ink - require_ink(ink), 0, None)
     peak = float(ink.max())
     inked = ink > INK_FRACTION * peak
     rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * (255.0 / peak)
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return ink[box[1] : box[3], box[0] : box[2]] * (255.0 / peak), box
 
+
+def fit_and_centre(crop: np.ndarray) -> np.ndarray:
+    """A digit's ink, white on black 0-255, cropped to it -> uint8 [28, 28]: fitted in 20x20 keeping its aspect
+    ratio, its centre of mass at the centre, as MNIST's makers did."""
     height, width = crop.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     digit = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS))
     digit = np.clip(digit, 0, 255)
-
-    # Place the centre of mass at the centre of the 28x28 frame, as MNIST's makers did.
     total = digit.sum()
+    if total <= 0:  # Lanczos ringing can cancel a lone faint pixel
+        raise ClientError(422, NO_DIGIT)
     cy, cx = (np.indices(digit.shape) * digit).reshape(2, -1).sum(axis=1) / total
     top = int(np.clip(round(SIZE / 2 - cy), 0, SIZE - digit.shape[0]))
     left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - digit.shape[1]))
@@ -77,13 +81,43 @@ def frame_digit(ink: np.ndarray) -> np.ndarray:
     return np.rint(frame).astype(np.uint8)
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
-    """The 28x28 uint8 image the model sees."""
-    gray = white_on_black(to_gray(image))
-    if is_mnist_format(gray):
+def frame_digit(ink: np.ndarray) -> np.ndarray:
+    """White-on-black float [H, W] -> uint8 [28, 28]: crop to the ink, fit in 20x20, centre by mass."""
+    return fit_and_centre(crop_to_ink(ink)[0])
+
+
+@dataclass(frozen=True)
+class Digit:
+    pixels: np.ndarray  # uint8 [28, 28], what the model sees
+    box: Box  # (left, top, right, bottom) of the digit in the image it was found in, right and bottom exclusive
+
+
+def to_mnist(image: Image.Image) -> Digit:
+    """The 28x28 uint8 image the model sees, and where in `image` the digit was.
+
+    A light background is paper: the digit is found as ink darker than the paper around it (service/photo.py),
+    which copes with uneven light, shadows, ruled lines and specks. A dark background (MNIST itself, a canvas's
+    transparent strokes, chalk) is already white on black: cropped to the ink. A 28x28 image is MNIST format
+    already, or its negative: passed through as it is (inverted if the background is light)."""
+    gray = to_gray(image)
+    light = light_background(gray)
+    if gray.shape == (SIZE, SIZE):  # MNIST already (or its negative): reframing it would only blur it
+        gray = 255 - gray if light else gray
         require_ink(gray)
-        return np.rint(gray).astype(np.uint8)
-    return frame_digit(gray)
+        return Digit(np.rint(gray).astype(np.uint8), (0, 0, SIZE, SIZE))
+    if light:
+        crop, box = find_digit(gray)
+        return Digit(fit_and_centre(crop), box)
+    crop, box = crop_to_ink(gray)
+    return Digit(fit_and_centre(crop), box)
+
+
+def read_digit(data: bytes, max_pixels: int) -> Digit:
+    """Image bytes -> the digit the model sees, its box in the pixels of the full image as displayed."""
+    decoded = decode_image(data, max_pixels)
+    digit = to_mnist(decoded.image)
+    (sx, sy), (left, top, right, bottom) = decoded.scale, digit.box
+    return Digit(digit.pixels, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
 
 
 def normalise(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -7,9 +7,11 @@ still runs the workers, /livez, /readyz, /metrics and the docs page, which inclu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gc
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -28,19 +30,32 @@ from starlette.requests import ClientDisconnect
 from service.api_document import correct_bentoml_openapi
 from service.batching import Batcher
 from service.config import Settings
-from service.decode import decode_image
 from service.errors import ClientError
 from service.lifecycle import drain_on_sigterm, draining
 from service.middleware import RequestMiddleware, record_digits
 from service.pixels import check_pixels, parse_pixels
-from service.preprocess import normalise, to_mnist
+from service.preprocess import Digit, normalise, read_digit
 from service.runtime import ModelRuntime, load_card
 
 settings = Settings.from_env()
 correct_bentoml_openapi()
 card = load_card(settings.model_path)  # fail `bentoml serve` at once, with the reason, not in every worker
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
+IMAGE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/bmp",
+    "image/webp",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+    "image/avif",
+)
+# Files up to this size are decoded on the event loop (a 28x28 PNG takes ~0.2 ms; handing it to a thread costs
+# more than it saves); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
+# other requests meanwhile (docs/benchmarks.md, "Photos").
+INLINE_BYTES = 32_000
 # BentoML already traces and meters every request: FastAPI's own telemetry (>= 0.16x) would do it twice.
 app = FastAPI(
     title="digitserve",
@@ -146,6 +161,13 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(min_length=10, max_length=10, description="of digits 0-9, summing to 1")
     model_version: str
     image: str | None = Field(None, description="with ?debug=true: the 28x28 image the model saw, base64 PNG")
+    box: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="with ?debug=true: where the digit was found, [left, top, right, bottom] in pixels of the "
+        "image as displayed (EXIF orientation applied), right and bottom exclusive",
+    )
 
 
 class Predictions(BaseModel):
@@ -211,6 +233,8 @@ class DigitService:
         self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads, settings.cache_dir, card)
         self.version = self.runtime.card["version"]
         self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms)
+        # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
+        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
     @bentoml.on_startup
     def freeze_heap(self) -> None:
@@ -233,11 +257,13 @@ class DigitService:
         batch_histogram.observe(len(pixels))
         return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
 
-    async def predict(self, pixels: np.ndarray, request: Request, debug: bool = False) -> list[dict]:
+    async def predict(
+        self, pixels: np.ndarray, request: Request, debug: bool = False, boxes: list[list[int]] | None = None
+    ) -> list[dict]:
         """uint8 [N, 28, 28] -> one result dict per image (and the digits noted for the request's log line)."""
         probs = await self.batcher(pixels)
         results = []
-        for image, p in zip(pixels, probs, strict=True):
+        for n, (image, p) in enumerate(zip(pixels, probs, strict=True)):
             digit = int(p.argmax())
             predictions.labels(digit=str(digit)).inc()
             confidence_histogram.observe(float(p[digit]))
@@ -249,12 +275,23 @@ class DigitService:
             }
             if debug:
                 result["image"] = png_base64(image)
+                if boxes is not None:
+                    result["box"] = boxes[n]
             results.append(result)
         record_digits(request.scope, [r["digit"] for r in results])
         return results
 
-    def image_to_pixels(self, data: bytes) -> np.ndarray:
-        return to_mnist(decode_image(data, settings.max_pixels))
+    async def digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
+        """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
+
+        def read() -> list[Digit]:
+            return [read_digit(f, settings.max_pixels) for f in files]
+
+        if sum(len(f) for f in files) <= INLINE_BYTES:
+            found = read()
+        else:
+            found = await asyncio.get_running_loop().run_in_executor(self.decoder, read)
+        return np.stack([d.pixels for d in found]), [list(d.box) for d in found]
 
     @bentoml.api(
         route="/probabilities",
@@ -288,10 +325,9 @@ def service() -> DigitService:
     summary="Classify one image file (multipart or raw body)",
 )
 async def classify(request: Request, debug: bool = False) -> dict:
-    """One PNG, JPEG, GIF, BMP, WebP or TIFF image: as the multipart field `image`, or as the raw body
-    with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG)."""
-    # Decoding (well under a millisecond for a small image) runs on the event loop; inference runs in the
-    # batcher's thread, so the loop keeps reading requests while ONNX Runtime works.
+    """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
+    raw body with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG) and
+    the box where the digit was found."""
     svc = service()
     with svc.batcher.request():
         kind = media_type(request)
@@ -301,7 +337,8 @@ async def classify(request: Request, debug: bool = False) -> dict:
             data = await read_body(request, settings.max_bytes)
         else:
             raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
-        return (await svc.predict(svc.image_to_pixels(data)[None], request, debug))[0]
+        pixels, boxes = await svc.digits([data])
+        return (await svc.predict(pixels, request, debug, boxes))[0]
 
 
 @app.post(
@@ -312,8 +349,8 @@ async def classify_batch(request: Request, debug: bool = False) -> dict:
     svc = service()
     with svc.batcher.request():
         files = await uploaded_files(request, "images", settings.max_batch)
-        pixels = np.stack([svc.image_to_pixels(f) for f in files])
-        return {"results": await svc.predict(pixels, request, debug)}
+        pixels, boxes = await svc.digits(files)
+        return {"results": await svc.predict(pixels, request, debug, boxes)}
 
 
 @app.post(

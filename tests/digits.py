@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pillow_heif
 from PIL import Image
+
+pillow_heif.register_heif_opener()  # encode() writes HEIC/HEIF too, as phones do
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -10,6 +10,10 @@ const errorEl = document.getElementById("error");
 const barsEl = document.getElementById("bars");
 const seenEl = document.getElementById("seen");
 const fileEl = document.getElementById("file");
+const photoFigure = document.getElementById("photo-figure");
+const photoEl = document.getElementById("photo");
+const photoBox = document.getElementById("photo-box");
+let photoUrl = null; // the object URL of the photo shown, revoked when another replaces it
 let drawing = false;
 let pending = null; // the request in flight: a newer stroke supersedes it
 let answers = 0; // answers shown so far, as data-answers on <body>: tests wait on it
@@ -50,6 +54,7 @@ pad.addEventListener("pointermove", (event) => {
 function endStroke() {
   if (!drawing) return;
   drawing = false;
+  showPhoto(null);
   pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
 }
 pad.addEventListener("pointerup", endStroke);
@@ -58,12 +63,16 @@ pad.addEventListener("pointercancel", endStroke);
 document.getElementById("clear").addEventListener("click", () => {
   ctx.clearRect(0, 0, pad.width, pad.height);
   if (pending) pending.abort();
+  showPhoto(null);
   show(null);
 });
 
 fileEl.addEventListener("change", () => {
   const file = fileEl.files[0];
-  if (file) classify(file, file.name);
+  if (file) {
+    showPhoto(file);
+    classify(file, file.name);
+  }
   fileEl.value = ""; // picking the same file again classifies it again
 });
 
@@ -104,6 +113,37 @@ function show(answer) {
   });
   if (answer && answer.image) seenEl.src = `data:image/png;base64,${answer.image}`;
   else seenEl.removeAttribute("src");
+  drawBox(answer && answer.box);
+}
+
+// A thumbnail of the photo sent (browsers that cannot show its format, such as HEIC, show none).
+function showPhoto(file) {
+  if (photoUrl) URL.revokeObjectURL(photoUrl);
+  photoUrl = file ? URL.createObjectURL(file) : null;
+  photoBox.hidden = true;
+  photoFigure.hidden = !file;
+  if (file) photoEl.src = photoUrl;
+  else photoEl.removeAttribute("src");
+}
+photoEl.addEventListener("error", () => (photoFigure.hidden = true));
+
+// The answer's box is in the full photo's pixels, upright (as the browser shows it): scale it to the thumbnail.
+function drawBox(box) {
+  if (!box || photoFigure.hidden || !photoEl.naturalWidth) {
+    photoBox.hidden = true;
+    if (box && !photoFigure.hidden) photoEl.addEventListener("load", () => drawBox(box), { once: true });
+    return;
+  }
+  const [left, top, right, bottom] = box;
+  const sx = photoEl.width / photoEl.naturalWidth;
+  const sy = photoEl.height / photoEl.naturalHeight;
+  Object.assign(photoBox.style, {
+    left: `${left * sx}px`,
+    top: `${top * sy}px`,
+    width: `${(right - left) * sx}px`,
+    height: `${(bottom - top) * sy}px`,
+  });
+  photoBox.hidden = false;
 }
 
 function showError(message) {

@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -138,6 +140,33 @@ def test_uploaded_photo_is_classified(browser, page_url):
     browser.find_element(By.ID, "file").send_keys(str(photo))
     assert shown_digit(browser, 0) == str(label)
     screenshot(browser, "uploaded-photo")
+
+
+def test_a_phone_photo_shows_where_the_digit_was_found(browser, page_url, mnist_dir, tmp_path):
+    from tests.photos import photo
+    from training.data import load_split
+
+    test = load_split("test", mnist_dir)
+    path = tmp_path / "ruled.jpg"
+    path.write_bytes(photo(test.images[3], "ruled", seed=3))
+    service_url = page_url.removesuffix("/ui/")
+    expected = httpx.post(f"{service_url}/classify?debug=true", files={"image": path.read_bytes()}).json()
+    browser.get(page_url)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert shown_digit(browser, 0) == str(test.labels[3]) == str(expected["digit"])
+    box = browser.find_element(By.ID, "photo-box")
+    WebDriverWait(browser, 10).until(lambda d: box.is_displayed())
+    shown = browser.execute_script(
+        "const p = document.getElementById('photo').getBoundingClientRect();"
+        "const b = document.getElementById('photo-box').getBoundingClientRect();"
+        "const i = document.getElementById('photo');"
+        "return [b.left - p.left, b.top - p.top, b.right - p.left, b.bottom - p.top,"
+        "        p.width / i.naturalWidth, p.height / i.naturalHeight];"
+    )
+    *rect, sx, sy = shown
+    left, top, right, bottom = expected["box"]
+    assert sx > 0 and np.allclose(rect, [left * sx, top * sy, right * sx, bottom * sy], atol=1.5), (rect, expected)
+    screenshot(browser, "photo-with-box")
 
 
 def test_errors_are_shown_in_words(browser, page_url, tmp_path):

@@ -1,12 +1,13 @@
 import io
 
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 
-from service.decode import decode_image
+from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
-from service.preprocess import SIZE, frame_digit, normalise, to_gray, to_mnist, white_on_black
+from service.preprocess import SIZE, fit_and_centre, light_background, normalise, read_digit, to_gray, to_mnist
 from tests.digits import encode
 
 LIMIT = 25_000_000
@@ -49,7 +50,7 @@ def test_first_frame_of_a_multi_frame_image():
     frames = [Image.new("L", (40, 40), 255), Image.new("L", (40, 40), 0)]
     gif = io.BytesIO()
     frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
-    image = decode_image(gif.getvalue(), LIMIT)
+    image = decode_image(gif.getvalue(), LIMIT).image
     assert np.asarray(image.convert("L")).min() == 255
 
 
@@ -58,12 +59,53 @@ def test_exif_orientation_is_honoured():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     decoded = decode_image(encode(image, "JPEG", exif=exif), LIMIT)
-    assert decoded.size == (60, 100)
+    assert decoded.image.size == decoded.size == (60, 100)
+    expected = np.asarray(image.transpose(Image.Transpose.ROTATE_270), float)
+    assert np.abs(np.asarray(decoded.image, float) - expected).mean() < 3
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_and_keeps_its_full_size():
+    photo = digit_image((4032, 3024)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # held upright: displayed 3024 wide, 4032 high
+    decoded = decode_image(encode(photo, "JPEG", exif=exif), LIMIT)
+    assert decoded.size == (3024, 4032)
+    assert MIN_SIDE <= max(decoded.image.size) <= MAX_SIDE and decoded.image.size == (378, 504)  # 1/8, by DCT
+    assert decoded.image.mode == "L"  # luminance only: the decoder skips the colour
+    assert decoded.scale == (8, 8)
+
+
+def test_a_large_png_is_reduced_to_the_working_size():
+    decoded = decode_image(encode(digit_image((2000, 1500))), LIMIT)
+    assert decoded.size == (2000, 1500) and MIN_SIDE <= max(decoded.image.size) <= MAX_SIDE
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_heic_and_avif_with_their_orientation(fmt):
+    image = digit_image((100, 60)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(image, fmt, exif=exif.tobytes(), quality=90)
+    decoded = decode_image(data, LIMIT)
+    assert decoded.image.size == decoded.size == (60, 100)
+    expected = np.asarray(image.convert("L").transpose(Image.Transpose.ROTATE_270), float)
+    assert np.abs(np.asarray(decoded.image.convert("L"), float) - expected).mean() < 8
+    with pytest.raises(ClientError) as error:
+        decode_image(data[: len(data) // 2], LIMIT)
+    assert error.value.status == 400
+
+
+def test_heif_pixel_limit_is_checked_from_the_header():
+    data = encode(Image.new("RGB", (1200, 1000), "white"), "HEIF", quality=50)
+    with pytest.raises(ClientError) as error:
+        decode_image(data, max_pixels=1_000_000)
+    assert error.value.status == 413
+    assert pillow_heif.register_heif_opener  # the opener the service registers
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "CMYK"])
 def test_every_mode_gives_the_same_digit(mode):
-    reference = to_mnist(digit_image())
+    reference = to_mnist(digit_image()).pixels
     image = digit_image()
     if mode == "I;16":
         converted = Image.fromarray(np.asarray(image, np.uint16) * 257)
@@ -74,7 +116,7 @@ def test_every_mode_gives_the_same_digit(mode):
     for fmt in ("PNG", "TIFF"):
         if mode == "CMYK" and fmt == "PNG":
             continue
-        got = to_mnist(decode_image(encode(converted, fmt), LIMIT))
+        got = read_digit(encode(converted, fmt), LIMIT).pixels
         assert np.abs(got.astype(int) - reference).mean() < 3, (mode, fmt)
 
 
@@ -82,17 +124,19 @@ def test_strokes_on_a_transparent_canvas_survive():
     canvas = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
     canvas.paste((0, 0, 0, 255), (45, 10, 55, 90))  # black strokes: lost if alpha were dropped
     digit = to_mnist(canvas)
-    assert digit.max() == 255 and digit[0].max() == 0
+    assert digit.pixels.max() == 255 and digit.pixels[0].max() == 0
+    assert digit.box == (45, 10, 55, 90)
 
 
-def test_light_backgrounds_are_inverted_and_dark_ones_kept():
+def test_paper_is_light_and_screens_are_dark():
     gray = to_gray(digit_image())
-    assert white_on_black(gray).mean() < 50
-    assert np.array_equal(white_on_black(255 - gray), 255 - gray)
+    assert light_background(gray) and not light_background(255 - gray)
+    shadowed = gray * np.linspace(0.3, 1, gray.shape[1])[None, :]  # most of the border in a deep shadow
+    assert light_background(shadowed)
 
 
 def test_digit_fits_20x20_centred_by_mass():
-    digit = frame_digit(white_on_black(to_gray(digit_image())))
+    digit = to_mnist(digit_image()).pixels
     assert digit.shape == (SIZE, SIZE) and digit.dtype == np.uint8
     rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21
@@ -100,11 +144,28 @@ def test_digit_fits_20x20_centred_by_mass():
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
 
 
+def test_fit_and_centre_keeps_the_aspect_ratio():
+    crop = np.zeros((100, 20), np.float32)
+    crop[:, 5:15] = 255
+    digit = fit_and_centre(crop)
+    cols = np.flatnonzero(digit.max(0) > 128)
+    assert digit.max(1).astype(bool).sum() == 20 and 1 <= len(cols) <= 3
+
+
+def test_the_box_is_in_the_full_images_pixels():
+    # digit_image at 10x, 1200x1600: its bar and foot span columns 550-1000 and rows 300-1300.
+    page = Image.fromarray(np.asarray(digit_image()).repeat(10, 0).repeat(10, 1))
+    left, top, right, bottom = read_digit(encode(page.convert("RGB"), "JPEG", quality=95), LIMIT).box
+    assert abs(left - 550) <= 12 and abs(right - 1000) <= 12 and abs(top - 300) <= 12 and abs(bottom - 1300) <= 12
+
+
 def test_noise_specks_do_not_widen_the_crop():
-    gray = white_on_black(to_gray(digit_image()))
-    noisy = gray.copy()
-    noisy[2, 2] = noisy[-3, -3] = 40  # faint specks far from the digit
-    np.testing.assert_allclose(frame_digit(noisy), frame_digit(gray), atol=2)
+    clean = np.asarray(digit_image(), np.float32)
+    noisy = clean.copy()
+    noisy[2, 2] = noisy[-3, -3] = 150  # faint specks far from the digit
+    np.testing.assert_allclose(
+        to_mnist(Image.fromarray(noisy.astype(np.uint8))).pixels, to_mnist(digit_image()).pixels, atol=2
+    )
 
 
 @pytest.mark.parametrize("value", [0, 128, 255])
@@ -120,7 +181,8 @@ def test_mnist_format_passes_through_unchanged(mnist_dir):
 
     images = load_split("test", mnist_dir).images[:50]
     for pixels in images:
-        assert np.array_equal(to_mnist(decode_image(encode(Image.fromarray(pixels)), LIMIT)), pixels)
+        digit = read_digit(encode(Image.fromarray(pixels)), LIMIT)
+        assert np.array_equal(digit.pixels, pixels) and digit.box == (0, 0, 28, 28)
 
 
 def test_normalise_matches_training():

@@ -18,7 +18,7 @@ from PIL import Image
 from service.decode import decode_image
 from service.errors import ClientError
 from service.pixels import parse_pixels
-from service.preprocess import to_mnist
+from service.preprocess import read_digit
 from tests.digits import encode
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # Pillow's notes on the corrupt files we feed it
@@ -27,18 +27,21 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 MAX_PIXELS = int(os.environ.get("FUZZ_MAX_PIXELS", "4000000"))  # the service's limit is 25 M: `make fuzz` raises it
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "I;16", "CMYK", "I", "F")
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
 
 
 def outcome(data: bytes) -> str:
     """The request path up to the model: 'digit', or the client error's status. Anything else escapes."""
     try:
-        pixels = to_mnist(decode_image(data, MAX_PIXELS))
+        digit = read_digit(data, MAX_PIXELS)
     except ClientError as exc:
         assert 400 <= exc.status < 500, exc.status
         assert exc.message
         return str(exc.status)
-    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+    assert digit.pixels.shape == (28, 28) and digit.pixels.dtype == np.uint8
+    left, top, right, bottom = digit.box
+    width, height = Image.open(io.BytesIO(data)).size
+    assert 0 <= left < right <= width + 1 and 0 <= top < bottom <= height + 1, (digit.box, width, height)
     return "digit"
 
 

@@ -53,7 +53,7 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("DIGITSERVE_PROVIDER", "CPU")
     monkeypatch.setenv("DIGITSERVE_MAX_BATCH", "8")
     settings = Settings.from_env()
-    assert (settings.provider, settings.max_batch, settings.max_bytes) == ("cpu", 8, 5_000_000)
+    assert (settings.provider, settings.max_batch, settings.max_bytes) == ("cpu", 8, 12_000_000)
     monkeypatch.setenv("DIGITSERVE_PROVIDER", "tpu")
     with pytest.raises(ConfigError, match="auto, cuda or cpu"):
         Settings.from_env()

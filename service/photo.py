@@ -1,0 +1,160 @@
+"""Ink on paper: find the digit in a photo or scan of a light sheet, whatever the light.
+
+    gray image (dark ink on light paper) -> ink [H, W] in 0-255, zero off the digit, and the digit's box
+
+The paper's brightness is estimated locally (it falls off across a photographed sheet: vignetting, a shadow, a
+gradient), and ink is darkness *relative to the paper under it*, so uneven light does not count as ink. Faint
+marks (paper texture, noise, light ruled lines) fall below a threshold set by the digit's own strokes; of the marks
+left, those that belong to the digit are kept: the heaviest one, and the ones near it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from service.errors import ClientError
+
+NO_DIGIT = "no digit found: the image has no ink that stands out from its background"
+MIN_DARKNESS = 0.18  # the digit's strokes must be at least this much darker than the paper under them (0-1)
+WEAK, STRONG = 0.35, 0.6  # hysteresis, as fractions of the strokes' darkness: what is ink, what surely is
+KEEP_MASS = 0.03  # a mark this light relative to the digit's heaviest part is a speck, not part of it
+REACH = 0.25  # a mark this close (fraction of the digit's size) to the digit belongs to it
+LINE_SPAN = 0.6  # a straight row or column of marks longer than this fraction of the image is a ruled line...
+LINE_THICKNESS = 0.02  # ...if it is no thicker than this fraction of the image (a stroke is thicker)
+SLOPES = np.tan(np.radians(np.arange(-5, 5.5, 0.5)))  # photos are seldom straighter than this
+
+
+def paper_level(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness under every pixel: a grey closing (max then min filter) with a window wider than
+    any stroke removes the ink and keeps light that varies over larger distances (a closing keeps monotone
+    ramps and step edges exactly, so shadow edges stay paper). Done at about 160 pixels across, where it is
+    cheap and averaging has already quietened the sensor noise, then enlarged."""
+    height, width = gray.shape
+    k = max(1, max(height, width) // 160)
+    image = Image.fromarray(gray, mode="F")
+    small = np.asarray(image.resize((max(1, width // k), max(1, height // k)), Image.Resampling.BOX))
+    window = max(5, max(small.shape) // 5)
+    # Extended past the border by odd reflection, which continues the light's slope: with a plain edge mode a
+    # page that darkens towards its border would look like a valley there, and the closing would fill it.
+    padded = np.pad(small, window, mode="reflect", reflect_type="odd")
+    level = ndimage.grey_closing(padded, size=(window, window))[window:-window, window:-window]
+    return np.asarray(Image.fromarray(level, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+
+
+def darkness(gray: np.ndarray) -> np.ndarray:
+    """How much darker than the paper under it each pixel is: 0 (paper) to 1 (black), float32 [H, W]."""
+    gray = np.asarray(gray, np.float32)
+    level = np.maximum(paper_level(gray), 1.0)
+    return np.clip(1 - gray / level, 0, 1)
+
+
+def sheared(ys: np.ndarray, xs: np.ndarray, slope: float, length: int) -> np.ndarray:
+    """The row each point (ys, xs) falls on once the image is sheared by `slope`, counted from 0."""
+    return np.rint(ys + xs * slope).astype(np.int64) + int(np.ceil(abs(slope) * length))
+
+
+def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
+    """`ink` with long straight lines taken out (ruled lines, a margin line), horizontal or vertical within a
+    few degrees. A line is a row (or column), sheared by the best of a few small angles, marked over more than
+    LINE_SPAN of the image's width (height) and thinner than a stroke of a digit that large. On and beside a
+    line, ink is opened across it (a min then max filter a little longer than the line is thick), which
+    erases the line and keeps whatever crosses it or runs along it thicker than it: the digit's strokes."""
+    ink = ink.copy()
+    for ink_t, marks_t in ((ink, marks), (ink.T, marks.T)):  # rows, then columns (ink_t is a view: it writes ink)
+        ys, xs = np.nonzero(marks_t)
+        if len(ys) == 0:
+            break
+        length = marks_t.shape[1]
+        # The angle at which marks pile up most on one row, found on a quarter of them (cheaper, same answer).
+        slope = max(SLOPES, key=lambda s: np.bincount(sheared(ys[::4], xs[::4], s, length)).max())
+        rows = sheared(ys, xs, slope, length)
+        counts = np.bincount(rows)
+        # How many pixels each sheared row has inside the image (near the corners a tilted line is cut short):
+        # column x holds the sheared rows from sheared(0, x) on, one per image row.
+        starts = sheared(np.zeros(length, np.int64), np.arange(length), slope, length)
+        steps = np.zeros(max(len(counts), int(starts.max()) + 1) + marks_t.shape[0], np.int64)
+        np.add.at(steps, starts, 1)
+        np.add.at(steps, starts + marks_t.shape[0], -1)
+        room = np.cumsum(steps)[: len(counts)]
+        line_rows = (counts > LINE_SPAN * room) & (room > LINE_SPAN * length / 2)
+        if not line_rows.any():
+            continue
+        bands, _ = ndimage.label(line_rows)
+        widths = np.bincount(bands)
+        widths[0] = 0
+        # A printed line is thin; a band as thick as a stroke is a stroke (a tall "1" close up): never erased.
+        line_rows &= widths[bands] <= LINE_THICKNESS * ink_t.shape[0]
+        if not line_rows.any():
+            continue
+        thickness = int(widths[bands[line_rows]].max())
+        on_line = np.zeros_like(marks_t)
+        on_line[ys, xs] = line_rows[rows]
+        on_line = ndimage.binary_dilation(on_line, np.ones((2 * thickness + 1, 1), bool))  # its faint edges too
+        opened = ndimage.grey_opening(ink_t, size=(2 * thickness + 3, 1), mode="nearest")
+        ink_t[on_line] = opened[on_line]
+    return ink
+
+
+def stroke_darkness(ink: np.ndarray) -> float:
+    """How dark the digit's strokes are: the darkest 3x3 patch (lone noisy pixels do not count); 422 when even
+    that is too faint to be ink."""
+    strokes = float(ndimage.uniform_filter(ink, size=3).max())
+    if strokes < MIN_DARKNESS:
+        raise ClientError(422, NO_DIGIT)
+    return strokes
+
+
+def digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The marks that make the digit: a boolean mask, and their box (top, left, bottom, right), exclusive."""
+    labels, count = ndimage.label(ink > WEAK * strokes)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)[1:]
+    surely = np.zeros(count + 1, bool)  # hysteresis: marks with a pixel above the strong threshold
+    surely[labels[ink > STRONG * strokes]] = True
+    boxes = ndimage.find_objects(labels)
+    height, width = ink.shape
+
+    def edge_to_edge(i: int) -> bool:  # a ruled line, a margin line or the sheet's edge, not a digit's stroke
+        rows, cols = boxes[i]
+        return (rows.start == 0 and rows.stop == height) or (cols.start == 0 and cols.stop == width)
+
+    # Heaviest first; a mark under KEEP_MASS of the heaviest is a speck and is never looked at.
+    order = np.argsort(mass)[::-1]
+    candidates = [i for i in order if surely[i + 1] and not edge_to_edge(i)]
+    if not candidates:
+        raise ClientError(422, NO_DIGIT)
+    seed = candidates[0]
+    candidates = [i for i in candidates if mass[i] >= KEEP_MASS * mass[seed]]
+    kept = {seed}
+    top, bottom = boxes[seed][0].start, boxes[seed][0].stop
+    left, right = boxes[seed][1].start, boxes[seed][1].stop
+    grown = True
+    while grown:  # take in the marks near the digit, the box growing as it does
+        grown = False
+        reach = REACH * max(bottom - top, right - left)
+        for i in candidates:
+            rows, cols = boxes[i]
+            near = rows.start < bottom + reach and rows.stop > top - reach
+            if i not in kept and near and cols.start < right + reach and cols.stop > left - reach:
+                kept.add(i)
+                top, left = min(top, rows.start), min(left, cols.start)
+                bottom, right = max(bottom, rows.stop), max(right, cols.stop)
+                grown = True
+    keep = np.zeros(count + 1, bool)
+    keep[[i + 1 for i in kept]] = True
+    return keep[labels], (top, left, bottom, right)
+
+
+def find_digit(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
+    cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels."""
+    ink = darkness(gray)
+    strokes = stroke_darkness(ink)
+    ink = without_lines(ink, ink > WEAK * strokes)
+    mask, (top, left, bottom, right) = digit_marks(ink, strokes)
+    strokes = float(np.percentile(ink[mask], 90))
+    # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).
+    mask = ndimage.binary_dilation(mask, iterations=1)
+    scaled = np.clip(ink / strokes, 0, 1) * 255 * mask
+    return scaled[top:bottom, left:right], (left, top, right, bottom)
