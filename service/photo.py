@@ -153,8 +153,8 @@ def find_digit(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     strokes = stroke_darkness(ink)
     ink = without_lines(ink, ink > WEAK * strokes)
     mask, (top, left, bottom, right) = digit_marks(ink, strokes)
-    strokes = float(np.percentile(ink[mask], 90))
+    ink, mask = ink[top:bottom, left:right], mask[top:bottom, left:right]
+    level = float(np.percentile(ink[mask], 90))
     # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).
     mask = ndimage.binary_dilation(mask, iterations=1)
-    scaled = np.clip(ink / strokes, 0, 1) * 255 * mask
-    return scaled[top:bottom, left:right], (left, top, right, bottom)
+    return np.clip(ink / level, 0, 1) * 255 * mask, (left, top, right, bottom)

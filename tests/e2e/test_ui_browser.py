@@ -166,6 +166,7 @@ def test_a_phone_photo_shows_where_the_digit_was_found(browser, page_url, mnist_
     *rect, sx, sy = shown
     left, top, right, bottom = expected["box"]
     assert sx > 0 and np.allclose(rect, [left * sx, top * sy, right * sx, bottom * sy], atol=1.5), (rect, expected)
+    browser.execute_script("document.getElementById('photo-figure').scrollIntoView()")
     screenshot(browser, "photo-with-box")
 
 
