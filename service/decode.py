@@ -19,7 +19,7 @@ from service.errors import ClientError
 pillow_heif.register_heif_opener()  # HEIC/HEIF, what many phones send; Pillow itself reads AVIF
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
-MIN_SIDE, MAX_SIDE = 320, 640  # the working size's long side (a digit needs far less than a photo has)
+MIN_SIDE, MAX_SIDE = 240, 480  # the working size's long side (a digit needs far less than a photo has)
 ORIENTATION = 0x0112  # the EXIF tag
 T = Image.Transpose
 UPRIGHT = {

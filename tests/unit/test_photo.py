@@ -29,7 +29,8 @@ def with_strokes(page: np.ndarray, boxes, ink: float = 0.12) -> np.ndarray:
 
 def test_uneven_light_and_a_shadow_edge_are_not_ink():
     ink = darkness(lit_page())
-    assert np.percentile(ink, 99) < 0.05  # a band along the shadow's edge is darker: it runs edge to edge
+    # Far below any stroke's darkness (a band along the shadow's edge is darker, and runs edge to edge).
+    assert np.percentile(ink, 99) < 0.08
     with pytest.raises(ClientError) as error:
         find_digit(lit_page())
     assert error.value.status == 422 and "no digit" in error.value.message
