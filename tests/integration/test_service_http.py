@@ -85,7 +85,8 @@ def test_strokes_on_a_transparent_canvas(url, digits):
 def test_classify_response_and_debug_image(client, digits):
     images, labels = digits
     body = client.post("/classify", params={"debug": "true"}, files={"image": ("d.png", as_png(images[0]))}).json()
-    assert set(body) == {"digit", "confidence", "probabilities", "model_version", "image"}
+    assert set(body) == {"digit", "confidence", "probabilities", "model_version", "image", "box"}
+    assert body["box"] == [0, 0, 28, 28]  # an MNIST-format image is all digit
     assert body["digit"] == labels[0] and body["model_version"] == "1.0.0"
     assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
     assert body["confidence"] == max(body["probabilities"])
@@ -233,7 +234,7 @@ def bad_inputs(png: bytes) -> list[tuple[str, str, dict, int]]:
         ("form-urlencoded", "/classify", {"data": {"image": "x"}}, 415),
         ("no image field", "/classify", {"files": {"other": ("x.png", png)}}, 422),
         ("wrong content type", "/classify", {"content": b"{}", "headers": {"content-type": "application/json"}}, 415),
-        ("over 5 MB", "/classify", {"content": b"\0" * 5_000_001, "headers": {"content-type": "image/png"}}, 413),
+        ("over 12 MB", "/classify", {"content": b"\0" * 12_000_001, "headers": {"content-type": "image/png"}}, 413),
         ("too many pixels", "/classify", {"content": big, "headers": {"content-type": "image/png"}}, 413),
         ("blank", "/classify", {"files": {"image": ("x.png", encode(Image.new("L", (64, 64), 255)))}}, 422),
         ("multi-frame, blank first", "/classify", {"files": {"image": ("x.gif", gif.getvalue())}}, 422),
