@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 
 PORT ?= 3000
 
-.PHONY: help serve bench data install install-train install-dev train export evaluate test test-fast lint format clean \
+
+.PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
 	bento bento-gpu container container-gpu loadtest bench-model bench-photos fuzz browser soak
 
 help:
@@ -42,7 +43,23 @@ $(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
 serve: install  ## install and serve the model (DIGITSERVE_* variables, PORT=3000) on http://localhost:$(PORT)
 	$(BIN)/bentoml serve service.service:DigitService --port $(PORT)
 
-install: $(VENV)/.installed-base  ## install what serving needs (no torch)
+install: $(if $(WHEELHOUSE),install-wheelhouse,$(VENV)/.installed-base)  ## install what serving needs (no torch); WHEELHOUSE=dir: from a wheelhouse, no index
+
+# make install WHEELHOUSE=wheelhouse: the packages `make wheelhouse` fetched (its requirements.txt: CPU or GPU), then
+# this project in place; no package index is asked.
+install-wheelhouse: | $(VENV)/bin/python
+	$(PIP) --no-index --find-links $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt
+	$(PIP) --no-index --find-links $(WHEELHOUSE) --no-deps -e .
+	@touch $(VENV)/.installed-base
+
+FLAVOUR ?= cpu
+WHEEL_ARGS ?=
+wheelhouse:  ## every wheel serving needs into wheelhouse/, and a lock (FLAVOUR=cpu|gpu|gpu-no-cuda, WHEEL_ARGS=...)
+	$(PYTHON) deploy/wheelhouse.py --flavour $(FLAVOUR) $(WHEEL_ARGS)
+
+GPU_ARGS ?=
+gpu-check: install  ## prove and measure the CUDA path on a GPU host (docs/gpu.md); elsewhere a one-line skip
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_ARGS)
 install-train: $(VENV)/.installed-train  ## install training and export (torch 2.13 CPU)
 install-dev: $(VENV)/.installed-dev  ## install everything the tests need
 

@@ -1,0 +1,58 @@
+"""`make wheelhouse` and `make install WHEELHOUSE=dir`: fetch every serving wheel, then install and serve-import
+them in a fresh environment with no package index."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_requirements_of_each_flavour():
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        from wheelhouse import requirements
+    finally:
+        sys.path.pop(0)
+    cpu, gpu, bare = requirements("cpu"), requirements("gpu"), requirements("gpu-no-cuda")
+    assert any(r.startswith("onnxruntime==") for r in cpu) and not any("onnxruntime-gpu" in r for r in cpu)
+    assert any(r.startswith("onnxruntime-gpu[cuda,cudnn]==") for r in gpu)
+    assert any(r.startswith("onnxruntime-gpu==") for r in bare) and not any("[cuda" in r for r in bare)
+    for flavour in (cpu, gpu, bare):
+        assert any(r.startswith("setuptools") for r in flavour)  # to install the project itself offline
+
+
+def test_wheelhouse_installs_with_no_index(tmp_path):
+    house = tmp_path / "wheelhouse"
+    subprocess.run([sys.executable, "deploy/wheelhouse.py", "--out", str(house)], cwd=ROOT, check=True, timeout=900)
+    lock = (house / "lock.txt").read_text().splitlines()
+    names = {line.split("==")[0] for line in lock if not line.startswith("#")}
+    assert {"bentoml", "onnxruntime", "numpy", "pillow", "pillow-heif", "scipy"} <= names
+    assert "torch" not in names and "onnxruntime-gpu" not in names
+    assert all("sha256:" in line for line in lock if not line.startswith("#"))
+
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(house)]
+    # No index, and no other wheel folder (this machine's pip.conf adds one): only the wheelhouse.
+    isolated = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+    subprocess.run([*pip, "-r", str(house / "requirements.txt")], check=True, env=isolated, timeout=900)
+    subprocess.run(
+        [str(python), "-c", "import bentoml, onnxruntime, scipy, pillow_heif, PIL; print(onnxruntime.__version__)"],
+        check=True,
+        env=isolated,
+        timeout=120,
+    )
+    # And the service's own request path, imported from the repo, on what the wheelhouse installed.
+    check = "import service.preprocess, service.runtime; print(service.runtime.ort.get_available_providers())"
+    done = subprocess.run(
+        [str(python), "-c", check], cwd=ROOT, env=isolated, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "CPUExecutionProvider" in done.stdout, done.stderr
