@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_http import write_section  # noqa: E402
+from benchmarks.gpu_check import FLOPS_PER_IMAGE  # noqa: E402
+from benchmarks.gpu_check import timed as timed_calls  # noqa: E402
 from service.config import VARIANTS, variant_of  # noqa: E402
 from tests.server import running_service  # noqa: E402
 
 MODEL = ROOT / "models" / "mnist_cnn.onnx"
-# Multiply-adds of the network, x2: conv1 28*28*32*25, conv2 14*14*64*25*32, fc1 3136*1024, fc2 1024*10.
-FLOPS_PER_IMAGE = 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 25 * 32 + 3136 * 1024 + 1024 * 10)
 START, END = "<!-- bench_model:start -->", "<!-- bench_model:end -->"
 
 
@@ -42,19 +41,6 @@ def session(path: Path, provider: str) -> ort.InferenceSession:
     options.intra_op_num_threads = 1 if provider == "CPUExecutionProvider" else 0
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=[provider])
-
-
-def timed_calls(call, seconds: float) -> float:
-    """Median seconds per call, after a warm-up, over `seconds` of repeated calls (at least 5)."""
-    for _ in range(3):
-        call()
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(path: Path, provider: str, batch: int, seconds: float) -> float:
