@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_section  # noqa: E402
 from service.preprocess import normalise  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
 from tests.digits import as_png  # noqa: E402
@@ -209,24 +210,10 @@ def main() -> None:
         "call; no limits, probes or metrics) under `uvicorn --workers 2`.\n\n"
         f"{report}\n\nCommand: `make bench` (`python benchmarks/bench_http.py --help` for the options).\n{END}"
     )
-    write_section(args.out, section)
+    write_section(args.out, section, START, END, "## HTTP (`make bench`)")
 
 
 START, END = "<!-- bench_http:start -->", "<!-- bench_http:end -->"
-
-
-def write_section(
-    path: Path, section: str, start: str = START, end: str = END, heading: str = "## HTTP (`make bench`)"
-) -> None:
-    """Replace one benchmark's section of the document (between its markers), keeping whatever people wrote
-    around it; a document without the markers gets the section appended under `heading`."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start not in text:
-        text = f"{text.rstrip()}\n\n{heading}\n\n{start}\n{end}\n"
-    before, rest = text.split(start, 1)
-    after = rest.split(end, 1)[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(before + section + after)
 
 
 if __name__ == "__main__":

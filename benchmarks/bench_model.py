@@ -26,9 +26,9 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_http import write_section  # noqa: E402
 from benchmarks.gpu_check import FLOPS_PER_IMAGE  # noqa: E402
 from benchmarks.gpu_check import timed as timed_calls  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from service.config import VARIANTS, variant_of  # noqa: E402
 from tests.server import running_service  # noqa: E402
 

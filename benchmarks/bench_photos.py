@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_http import write_section  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from service.decode import decode_image  # noqa: E402
 from service.preprocess import read_digit  # noqa: E402
 from tests.digits import as_png, on_canvas, on_paper  # noqa: E402

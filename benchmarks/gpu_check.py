@@ -37,6 +37,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_section  # noqa: E402
 from service.runtime import CPU, CUDA  # noqa: E402
 from training.data import load_split  # noqa: E402
 
@@ -218,15 +219,6 @@ def serve_and_measure(images: np.ndarray, seconds: float) -> list[str]:
     return lines
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# GPU hosts\n"
-    if START not in text:
-        text = f"{text.rstrip()}\n\n{START}\n{END}\n"
-    before, rest = text.split(START, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(before + section + rest.split(END, 1)[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 digits, batches 1/64/1024, 0.5 s per cell")
@@ -328,7 +320,7 @@ def main() -> int:
             END,
         ]
     )
-    write_section(args.out, section)
+    write_section(args.out, section, START, END, "## The last run", title="# GPU hosts")
     ok = fp32_ok and fp16_ok
     if why_not:
         print(f"gpu-check: CUDA steps skipped: {why_not}; plumbing and parity on CPU {'ok' if ok else 'FAILED'}")

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_http import write_section  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from loadtests.run import LOCUST, read_stats  # noqa: E402
 from tests.server import serving  # noqa: E402
 

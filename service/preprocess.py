@@ -81,11 +81,6 @@ def fit_and_centre(crop: np.ndarray) -> np.ndarray:
     return np.rint(frame).astype(np.uint8)
 
 
-def frame_digit(ink: np.ndarray) -> np.ndarray:
-    """White-on-black float [H, W] -> uint8 [28, 28]: crop to the ink, fit in 20x20, centre by mass."""
-    return fit_and_centre(crop_to_ink(ink)[0])
-
-
 @dataclass(frozen=True)
 class Digit:
     pixels: np.ndarray  # uint8 [28, 28], what the model sees
@@ -105,10 +100,7 @@ def to_mnist(image: Image.Image) -> Digit:
         gray = 255 - gray if light else gray
         require_ink(gray)
         return Digit(np.rint(gray).astype(np.uint8), (0, 0, SIZE, SIZE))
-    if light:
-        crop, box = find_digit(gray)
-        return Digit(fit_and_centre(crop), box)
-    crop, box = crop_to_ink(gray)
+    crop, box = find_digit(gray) if light else crop_to_ink(gray)
     return Digit(fit_and_centre(crop), box)
 
 

@@ -52,9 +52,9 @@ IMAGE_TYPES = (
     "image/heif",
     "image/avif",
 )
-# Files up to this size are decoded on the event loop (a 28x28 PNG takes ~0.2 ms; handing it to a thread costs
-# more than it saves); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
-# other requests meanwhile (docs/benchmarks.md, "Photos").
+# Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
+# as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
+# other requests meanwhile (measured: docs/benchmarks.md, "Photos").
 INLINE_BYTES = 32_000
 # BentoML already traces and meters every request: FastAPI's own telemetry (>= 0.16x) would do it twice.
 app = FastAPI(

@@ -1,0 +1,18 @@
+"""The generated sections of the docs: each measuring command rewrites its own, between its markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_section(path: Path, section: str, start: str, end: str, heading: str, title: str = "# Benchmarks") -> None:
+    """Replace one command's section of the document (between its markers), keeping whatever people wrote
+    around it; a document without the markers gets the section appended under `heading` (a new one starts with
+    `title`)."""
+    text = path.read_text() if path.exists() else f"{title}\n"
+    if start not in text:
+        text = f"{text.rstrip()}\n\n{heading}\n\n{start}\n{end}\n"
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(before + section + after)
