@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import write_section  # noqa: E402
 from service.runtime import CPU, CUDA  # noqa: E402
-from training.data import load_split  # noqa: E402
+from training.data import load_split, normalise  # noqa: E402
 
 MODEL = ROOT / "models" / "mnist_cnn.onnx"
 FP16 = ROOT / "models" / "mnist_cnn_fp16.onnx"
@@ -236,7 +236,7 @@ def main() -> int:
     count = 1000 if args.quick else len(test.images)
     meta = session(MODEL, CPU).get_modelmeta().custom_metadata_map
     mean, std = float(meta["normalisation_mean"]), float(meta["normalisation_std"])
-    images = ((test.images[:count].astype(np.float32) / 255 - mean) / std)[:, None]
+    images = normalise(test.images[:count], mean, std)
 
     why_not = cuda_ready()
     gpu = gpu_facts()
