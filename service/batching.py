@@ -1,27 +1,34 @@
 """Adaptive batching: concurrent requests in one worker share one ONNX Runtime call.
 
-Under load this is BentoML's own adaptive-batching dispatcher (`CorkDispatcher`, what
-`@bentoml.api(batchable=True)` runs): it learns how long a batch of n images takes, holds requests only while
-waiting pays, and cancels a request that cannot be served within `max_latency_ms` (answered 503). The routes own
-request parsing, so they feed it directly rather than through a second HTTP hop inside the worker.
+Greedy, as Triton's dynamic batcher with no queue delay: while one batch runs (in the worker's inference thread,
+ONNX Runtime releasing the GIL, so that the event loop keeps reading requests), the requests that arrive wait; the
+next batch takes all of them, up to `max_batch_size` images. Under load the batches grow by themselves, and no
+request ever waits for a timer: a lone request runs at once, on the loop (the hop to a thread would cost an idle
+service more than the call). A request still waiting for its batch after `max_latency_ms` is answered 503: under
+overload the service sheds load rather than queueing it without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 from service.errors import ClientError
 
 OVERLOADED = "overloaded: the request could not be served within the latency limit; retry later"
 
 
-def _shed() -> np.ndarray:
-    raise ClientError(503, OVERLOADED)
+@dataclass
+class Job:
+    images: np.ndarray
+    answer: asyncio.Future
+    since: float = field(default=0.0)  # the loop's clock when it started waiting
 
 
 class Batcher:
@@ -29,10 +36,12 @@ class Batcher:
 
     def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int, max_latency_ms: int) -> None:
         self.infer = infer
-        self.dispatcher = CorkDispatcher(
-            max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=_shed, get_batch_size=len
-        )
-        self.batched = self.dispatcher(self._run_batch)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_latency_ms / 1000
+        self.waiting: deque[Job] = deque()
+        self.busy = False  # a batch is running (then new requests wait for the next one)
+        self.runner: asyncio.Task | None = None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="infer")
         self.requests = 0  # requests this worker is handling now, counted by `request()`
 
     @contextmanager
@@ -44,16 +53,52 @@ class Batcher:
         finally:
             self.requests -= 1
 
-    def _run_batch(self, jobs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Runs in a worker thread (ONNX Runtime releases the GIL): the event loop keeps reading requests."""
-        sizes = np.cumsum([len(job) for job in jobs])[:-1]
-        return np.split(self.infer(np.concatenate(jobs)), sizes)
-
     async def __call__(self, images: np.ndarray) -> np.ndarray:
         # Requests that arrived together were all scheduled at once: let them reach this point first.
         await asyncio.sleep(0)
-        if self.requests <= 1:
-            # Alone: nothing to batch with, so run now on the loop. The dispatcher's polling and thread hop
-            # would cost an idle service milliseconds (measured: p50 2.2 -> 5.3 ms at one connection).
-            return self.infer(images)
-        return await self.batched(images)
+        if self.requests <= 1 and not self.busy:
+            return self.infer(images)  # alone: nothing to batch with
+        loop = asyncio.get_running_loop()
+        job = Job(images, loop.create_future(), loop.time())
+        self.waiting.append(job)
+        if not self.busy:
+            self.busy = True
+            self.runner = loop.create_task(self.run_batches())  # referenced: a task nobody holds may be collected
+        return await job.answer
+
+    def next_batch(self, now: float) -> list[Job]:
+        """The waiting jobs that fit in one batch (at least one, however large); those waited too long: 503."""
+        batch, size = [], 0
+        while self.waiting and (not batch or size + len(self.waiting[0].images) <= self.max_batch_size):
+            job = self.waiting.popleft()
+            if job.answer.done():  # its client is gone (the request was cancelled)
+                continue
+            if now - job.since > self.max_wait:
+                job.answer.set_exception(ClientError(503, OVERLOADED))
+                continue
+            batch.append(job)
+            size += len(job.images)
+        return batch
+
+    async def run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                batch = self.next_batch(loop.time())
+                if not batch:
+                    continue
+                try:
+                    images = np.concatenate([job.images for job in batch])
+                    probabilities = await loop.run_in_executor(self.thread, self.infer, images)
+                except Exception as exc:  # the model failed: every request of the batch gets that error
+                    for job in batch:
+                        if not job.answer.done():
+                            job.answer.set_exception(exc)
+                    continue
+                start = 0
+                for job in batch:
+                    if not job.answer.done():
+                        job.answer.set_result(probabilities[start : start + len(job.images)])
+                    start += len(job.images)
+        finally:
+            self.busy = False

@@ -29,6 +29,15 @@ def _number(name: str, default: float, kind: type = int, minimum: float = 1) -> 
     return value
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "1", "yes", "false", "0", "no"):
+        raise ConfigError(f"{name}={raw!r}: use true or false")
+    return raw in ("true", "1", "yes")
+
+
 def _int(name: str, default: int, minimum: int = 1) -> int:
     return _number(name, default, int, minimum)
 
@@ -51,8 +60,9 @@ class Settings:
     batch_size: int  # adaptive batching: most images in one ONNX Runtime call
     batch_latency_ms: int  # adaptive batching: a request not served within this is answered 503
     timeout: int  # seconds a request may take, body upload included (BentoML answers 504 past it)
-    max_concurrency: int  # requests in flight in the whole service; BentoML answers 429 past it
+    max_concurrency: int  # prediction requests in flight per worker; 429 past it (middleware.py)
     access_log: bool
+    tracing: bool  # OpenTelemetry spans for the prediction routes too (BentoML traces every route otherwise)
     drain_seconds: float  # on SIGTERM: not ready, still serving, for this long before stopping (lifecycle.py)
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
@@ -83,13 +93,16 @@ class Settings:
             batch_size=_int("DIGITSERVE_BATCH_SIZE", 64),
             batch_latency_ms=_int("DIGITSERVE_BATCH_LATENCY_MS", 500),
             timeout=_int("DIGITSERVE_TIMEOUT", 10),
-            # Queueing bounds latency (Little's law): ~1,300 requests/s on 2 cores with 64 in flight is ~50 ms
-            # of waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
-            max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 64),
+            # Queueing bounds latency (Little's law): ~650 requests/s a core with 32 in flight is ~50 ms of
+            # waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
+            max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 32),
             # 0 (stop at once) where people run it by hand: BentoML's arbiter turns Ctrl-C into SIGTERM for the
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
             drain_seconds=_number("DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
-            access_log=os.environ.get("DIGITSERVE_ACCESS_LOG", "true").strip().lower() not in ("false", "0", "no"),
+            access_log=_flag("DIGITSERVE_ACCESS_LOG", True),
+            # Off by default: a span per request costs more than the rest of a small request's handling
+            # (docs/benchmarks.md, "Per-request overhead"); turn on where traces are exported.
+            tracing=_flag("DIGITSERVE_TRACING", False),
             api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
         )

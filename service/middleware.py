@@ -1,15 +1,18 @@
-"""Per-request concerns around every route: a request id, the optional API key, and the access log line.
-
-One plain ASGI middleware (no BaseHTTPMiddleware: it would add a task and a memory copy per request):
+"""Per-request concerns around every route, in one plain ASGI middleware (no BaseHTTPMiddleware: it would add a
+task and a memory copy per request):
 - `X-Request-ID`: the client's if it sent a sane one, else a new one; on every response and in the log line.
+- The concurrency limit: past DIGITSERVE_MAX_CONCURRENCY prediction requests in flight in this worker, a 429
+  (JSON, with the request id and `Retry-After`) rather than a queue without bound.
 - `DIGITSERVE_API_KEY`: when set, prediction endpoints need `Authorization: Bearer <key>` (401 otherwise, compared
   in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
+- Prometheus request metrics (service/metrics.py): count, latency, status, in flight, shed.
 - One access log line per request: id, method, path, status, latency, and the predicted digit(s), never the image.
 - While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -19,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from service import metrics
 from service.lifecycle import draining
 
 logger = logging.getLogger("bentoml.digitserve.access")
@@ -28,7 +32,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PROTECTED = ("/classify", "/classify_batch", "/classify_pixels", "/probabilities")
+PROTECTED = metrics.PREDICTION_ROUTES
+NO_KEY = "missing or wrong API key: send Authorization: Bearer <key>"
+TOO_MANY = "too many requests in flight; retry later"
 QUIET = ("/livez", "/readyz", "/healthz", "/metrics")  # probes and scrapes: every few seconds, not worth a line
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DIGITS_KEY = "digitserve.digits"  # the routes put their predictions here, in the request's scope
@@ -40,10 +46,12 @@ def record_digits(scope: Scope, digits: list[int]) -> None:
 
 
 class RequestMiddleware:
-    def __init__(self, app, api_key: str = "", access_log: bool = True) -> None:
+    def __init__(self, app, api_key: str = "", access_log: bool = True, max_concurrency: int = 64) -> None:
         self.app = app
         self.api_key = api_key.encode()
         self.access_log = access_log
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0  # prediction requests this worker is handling
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,21 +71,38 @@ class RequestMiddleware:
                     message["headers"].append((b"connection", b"close"))
             await send(message)
 
+        path = scope["path"]
+        predicting = path.rstrip("/") in PROTECTED
         try:
-            if self.api_key and scope["path"].rstrip("/") in PROTECTED and not self.authorised(headers):
-                await self.refuse(send_with_id)
+            if predicting and self.api_key and not self.authorised(headers):
+                await self.answer(send_with_id, 401, NO_KEY, [(b"www-authenticate", b'Bearer realm="digitserve"')])
+            elif predicting and self.in_flight >= self.max_concurrency:
+                await self.answer(send_with_id, 429, TOO_MANY, [(b"retry-after", b"1")])
+            elif predicting:
+                self.in_flight += 1
+                metrics.in_flight.inc()
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except asyncio.CancelledError:  # BentoML's timeout (DIGITSERVE_TIMEOUT) gave up on it: a 504
+                    status = 504 if status == 500 else status
+                    raise
+                finally:
+                    self.in_flight -= 1
+                    metrics.in_flight.dec()
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if self.access_log and scope["path"] not in QUIET:
+            seconds = time.perf_counter() - start
+            metrics.observe_request(path, status, seconds)
+            if self.access_log and path not in QUIET:
                 digits = scope.get(DIGITS_KEY)
                 logger.info(
                     "%s %s %s %d %.1fms%s",
                     request_id,
                     scope["method"],
-                    scope["path"],
+                    path,
                     status,
-                    (time.perf_counter() - start) * 1000,
+                    seconds * 1000,
                     f" digits={','.join(map(str, digits))}" if digits else "",
                 )
 
@@ -86,17 +111,8 @@ class RequestMiddleware:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
 
     @staticmethod
-    async def refuse(send: Send) -> None:
-        body = json.dumps({"error": "missing or wrong API key: send Authorization: Bearer <key>"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="digitserve"'),
-                ],
-            }
-        )
+    async def answer(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]]) -> None:
+        body = json.dumps({"error": error}).encode()
+        start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+        await send({"type": "http.response.start", "status": status, "headers": start})
         await send({"type": "http.response.body", "body": body})

@@ -20,13 +20,16 @@ import numpy as np
 from bentoml.validators import DType, Shape
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from service import metrics
 from service.api_document import correct_bentoml_openapi
 from service.batching import Batcher
 from service.config import Settings
@@ -56,25 +59,11 @@ IMAGE_TYPES = (
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
 # other requests meanwhile (measured: docs/benchmarks.md, "Photos").
 INLINE_BYTES = 32_000
-# BentoML already traces and meters every request: FastAPI's own telemetry (>= 0.16x) would do it twice.
+# BentoML traces requests and service/metrics.py meters them: FastAPI's own telemetry (>= 0.16x) would do it twice.
 app = FastAPI(
     title="digitserve",
     description="Handwritten digit classification (MNIST CNN on ONNX Runtime)",
     telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
-)
-
-predictions = bentoml.metrics.Counter(
-    name="digitserve_predictions", documentation="Predictions served, by predicted digit", labelnames=["digit"]
-)
-batch_histogram = bentoml.metrics.Histogram(
-    name="digitserve_batch_size",
-    documentation="Images per ONNX Runtime call (adaptive batching merges concurrent requests)",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
-confidence_histogram = bentoml.metrics.Histogram(
-    name="digitserve_confidence",
-    documentation="Probability of the predicted digit",
-    buckets=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0),
 )
 
 
@@ -181,17 +170,18 @@ class Error(BaseModel):
 ERRORS = {
     400: "not an image, corrupt, no digit found, or pixels out of shape or range",
     401: "DIGITSERVE_API_KEY is set and the request lacks `Authorization: Bearer <key>`",
+    429: "more than DIGITSERVE_MAX_CONCURRENCY requests in flight in the worker; retry later (Retry-After)",
     413: "body, image or batch over its limit",
     415: "unsupported content type",
     422: "missing or malformed field or parameter",
     503: "overloaded: not served within DIGITSERVE_BATCH_LATENCY_MS; retry later",
 }
-# 429 (past DIGITSERVE_MAX_CONCURRENCY) and 504 (past DIGITSERVE_TIMEOUT) come from BentoML, in its own format.
-SHED = {429: {"description": "too many requests in flight; retry later"}, 504: {"description": "request timed out"}}
+# 504 (past DIGITSERVE_TIMEOUT) comes from BentoML, in its own format.
+SHED = {504: {"description": "request timed out"}}
 
 
 def answers(model: type[BaseModel]) -> dict:
-    """OpenAPI responses of a prediction route: its result, our JSON errors, BentoML's shedding."""
+    """OpenAPI responses of a prediction route: its result, our JSON errors, BentoML's timeout."""
     return {
         200: {"model": model},
         **{status: {"model": Error, "description": text} for status, text in ERRORS.items()},
@@ -223,9 +213,13 @@ PIXELS_BODY = request_body(
     name="digitserve",
     workers=settings.workers,
     # BentoML keeps each request's context until its timeout timer fires, even after the answer: a short
-    # timeout keeps that heap (and full garbage collections) small. Past max_concurrency BentoML answers 429.
-    traffic={"timeout": settings.timeout, "max_concurrency": settings.max_concurrency},
+    # timeout keeps that heap (and full garbage collections) small. The concurrency limit is middleware.py's.
+    traffic={"timeout": settings.timeout},
     logging={"access": {"enabled": False}},  # service/middleware.py writes the access log, with the request id
+    # service/metrics.py records the request metrics, at a fraction of the cost (docs/benchmarks.md,
+    # "Per-request overhead"); OpenTelemetry spans on the prediction routes only with DIGITSERVE_TRACING=true.
+    metrics={"enabled": False},
+    tracing={"excluded_urls": [] if settings.tracing else [f"{route}$" for route in metrics.PREDICTION_ROUTES]},
 )
 @bentoml.asgi_app(app, path="/")
 class DigitService:
@@ -244,6 +238,10 @@ class DigitService:
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
 
+    @bentoml.on_shutdown
+    def forget_in_flight(self) -> None:
+        metrics.worker_stopped()
+
     @bentoml.on_startup
     def drain_before_stopping(self) -> None:
         drain_on_sigterm(settings.drain_seconds)  # service/lifecycle.py
@@ -254,7 +252,7 @@ class DigitService:
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10]; the batcher calls it on the images of many requests."""
-        batch_histogram.observe(len(pixels))
+        metrics.batch_size.observe(len(pixels))
         return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
 
     async def predict(
@@ -265,8 +263,8 @@ class DigitService:
         results = []
         for n, (image, p) in enumerate(zip(pixels, probs, strict=True)):
             digit = int(p.argmax())
-            predictions.labels(digit=str(digit)).inc()
-            confidence_histogram.observe(float(p[digit]))
+            metrics.prediction_counter(digit).inc()
+            metrics.confidence.observe(float(p[digit]))
             result = {
                 "digit": digit,
                 "confidence": float(p[digit]),
@@ -309,7 +307,12 @@ class DigitService:
 
 # Request id, API key, access log. BentoML places it inside its own timeout and concurrency limits: the 429s and
 # 504s those give carry no request id and get BentoML's log line only.
-DigitService.add_asgi_middleware(RequestMiddleware, api_key=settings.api_key, access_log=settings.access_log)
+DigitService.add_asgi_middleware(
+    RequestMiddleware,
+    api_key=settings.api_key,
+    access_log=settings.access_log,
+    max_concurrency=settings.max_concurrency,
+)
 
 
 # The routes are plain functions, not methods: BentoML hands a method its `self` through a synchronous FastAPI
@@ -376,6 +379,12 @@ async def ui() -> RedirectResponse:
 
 # The draw-a-digit page: plain files, no CDN, so it works offline and inside the container image.
 app.mount("/ui/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="ui")
+
+
+@app.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus text format: every worker's metrics summed (service/metrics.py)."""
+    return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.get("/model", summary="The model being served")

@@ -136,15 +136,32 @@ def test_model_endpoint_and_probes(client):
         assert client.get(probe).status_code == 200
 
 
-def test_prometheus_metrics(client, digits):
-    client.post("/classify", files={"image": ("d.png", as_png(digits[0][0]))})
-    text = client.get("/metrics").text
-    assert "digitserve_predictions_total" in text and 'digit="7"' in text
-    assert "digitserve_confidence_bucket" in text
-
-
 def metric_sum(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_prometheus_metrics_count_every_request_of_both_workers(url, client, digits):
+    """N requests sent at once on N connections (spread over the 2 workers), then a scrape: each counter has
+    grown by exactly what was sent, whichever worker served it and whichever worker answers the scrape."""
+    images = digits[0][:30]  # within DIGITSERVE_MAX_CONCURRENCY (32 a worker), however they land
+    names = {
+        "ok": 'digitserve_requests_total{endpoint="/classify",status="200"}',
+        "refused": 'digitserve_requests_total{endpoint="/classify",status="415"}',
+        "timed": 'digitserve_request_duration_seconds_count{endpoint="/classify"}',
+        "predicted": "digitserve_predictions_total",
+        "confidence": "digitserve_confidence_count",
+    }
+    before = client.get("/metrics").text
+    answers = simultaneous(url, "/classify", [as_png(image) for image in images], "image/png")
+    for _ in range(3):
+        assert client.post("/classify", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+    after = client.get("/metrics").text
+    grown = {key: metric_sum(after, name) - metric_sum(before, name) for key, name in names.items()}
+    assert grown == {"ok": 30, "refused": 3, "timed": 33, "predicted": 30, "confidence": 30}
+    sevens = 'digitserve_predictions_total{digit="7"}'
+    assert metric_sum(after, sevens) - metric_sum(before, sevens) == sum(a["digit"] == 7 for a in answers)
+    assert metric_sum(after, "digitserve_in_flight_requests") == 0
+    assert metric_sum(after, "digitserve_batch_size_count") > metric_sum(before, "digitserve_batch_size_count")
 
 
 def simultaneous(url: str, path: str, bodies: list[bytes], content_type: str) -> list[dict]:
@@ -169,7 +186,7 @@ def simultaneous(url: str, path: str, bodies: list[bytes], content_type: str) ->
 
 
 def test_concurrent_requests_are_batched_and_answered_alike(url, client, digits):
-    images = digits[0][:24]  # within DIGITSERVE_MAX_CONCURRENCY (64 in all, 32 a worker), however they land
+    images = digits[0][:24]  # within DIGITSERVE_MAX_CONCURRENCY (32 a worker), however they land
     alone = [client.post("/classify_pixels", content=image.tobytes(), headers=RAW).json() for image in images]
 
     def batched_calls() -> float:  # ONNX Runtime calls with more than one image, all workers

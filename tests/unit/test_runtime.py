@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from service.config import ConfigError, Settings
+from service.metrics import PREDICTION_ROUTES
 from service.runtime import CPU, CUDA, ModelLoadError, ModelRuntime, load_card, open_session
 from tests.conftest import MODEL, ROOT
 
@@ -61,6 +62,26 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("DIGITSERVE_WORKERS", "zero")
     with pytest.raises(ConfigError, match="not an integer"):
         Settings.from_env()
+
+
+def test_switches_are_true_or_false(monkeypatch):
+    assert (Settings.from_env().tracing, Settings.from_env().access_log) == (False, True)
+    monkeypatch.setenv("DIGITSERVE_TRACING", "TRUE")
+    monkeypatch.setenv("DIGITSERVE_ACCESS_LOG", "0")
+    assert (Settings.from_env().tracing, Settings.from_env().access_log) == (True, False)
+    monkeypatch.setenv("DIGITSERVE_TRACING", "maybe")
+    with pytest.raises(ConfigError, match="DIGITSERVE_TRACING='maybe': use true or false"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize("tracing", ["false", "true"])
+def test_prediction_routes_are_traced_only_when_asked_and_bentoml_request_metrics_are_off(tracing):
+    code = "import json, service.service as s; print(json.dumps(s.DigitService.config))"
+    env = {"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin", "DIGITSERVE_TRACING": tracing}
+    config = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True).stdout)
+    excluded = config["tracing"]["excluded_urls"]
+    assert excluded == [] if tracing == "true" else sorted(excluded) == sorted(f"{r}$" for r in PREDICTION_ROUTES)
+    assert config["metrics"] == {"enabled": False}
 
 
 def test_the_service_never_imports_torch():

@@ -1,0 +1,101 @@
+"""Prometheus metrics for /metrics, cheap enough to record on every request.
+
+BentoML's own request metrics (its metrics middleware) cost more per request than the rest of a small request's
+handling together (docs/benchmarks.md, "Per-request overhead"), so the service turns them off and records these
+instead, with prometheus_client directly: a handful of memory-mapped writes per request, label children looked
+up once. `bentoml serve` sets PROMETHEUS_MULTIPROC_DIR for every worker: each worker writes its own files there
+and a scrape, whichever worker answers it, sums them all.
+
+    digitserve_requests_total{endpoint,status}        requests answered (429s and 504s included)
+    digitserve_request_duration_seconds{endpoint}     latency histogram
+    digitserve_in_flight_requests                     requests being handled now, all workers
+    digitserve_shed_requests_total{status}            refused under overload: 429 (in flight), 503 (latency limit)
+    digitserve_predictions_total{digit}               predictions by digit
+    digitserve_confidence                             probability of the predicted digit (histogram)
+    digitserve_batch_size                             images per ONNX Runtime call (histogram)
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels", "/probabilities"])
+# The routes a label may name; anything else (a scanner's 404s) is "other", so that label values stay few.
+ENDPOINTS = PREDICTION_ROUTES | {"/model", "/metrics", "/livez", "/readyz"}
+SHED = frozenset([429, 503])  # on a prediction route: refused under overload
+
+requests = Counter("digitserve_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
+latency = Histogram(
+    "digitserve_request_duration_seconds",
+    "Time from the request's arrival to its answer, by endpoint",
+    ["endpoint"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+in_flight = Gauge(
+    "digitserve_in_flight_requests", "Requests being handled now, all workers together", multiprocess_mode="livesum"
+)
+shed = Counter("digitserve_shed_requests", "Requests refused under overload: 429 or 503", ["status"])
+predictions = Counter("digitserve_predictions", "Predictions served, by predicted digit", ["digit"])
+confidence = Histogram(
+    "digitserve_confidence",
+    "Probability of the predicted digit",
+    buckets=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0),
+)
+batch_size = Histogram(
+    "digitserve_batch_size",
+    "Images per ONNX Runtime call (adaptive batching merges concurrent requests)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+def endpoint(path: str) -> str:
+    if path in ENDPOINTS:
+        return path
+    return "/ui" if path.startswith("/ui") else "other"
+
+
+@cache
+def _children(name: str, status: int) -> tuple:
+    """The label children an (endpoint, status) pair writes to: `labels()` takes a lock and builds a key."""
+    refused = shed.labels(str(status)) if status in SHED and name in PREDICTION_ROUTES else None
+    return requests.labels(name, str(status)), latency.labels(name), refused
+
+
+def observe_request(path: str, status: int, seconds: float) -> None:
+    count, timing, refused = _children(endpoint(path), status)
+    count.inc()
+    timing.observe(seconds)
+    if refused is not None:
+        refused.inc()
+
+
+@cache
+def prediction_counter(digit: int) -> Counter:
+    return predictions.labels(str(digit))
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: every worker's metrics summed (in multiprocess mode), else this process's."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        from prometheus_client import REGISTRY
+
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def worker_stopped() -> None:
+    """Drop this worker's live gauges (in flight) from the sums; its counters stay counted."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(os.getpid())

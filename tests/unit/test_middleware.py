@@ -1,0 +1,139 @@
+"""The per-request middleware in process, around a stand-in app: the concurrency limit (429), the API key (401),
+request ids, and the Prometheus request metrics each answer leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from prometheus_client import REGISTRY
+
+from service import metrics
+from service.middleware import RequestMiddleware
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class App:
+    """Answers `status`, a prediction route once `release` is set; counts the requests it saw."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.release = asyncio.Event()
+        self.release.set()
+        self.seen = 0
+        self.status = status
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.seen += 1
+        if scope["path"] in metrics.PREDICTION_ROUTES:
+            await self.release.wait()
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def call(app, path: str = "/classify", headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    """One request through `app`; the answer's status, headers and JSON body."""
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
+    answer: dict = {}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"], answer["headers"] = message["status"], dict(message["headers"])
+        else:
+            answer["body"] = json.loads(message["body"])
+
+    await app(scope, receive, send)
+    return answer
+
+
+def test_past_the_limit_a_prediction_request_gets_429_with_an_id_and_is_counted_as_shed():
+    async def scenario() -> list[dict]:
+        inner = App()
+        inner.release.clear()
+        app = RequestMiddleware(inner, access_log=False, max_concurrency=2)
+        held = [asyncio.create_task(call(app)) for _ in range(2)]
+        await asyncio.sleep(0.01)  # both admitted and waiting inside
+        refused = await call(app)
+        info = await call(app, "/model")  # not a prediction route: never limited
+        inner.release.set()
+        return [refused, info, *await asyncio.gather(*held), {"seen": inner.seen}]
+
+    before = sample("digitserve_shed_requests_total", status="429")
+    count = sample("digitserve_requests_total", endpoint="/classify", status="429")
+    refused, info, first, second, seen = asyncio.run(scenario())
+    assert refused["status"] == 429 and "retry later" in refused["body"]["error"]
+    assert refused["headers"][b"retry-after"] == b"1" and len(refused["headers"][b"x-request-id"]) == 32
+    assert info["status"] == first["status"] == second["status"] == 200
+    assert seen["seen"] == 3, "the refused request reached the app"
+    assert sample("digitserve_shed_requests_total", status="429") == before + 1
+    assert sample("digitserve_requests_total", endpoint="/classify", status="429") == count + 1
+    assert sample("digitserve_in_flight_requests") == 0
+
+
+def test_every_answer_is_counted_by_endpoint_and_status_with_its_latency():
+    async def scenario() -> None:
+        await call(RequestMiddleware(App(), access_log=False), "/classify_pixels")
+        await call(RequestMiddleware(App(415), access_log=False), "/classify_pixels")
+        await call(RequestMiddleware(App(404), access_log=False), "/wp-login.php")
+        await call(RequestMiddleware(App(503), access_log=False), "/readyz")  # draining: not shedding
+
+    labels = [("/classify_pixels", "200"), ("/classify_pixels", "415"), ("other", "404"), ("/readyz", "503")]
+    before = [sample("digitserve_requests_total", endpoint=e, status=s) for e, s in labels]
+    timed = sample("digitserve_request_duration_seconds_count", endpoint="/classify_pixels")
+    shed = sample("digitserve_shed_requests_total", status="503")
+    asyncio.run(scenario())
+    after = [sample("digitserve_requests_total", endpoint=e, status=s) for e, s in labels]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
+    assert sample("digitserve_request_duration_seconds_count", endpoint="/classify_pixels") == timed + 2
+    assert sample("digitserve_shed_requests_total", status="503") == shed
+
+
+def test_a_request_the_timeout_cancels_is_counted_as_504():
+    async def scenario() -> None:
+        inner = App()
+        inner.release.clear()
+        task = asyncio.create_task(call(RequestMiddleware(inner, access_log=False), "/classify"))
+        await asyncio.sleep(0.01)
+        task.cancel()  # what BentoML's timeout does to the request's task
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = sample("digitserve_requests_total", endpoint="/classify", status="504")
+    asyncio.run(scenario())
+    assert sample("digitserve_requests_total", endpoint="/classify", status="504") == before + 1
+    assert sample("digitserve_in_flight_requests") == 0
+
+
+def test_the_api_key_guards_prediction_routes_only():
+    async def scenario() -> list[dict]:
+        app = RequestMiddleware(App(), api_key="s3cret", access_log=False)
+        return [
+            await call(app),
+            await call(app, headers=[(b"authorization", b"Bearer wrong")]),
+            await call(app, headers=[(b"authorization", b"Bearer s3cret")]),
+            await call(app, "/metrics"),
+        ]
+
+    missing, wrong, right, scrape = asyncio.run(scenario())
+    assert missing["status"] == wrong["status"] == 401 and "API key" in missing["body"]["error"]
+    assert missing["headers"][b"www-authenticate"].startswith(b"Bearer")
+    assert right["status"] == scrape["status"] == 200
+
+
+def test_the_exposition_has_every_metric():
+    text = metrics.exposition().decode()
+    for name in (
+        "digitserve_requests_total",
+        "digitserve_request_duration_seconds_bucket",
+        "digitserve_in_flight_requests",
+        "digitserve_predictions_total",
+        "digitserve_confidence_bucket",
+        "digitserve_batch_size_bucket",
+    ):
+        assert f"# TYPE {name.removesuffix('_total').removesuffix('_bucket')}" in text, name
