@@ -36,6 +36,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) -e '.[train,dev,loadtest]'
 	@touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(PIP) -e '.[train,dev,loadtest,bench]'
+	@touch $@
+
 $(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
 	$(PIP) -e '.[dev,loadtest]'
 	@touch $@
@@ -75,7 +79,7 @@ export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
 	$(BIN)/python -m training evaluate $(MODEL)
 
-bench: install-dev  ## HTTP benchmark vs a FastAPI baseline (needs wrk), then bench-photos; writes docs/benchmarks.md
+bench: $(VENV)/.installed-bench  ## HTTP vs FastAPI and LitServe (needs wrk), then bench-photos; docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_photos.py

@@ -1,7 +1,12 @@
-"""`make bench`: HTTP throughput and latency of digitserve against a bare FastAPI baseline, in one run.
+"""`make bench`: HTTP throughput, latency and CPU per request of digitserve against its peers, in one run.
 
-Starts each server on this machine, drives it with wrk (a C load generator, so that the client is cheap),
-prints a table and writes docs/benchmarks.md. Figures on a shared machine are noisy: compare the ratios.
+The peers are what users would otherwise run: a bare FastAPI + uvicorn + ONNX Runtime app
+(benchmarks/baseline_app.py) and LitServe with its own batching (benchmarks/litserve_app.py), the same model,
+decoding and preprocessing. Each is started on this machine, all at once, and driven with wrk (a C load generator,
+so that the client is cheap) in alternating rounds, so that a slow spell of a shared machine hits them alike;
+medians are reported. Then: the cost of each per-request change (the service less that change,
+benchmarks/overhead_variants.py), the binary batch endpoint against in-process ONNX Runtime, the model variants.
+Prints the tables and writes docs/benchmarks.md. Figures on a shared machine are noisy: compare the ratios.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,7 +36,7 @@ from benchmarks.report import write_section  # noqa: E402
 from service.preprocess import normalise  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
 from tests.digits import as_png  # noqa: E402
-from tests.server import free_port, running_service  # noqa: E402
+from tests.server import free_port, running_service, serving  # noqa: E402
 from training.data import load_split  # noqa: E402
 
 LUA = Path(__file__).with_name("wrk_report.lua")
@@ -51,38 +60,149 @@ def median_of(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-class Baseline:
-    """benchmarks/baseline_app.py under `uvicorn --workers N` (2 by default), with uvloop and httptools.
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and all its descendants so far."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:  # gone meanwhile
+            pass
+    return total
+
+
+@dataclass
+class Target:
+    url: str  # the full URL to POST to
+    body: Path
+    content_type: str
+    pid: int  # the server's top process: its tree's CPU time is charged to the requests
+
+
+def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections: int) -> dict[str, dict]:
+    """`rounds` wrk runs of each target, taking turns; medians, with CPU microseconds per request."""
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    try:
+        for round in range(rounds + 1):  # the first: warm-up
+            for name, target in targets.items():
+                only(target, targets.values())
+                before = cpu_seconds(target.pid)
+                result = wrk(target.url, target.body, target.content_type, connections, seconds if round else 2)
+                result["cpu_us"] = (cpu_seconds(target.pid) - before) / max(result["requests"], 1) * 1e6
+                if round:
+                    runs[name].append(result)
+                    print(f"  {name}: {result['rps']:.0f} requests/s, {result['cpu_us']:.0f} µs CPU each", flush=True)
+    finally:
+        for target in targets.values():
+            os.killpg(target.pid, signal.SIGCONT)
+    return {name: median_of(results) for name, results in runs.items()}
+
+
+def only(running: Target, targets) -> None:
+    """Pause every server but `running` (SIGSTOP to its process group): an idle server is not always idle
+    (measured here: LitServe's two idle workers poll their queues at 0.4 cores), and none may take CPU from the
+    one measured."""
+    for target in targets:
+        if target.pid != running.pid:
+            os.killpg(target.pid, signal.SIGSTOP)
+    os.killpg(running.pid, signal.SIGCONT)
+
+
+class Process:
+    """A server command run from the repository root until the block ends; waits until `ready` answers."""
+
+    def __init__(self, command: list[str], ready: str) -> None:
+        self.command, self.ready = command, ready
+
+    def __enter__(self) -> int:
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(240):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command[:3]} exited with {self.process.returncode}")
+            if subprocess.run(["curl", "-sf", "-o", "/dev/null", self.ready]).returncode == 0:
+                return self.process.pid
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.command[:3]} did not start")
+
+    def __exit__(self, *exc) -> None:
+        os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=30)
+
+
+def baseline(port: int, workers: int) -> Process:
+    """benchmarks/baseline_app.py under `uvicorn --workers N`, with uvloop and httptools.
 
     Measured here: with asyncio's own loop, uvicorn's multi-worker mode answers every request in 44 ms (its
     shared socket is made with proto 0, so asyncio never sets TCP_NODELAY and Nagle meets delayed ACKs);
     uvloop sets it, 0.9 ms. Both servers use uvloop and httptools.
     """
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    options = ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+    command = [uvicorn, "benchmarks.baseline_app:app", *options, "--host", "127.0.0.1", "--port", str(port)]
+    return Process(command, f"http://127.0.0.1:{port}/docs")
 
-    def __init__(self, workers: int = 2) -> None:
-        self.workers = workers
 
-    def __enter__(self) -> str:
-        port = free_port()
-        uvicorn = str(Path(sys.executable).with_name("uvicorn"))
-        options = ["--workers", str(self.workers), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
-        self.process = subprocess.Popen(
-            [uvicorn, "benchmarks.baseline_app:app", *options, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                subprocess.run(["curl", "-sf", "-o", "/dev/null", f"{url}/docs"], check=True)
-                return url
-            except subprocess.CalledProcessError:
-                time.sleep(0.5)
-        raise TimeoutError("baseline did not start")
+def litserve(port: int, workers: int) -> Process:
+    command = [sys.executable, "benchmarks/litserve_app.py", str(port), str(workers)]
+    return Process(command, f"http://127.0.0.1:{port}/health")
 
-    def __exit__(self, *exc) -> None:
-        os.killpg(self.process.pid, 15)
-        self.process.wait(timeout=20)
+
+def multipart(image: bytes, path: Path) -> tuple[Path, str]:
+    """A multipart body with the image as the field `image`, and its content type (LitServe takes files so)."""
+    boundary = "digitserve-bench"
+    path.write_bytes(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="digit.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return path, f"multipart/form-data; boundary={boundary}"
+
+
+def peers(workers: int, png: Path, form: tuple[Path, str], args: argparse.Namespace) -> dict[str, dict]:
+    """digitserve, the FastAPI baseline and LitServe, `workers` each, in alternating rounds."""
+    with ExitStack() as stack:
+        server = stack.enter_context(serving({"DIGITSERVE_WORKERS": str(workers)}))
+        fastapi_port, litserve_port = free_port(), free_port()
+        fastapi_pid = stack.enter_context(baseline(fastapi_port, workers))
+        litserve_pid = stack.enter_context(litserve(litserve_port, workers))
+        targets = {
+            f"digitserve, {workers} worker(s)": Target(server.url + "/classify", png, "image/png", server.process.pid),
+            f"digitserve multipart, {workers} worker(s)": Target(server.url + "/classify", *form, server.process.pid),
+            f"FastAPI baseline, {workers} worker(s)": Target(
+                f"http://127.0.0.1:{fastapi_port}/classify", png, "image/png", fastapi_pid
+            ),
+            f"LitServe (multipart), {workers} worker(s)": Target(
+                f"http://127.0.0.1:{litserve_port}/predict", *form, litserve_pid
+            ),
+        }
+        print(f"peers, {workers} worker(s) each ...", flush=True)
+        return alternate(targets, args.repeats, args.seconds, args.connections)
+
+
+def overhead(png: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The service (1 worker) as it is, and less each per-request change, in alternating rounds."""
+    with ExitStack() as stack:
+        targets = {}
+        for undo, name in UNDO.items():
+            env = {"DIGITSERVE_WORKERS": "1", "OVERHEAD_UNDO": undo}
+            server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
+            targets[name] = Target(server.url + "/classify", png, "image/png", server.process.pid)
+        print("per-request changes, 1 worker ...", flush=True)
+        return alternate(targets, args.repeats, args.seconds, args.connections)
+
+
+UNDO = {
+    "": "as it is",
+    "batcher": "BentoML's CorkDispatcher instead of our batcher",
+    "metrics": "BentoML's request-metrics middleware on",
+    "tracing": "OpenTelemetry spans on the prediction routes (DIGITSERVE_TRACING=true)",
+    "percentiles": "np.percentile / np.median in light_background",
+}
 
 
 def in_process_images_per_second(batch: np.ndarray, seconds: float = 5.0) -> float:
@@ -95,16 +215,6 @@ def in_process_images_per_second(batch: np.ndarray, seconds: float = 5.0) -> flo
         runtime.probabilities(inputs)
         count += len(batch)
     return count / (time.perf_counter() - start)
-
-
-def variant_line(results: dict, variant: str, per_request: int) -> str:
-    pixels = results[f"digitserve {variant} /classify_pixels"]["rps"]
-    single = results[f"digitserve {variant} /classify"]["rps"]
-    return (
-        f"- {variant}: /classify_pixels **{pixels * per_request:.0f} images/s** "
-        f"({pixels / results['digitserve /classify_pixels']['rps']:.2f}× fp32), "
-        f"/classify {single:.0f} requests/s ({single / results['digitserve /classify']['rps']:.2f}× fp32)"
-    )
 
 
 def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> list[str]:
@@ -124,10 +234,22 @@ def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256
     return rows
 
 
+def table(results: dict[str, dict]) -> list[str]:
+    return [
+        "| scenario | requests/s | p50 ms | p90 ms | p99 ms | CPU µs per request | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r.get('cpu_us', float('nan')):.0f} | {r['errors']:.0f} |"
+            for name, r in results.items()
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per scenario; medians are reported")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison; medians reported")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--pixels-batch", type=int, default=64, help="images per /classify_pixels request")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -141,26 +263,23 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     png, pixels = tmp / "digit.png", tmp / "pixels.bin"
     png.write_bytes(as_png(images[0]))
+    form = multipart(png.read_bytes(), tmp / "digit.form")
     batch = images[: args.pixels_batch]
     pixels.write_bytes(batch.tobytes())
 
-    def scenario(url: str, path: str, body: Path, kind: str, connections: int) -> dict:
-        wrk(url + path, body, kind, connections, 3)  # warm-up
-        return median_of([wrk(url + path, body, kind, connections, args.seconds) for _ in range(args.repeats)])
-
+    one, two = peers(1, png, form, args), peers(2, png, form, args)
+    changes = overhead(png, args)
     results = {}
-    with running_service({"DIGITSERVE_WORKERS": "1"}) as url:
-        results["digitserve /classify, 1 worker"] = scenario(url, "/classify", png, "image/png", args.connections)
-    with Baseline(workers=1) as url:
-        results["FastAPI baseline /classify, 1 worker"] = scenario(url, "/classify", png, "image/png", args.connections)
     with running_service({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch))}) as url:
-        results["digitserve /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
-        results["digitserve /classify, 1 connection"] = scenario(url, "/classify", png, "image/png", 1)
-        results["digitserve /classify_pixels"] = scenario(
-            url, "/classify_pixels", pixels, "application/octet-stream", 4
+        results["digitserve /classify, 1 connection"] = median_of(
+            [wrk(url + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
         )
-    with Baseline() as url:
-        results["FastAPI baseline /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
+        results["digitserve /classify_pixels"] = median_of(
+            [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
+        )
+        results["digitserve /classify"] = median_of(
+            [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
+        )
     for variant in args.variants:  # the model variants, end to end (DIGITSERVE_VARIANT)
         env = {
             "DIGITSERVE_WORKERS": "2",
@@ -168,30 +287,52 @@ def main() -> None:
             "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch)),
         }
         with running_service(env) as url:
-            results[f"digitserve {variant} /classify"] = scenario(url, "/classify", png, "image/png", args.connections)
-            results[f"digitserve {variant} /classify_pixels"] = scenario(
-                url, "/classify_pixels", pixels, "application/octet-stream", 4
+            results[f"digitserve {variant} /classify"] = median_of(
+                [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
+            )
+            results[f"digitserve {variant} /classify_pixels"] = median_of(
+                [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
             )
     in_process = 2 * in_process_images_per_second(batch)
     batching = batch_size_table(images)
 
+    def ratio(results: dict, workers: int, peer: str) -> float:
+        return results[f"digitserve, {workers} worker(s)"]["rps"] / results[f"{peer}, {workers} worker(s)"]["rps"]
+
     pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
-    ratio = results["digitserve /classify"]["rps"] / results["FastAPI baseline /classify"]["rps"]
-    ratio_1 = results["digitserve /classify, 1 worker"]["rps"] / results["FastAPI baseline /classify, 1 worker"]["rps"]
+    as_is = changes["as it is"]
+    unloaded = results["digitserve /classify, 1 connection"]["p50_ms"]
     lines = [
-        "| scenario | requests/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Peers, one 28×28 PNG per request (raw body; LitServe takes files as multipart only, so digitserve is also "
+        f"measured so), {args.connections} connections:",
+        "",
+        *table({**one, **two}),
+        "",
         *(
-            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {r['errors']:.0f} |"
-            for name, r in results.items()
+            f"- digitserve /classify, {w} worker(s) each: **{ratio(r, w, 'FastAPI baseline'):.2f}×** the FastAPI "
+            f"baseline, **{ratio(r, w, 'LitServe (multipart)'):.2f}×** LitServe "
+            f"(multipart against multipart: {r[f'digitserve multipart, {w} worker(s)']['rps'] / r[f'LitServe (multipart), {w} worker(s)']['rps']:.2f}×)"  # noqa: E501
+            for w, r in ((1, one), (2, two))
         ),
         "",
-        f"- /classify vs the FastAPI baseline: **{ratio:.2f}×** requests/s with 2 workers each, "
-        f"**{ratio_1:.2f}×** with 1 worker each (no dependence on how the connections spread over workers)",
+        "Per-request overhead: the service (1 worker) as it is, and less each change that made it cheaper "
+        "(`benchmarks/overhead_variants.py`), in alternating rounds:",
+        "",
+        "| the service | requests/s | p99 ms | CPU µs per request | requests/s vs as it is |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / as_is['rps']:.2f}× |"
+            for name, r in changes.items()
+        ),
+        "",
+        "digitserve, 2 workers, and the model variants:",
+        "",
+        *table(results),
+        "",
+        f"- unloaded /classify (one connection): p50 **{unloaded:.2f} ms**",
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
-        f"{pixels_ips / in_process:.2f}× in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 thread, "
-        f"batch {args.pixels_batch}, without HTTP)",
+        f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
+        f"thread, batch {args.pixels_batch}, without HTTP)",
         *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
         "",
         "Adaptive batching: one ONNX Runtime call (1 intra-op thread) by batch size, in process:",
@@ -203,14 +344,22 @@ def main() -> None:
     print(report)
     section = (
         f"{START}\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine}, with wrk on the same machine "
-        f"({args.connections} connections unless said, {args.repeats} runs of {args.seconds} s, medians). "
-        "One 28×28 PNG per /classify request, sent as the raw body. digitserve runs 2 workers × 1 ONNX Runtime "
-        "thread; the baseline is `benchmarks/baseline_app.py` (the same decode, preprocessing and ONNX Runtime "
-        "call; no limits, probes or metrics) under `uvicorn --workers 2`.\n\n"
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine}, with wrk on the same machine ({args.repeats} rounds "
+        f"of {args.seconds} s, medians). CPU per request: the server's processes' CPU time over the requests "
+        "answered (wrk's own is not in it).\n\n"
         f"{report}\n\nCommand: `make bench` (`python benchmarks/bench_http.py --help` for the options).\n{END}"
     )
     write_section(args.out, section, START, END, "## HTTP (`make bench`)")
+
+
+def variant_line(results: dict, variant: str, per_request: int) -> str:
+    pixels = results[f"digitserve {variant} /classify_pixels"]["rps"]
+    single = results[f"digitserve {variant} /classify"]["rps"]
+    return (
+        f"- {variant}: /classify_pixels **{pixels * per_request:.0f} images/s** "
+        f"({pixels / results['digitserve /classify_pixels']['rps']:.2f}× fp32), "
+        f"/classify {single:.0f} requests/s ({single / results['digitserve /classify']['rps']:.2f}× fp32)"
+    )
 
 
 START, END = "<!-- bench_http:start -->", "<!-- bench_http:end -->"

@@ -101,7 +101,7 @@ class Settings:
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
             drain_seconds=_number("DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
             access_log=_flag("DIGITSERVE_ACCESS_LOG", True),
-            # Off by default: a span per request costs more than the rest of a small request's handling
+            # Off by default: a span per request is the largest per-request cost BentoML adds
             # (docs/benchmarks.md, "Per-request overhead"); turn on where traces are exported.
             tracing=_flag("DIGITSERVE_TRACING", False),
             api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),

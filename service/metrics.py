@@ -1,10 +1,10 @@
 """Prometheus metrics for /metrics, cheap enough to record on every request.
 
-BentoML's own request metrics (its metrics middleware) cost more per request than the rest of a small request's
-handling together (docs/benchmarks.md, "Per-request overhead"), so the service turns them off and records these
-instead, with prometheus_client directly: a handful of memory-mapped writes per request, label children looked
-up once. `bentoml serve` sets PROMETHEUS_MULTIPROC_DIR for every worker: each worker writes its own files there
-and a scrape, whichever worker answers it, sums them all.
+BentoML's own request metrics are off: they cannot see the 429s (answered by service/middleware.py) and know
+nothing of predictions or batches (docs/benchmarks.md, "Per-request overhead"). These are recorded with
+prometheus_client directly: a handful of memory-mapped writes per request, label children looked up once.
+`bentoml serve` sets PROMETHEUS_MULTIPROC_DIR for every worker: each worker writes its own files there, and a
+scrape, whichever worker answers it, sums them all.
 
     digitserve_requests_total{endpoint,status}        requests answered (429s and 504s included)
     digitserve_request_duration_seconds{endpoint}     latency histogram

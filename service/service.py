@@ -216,8 +216,8 @@ PIXELS_BODY = request_body(
     # timeout keeps that heap (and full garbage collections) small. The concurrency limit is middleware.py's.
     traffic={"timeout": settings.timeout},
     logging={"access": {"enabled": False}},  # service/middleware.py writes the access log, with the request id
-    # service/metrics.py records the request metrics, at a fraction of the cost (docs/benchmarks.md,
-    # "Per-request overhead"); OpenTelemetry spans on the prediction routes only with DIGITSERVE_TRACING=true.
+    # service/metrics.py records the request metrics (docs/benchmarks.md, "Per-request overhead"), and
+    # OpenTelemetry spans on the prediction routes are made only with DIGITSERVE_TRACING=true.
     metrics={"enabled": False},
     tracing={"excluded_urls": [] if settings.tracing else [f"{route}$" for route in metrics.PREDICTION_ROUTES]},
 )

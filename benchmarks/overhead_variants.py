@@ -1,0 +1,70 @@
+"""The service less one per-request change, for `make bench`'s "Per-request overhead" rows: each change keeps its
+measured cost. `bentoml serve benchmarks.overhead_variants:DigitService` with OVERHEAD_UNDO set to
+
+    batcher      BentoML's adaptive-batching dispatcher (CorkDispatcher, a private module) instead of ours
+    metrics      BentoML's own request-metrics middleware back on (ours stays: both record)
+    tracing      OpenTelemetry spans on the prediction routes too (what DIGITSERVE_TRACING=true does)
+    percentiles  np.percentile and np.median where preprocess.light_background now counts pixels
+
+and unset, the service as it is. Only for measuring: nothing else imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+import service.preprocess
+import service.service
+from service.batching import OVERLOADED, Batcher
+from service.errors import ClientError
+from service.preprocess import DARK
+
+
+class CorkBatcher(Batcher):
+    """The batcher as it was: BentoML's CorkDispatcher when requests overlap, the model inline when alone."""
+
+    def __init__(self, infer, max_batch_size: int, max_latency_ms: int) -> None:
+        super().__init__(infer, max_batch_size, max_latency_ms)
+        self.dispatcher = CorkDispatcher(
+            max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=self.shed, get_batch_size=len
+        )
+        self.batched = self.dispatcher(self.run_batch)
+
+    @staticmethod
+    def shed() -> np.ndarray:
+        raise ClientError(503, OVERLOADED)
+
+    def run_batch(self, jobs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        sizes = np.cumsum([len(job) for job in jobs])[:-1]
+        return np.split(self.infer(np.concatenate(jobs)), sizes)
+
+    async def __call__(self, images: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(0)
+        if self.requests <= 1:
+            return self.infer(images)
+        return await self.batched(images)
+
+
+def light_background_with_percentiles(gray: np.ndarray) -> bool:
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.percentile(border, 90)) > DARK or float(np.median(gray[::4, ::4])) > 127
+
+
+UNDO = os.environ.get("OVERHEAD_UNDO", "")
+if UNDO == "batcher":
+    service.service.Batcher = CorkBatcher  # looked up when each worker builds its service
+elif UNDO == "metrics":
+    service.service.DigitService.config["metrics"] = {"enabled": True}
+elif UNDO == "tracing":
+    service.service.DigitService.config["tracing"] = {"excluded_urls": []}
+elif UNDO == "percentiles":
+    service.preprocess.light_background = light_background_with_percentiles
+elif UNDO:
+    raise SystemExit(f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing or percentiles")
+
+DigitService = service.service.DigitService
