@@ -240,7 +240,7 @@ def table(results: dict[str, dict]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {r.get('cpu_us', float('nan')):.0f} | {r['errors']:.0f} |"
+            f"| {f'{r['cpu_us']:.0f}' if 'cpu_us' in r else '—'} | {r['errors']:.0f} |"
             for name, r in results.items()
         ),
     ]
