@@ -234,13 +234,17 @@ def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256
     return rows
 
 
+def cpu(result: dict) -> str:
+    return f"{result['cpu_us']:.0f}" if "cpu_us" in result else "—"
+
+
 def table(results: dict[str, dict]) -> list[str]:
     return [
         "| scenario | requests/s | p50 ms | p90 ms | p99 ms | CPU µs per request | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {f'{r['cpu_us']:.0f}' if 'cpu_us' in r else '—'} | {r['errors']:.0f} |"
+            f"| {cpu(r)} | {r['errors']:.0f} |"
             for name, r in results.items()
         ),
     ]
