@@ -1,0 +1,52 @@
+"""The README's configuration table lists exactly the settings service/config.py reads, with the same defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from service.config import DEFAULT_MODEL, Settings
+from tests.conftest import ROOT
+
+ROW = re.compile(r"^\| `(DIGITSERVE_[A-Z_]+)` \| ([^|]*) \|", re.MULTILINE)
+# What each default cell says, as the value Settings holds when the variable is unset.
+SPOKEN = {
+    "unset": "",
+    "number of cores": "cpu_count",
+    "`models/mnist_cnn.onnx`": str(DEFAULT_MODEL.relative_to(ROOT)),
+    "`$TMPDIR/digitserve`": str(Path(tempfile.gettempdir()) / "digitserve"),
+}
+
+
+def documented() -> dict[str, str]:
+    return {name: cell.strip() for name, cell in ROW.findall((ROOT / "README.md").read_text())}
+
+
+def read_by_config() -> set[str]:
+    return set(re.findall(r'"(DIGITSERVE_[A-Z_]+)"', (ROOT / "service" / "config.py").read_text()))
+
+
+def test_the_table_lists_every_setting_and_no_other():
+    assert set(documented()) == read_by_config()
+
+
+@pytest.mark.parametrize("name", sorted(read_by_config()))
+def test_the_table_gives_each_default(name, monkeypatch):
+    for variable in [v for v in os.environ if v.startswith("DIGITSERVE_")]:
+        monkeypatch.delenv(variable)
+    settings = Settings.from_env()
+    field = {"DIGITSERVE_MODEL": "model_path", "DIGITSERVE_VARIANT": "model_path", "DIGITSERVE_CACHE_DIR": "cache_dir"}
+    actual = getattr(settings, field.get(name, name.removeprefix("DIGITSERVE_").lower()))
+    cell = documented()[name]
+    if name == "DIGITSERVE_VARIANT":  # the fp32 file itself
+        assert cell == "`fp32`" and actual == DEFAULT_MODEL
+        return
+    said = SPOKEN[cell] if cell in SPOKEN else re.match(r"`([^`]*)`", cell).group(1)
+    if isinstance(actual, Path):
+        actual = actual.relative_to(ROOT) if actual.is_relative_to(ROOT) else actual
+    expected = str(actual).lower() if isinstance(actual, bool) else str(actual)
+    assert said in (expected, expected.removesuffix(".0")), f"{name}: README says {cell}, config.py gives {actual!r}"
