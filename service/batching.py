@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +28,7 @@ OVERLOADED = "overloaded: the request could not be served within the latency lim
 class Job:
     images: np.ndarray
     answer: asyncio.Future
-    since: float = field(default=0.0)  # the loop's clock when it started waiting
+    since: float  # the loop's clock when it started waiting
 
 
 class Batcher:
@@ -39,8 +39,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_latency_ms / 1000
         self.waiting: deque[Job] = deque()
-        self.busy = False  # a batch is running (then new requests wait for the next one)
-        self.runner: asyncio.Task | None = None
+        self.runner: asyncio.Task | None = None  # runs batches while requests wait
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="infer")
         self.requests = 0  # requests this worker is handling now, counted by `request()`
 
@@ -53,6 +52,11 @@ class Batcher:
         finally:
             self.requests -= 1
 
+    @property
+    def busy(self) -> bool:
+        """A batch is running: new requests wait for the next one."""
+        return self.runner is not None and not self.runner.done()
+
     async def __call__(self, images: np.ndarray) -> np.ndarray:
         # Requests that arrived together were all scheduled at once: let them reach this point first.
         await asyncio.sleep(0)
@@ -62,7 +66,6 @@ class Batcher:
         job = Job(images, loop.create_future(), loop.time())
         self.waiting.append(job)
         if not self.busy:
-            self.busy = True
             self.runner = loop.create_task(self.run_batches())  # referenced: a task nobody holds may be collected
         return await job.answer
 
@@ -82,23 +85,20 @@ class Batcher:
 
     async def run_batches(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self.waiting:
-                batch = self.next_batch(loop.time())
-                if not batch:
-                    continue
-                try:
-                    images = np.concatenate([job.images for job in batch])
-                    probabilities = await loop.run_in_executor(self.thread, self.infer, images)
-                except Exception as exc:  # the model failed: every request of the batch gets that error
-                    for job in batch:
-                        if not job.answer.done():
-                            job.answer.set_exception(exc)
-                    continue
-                start = 0
+        while self.waiting:
+            batch = self.next_batch(loop.time())
+            if not batch:
+                continue
+            try:
+                images = np.concatenate([job.images for job in batch])
+                probabilities = await loop.run_in_executor(self.thread, self.infer, images)
+            except Exception as exc:  # the model failed: every request of the batch gets that error
                 for job in batch:
                     if not job.answer.done():
-                        job.answer.set_result(probabilities[start : start + len(job.images)])
-                    start += len(job.images)
-        finally:
-            self.busy = False
+                        job.answer.set_exception(exc)
+                continue
+            start = 0
+            for job in batch:
+                if not job.answer.done():
+                    job.answer.set_result(probabilities[start : start + len(job.images)])
+                start += len(job.images)

@@ -101,10 +101,12 @@ def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
         line_rows = (counts > LINE_SPAN * room) & (room > LINE_SPAN * length / 2)
         if not line_rows.any():
             continue
-        line_rows &= band_widths(line_rows) <= LINE_THICKNESS * height
+        widths = band_widths(line_rows)
+        # A printed line is thin; a band as thick as a stroke is a stroke (a tall "1" close up): never erased.
+        line_rows &= widths <= LINE_THICKNESS * height
         if not line_rows.any():
             continue
-        thickness = int(band_widths(line_rows).max())
+        thickness = int(widths[line_rows].max())
         on_line = widened(line_rows, thickness)[rows]  # its faint edges too
         ys, xs = ys[on_line], xs[on_line]
         column = np.ones((2 * thickness + 3, 1), np.uint8)
@@ -127,9 +129,10 @@ def measure_marks(labels: np.ndarray, ink: np.ndarray) -> tuple[list[list[int]],
     mass (its ink summed) and its darkest pixel, in label order. Sorted once by label, the marked pixels (a few
     % of the image) give all three as runs; cheaper than OpenCV's own statistics here."""
     marked = np.flatnonzero(labels)
-    order = np.argsort(labels.ravel()[marked], kind="stable")
+    marked_labels = labels.ravel()[marked]
+    order = np.argsort(marked_labels, kind="stable")
     marked = marked[order]
-    starts = np.flatnonzero(np.diff(labels.ravel()[marked], prepend=0))  # where each label's run begins
+    starts = np.flatnonzero(np.diff(marked_labels[order], prepend=0))  # where each label's run begins
     rows, cols = np.divmod(marked, labels.shape[1])
     values = ink.ravel()[marked]
     boxes = np.stack(
