@@ -30,15 +30,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.digits import as_png
+from harness.report import write_section
+from harness.server import free_port, running_service, serving
+from service.preprocess import normalise
+from service.runtime import ModelRuntime
+from training.data import load_split
 
-from benchmarks.report import write_section  # noqa: E402
-from service.preprocess import normalise  # noqa: E402
-from service.runtime import ModelRuntime  # noqa: E402
-from tests.digits import as_png  # noqa: E402
-from tests.server import free_port, running_service, serving  # noqa: E402
-from training.data import load_split  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LUA = Path(__file__).with_name("wrk_report.lua")
 

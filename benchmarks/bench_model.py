@@ -15,7 +15,6 @@ import contextlib
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.gpu_check import FLOPS_PER_IMAGE
+from benchmarks.gpu_check import timed as timed_calls
+from harness.report import write_section
+from harness.server import running_service
+from service.config import VARIANTS, variant_of
 
-from benchmarks.gpu_check import FLOPS_PER_IMAGE  # noqa: E402
-from benchmarks.gpu_check import timed as timed_calls  # noqa: E402
-from benchmarks.report import write_section  # noqa: E402
-from service.config import VARIANTS, variant_of  # noqa: E402
-from tests.server import running_service  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = ROOT / "models" / "mnist_cnn.onnx"
 START, END = "<!-- bench_model:start -->", "<!-- bench_model:end -->"

@@ -1,6 +1,6 @@
 """`make bench-photos` (part of `make bench`): phone photos through the real service, one worker.
 
-Accuracy over HTTP on the generated photo suite (tests/photos.py: MNIST *test* digits on paper under each
+Accuracy over HTTP on the generated photo suite (harness/photos.py: MNIST *test* digits on paper under each
 condition) and on the clean sets; end-to-end latency of a 12-megapixel and a 1280x960 photo; the worker's memory
 while 16 clients send 12 MP photos; the latency of small requests while 4 clients send photos (no stalling); and,
 in process, what handing an image to the decoding thread costs against decoding it on the event loop. Writes the
@@ -15,7 +15,6 @@ import io
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,16 +25,15 @@ import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.digits import as_png, on_canvas, on_paper
+from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set
+from harness.report import write_section
+from harness.server import serving
+from service.decode import decode_image
+from service.preprocess import read_digit
+from training.data import load_split
 
-from benchmarks.report import write_section  # noqa: E402
-from service.decode import decode_image  # noqa: E402
-from service.preprocess import read_digit  # noqa: E402
-from tests.digits import as_png, on_canvas, on_paper  # noqa: E402
-from tests.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set  # noqa: E402
-from tests.server import serving  # noqa: E402
-from training.data import load_split  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 START, END = "<!-- bench_photos:start -->", "<!-- bench_photos:end -->"
 
@@ -204,7 +202,7 @@ def main() -> None:
     print(report)
     section = (
         f"{START}\nMeasured {time.strftime('%Y-%m-%d')} on {machine}: digitserve with 1 worker × 1 ONNX Runtime "
-        "thread; photos from `tests/photos.py` (seeded).\n\n"
+        "thread; photos from `harness/photos.py` (seeded).\n\n"
         f"{report}\n\nCommand: `make bench-photos` (`python benchmarks/bench_photos.py --help`).\n{END}"
     )
     write_section(args.out, section, START, END, heading="## Photos (`make bench-photos`)")

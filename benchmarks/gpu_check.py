@@ -34,12 +34,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.report import write_section
+from service.runtime import CPU, CUDA
+from training.data import load_split, normalise
 
-from benchmarks.report import write_section  # noqa: E402
-from service.runtime import CPU, CUDA  # noqa: E402
-from training.data import load_split, normalise  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = ROOT / "models" / "mnist_cnn.onnx"
 FP16 = ROOT / "models" / "mnist_cnn_fp16.onnx"
@@ -172,12 +171,12 @@ def serve_and_measure(images: np.ndarray, seconds: float) -> list[str]:
     try:
         import httpx
 
-        from tests.server import running_service
+        from harness.server import running_service
     except ImportError as exc:
         return [f"- service: skipped ({exc.name} is not installed here)"]
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.digits import as_png
+    from harness.digits import as_png
 
     lines = []
     with running_service(

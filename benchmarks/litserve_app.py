@@ -8,12 +8,9 @@ Run as `python benchmarks/litserve_app.py PORT`; POST /predict with the image as
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import litserve as ls
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import Settings
 from service.preprocess import normalise, read_digit

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.digits import as_png, encode, on_canvas, on_paper
+from training.data import load_split
 
-from tests.digits import as_png, encode, on_canvas, on_paper  # noqa: E402
-from training.data import load_split  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = Path(__file__).with_name("samples")
 

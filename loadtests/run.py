@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host:
         service = nullcontext(args.host.rstrip("/"))
     else:
-        sys.path.insert(0, str(ROOT))
-        from tests.server import running_service
+        from harness.server import running_service
 
         service = running_service({"DIGITSERVE_WORKERS": args.service_workers, "DIGITSERVE_ACCESS_LOG": "false"})
 

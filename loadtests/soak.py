@@ -29,13 +29,12 @@ from pathlib import Path
 
 import psutil
 
+from harness.report import write_section
+from harness.server import serving
+from loadtests.run import LOCUST, read_stats
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.report import write_section  # noqa: E402
-from loadtests.run import LOCUST, read_stats  # noqa: E402
-from tests.server import serving  # noqa: E402
 
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.server import running_service
 from tests.conftest import ROOT
-from tests.server import running_service
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -143,7 +143,7 @@ def test_uploaded_photo_is_classified(browser, page_url):
 
 
 def test_a_phone_photo_shows_where_the_digit_was_found(browser, page_url, mnist_dir, tmp_path):
-    from tests.photos import photo
+    from harness.photos import photo
     from training.data import load_split
 
     test = load_split("test", mnist_dir)

@@ -8,8 +8,8 @@ import re
 import httpx
 import pytest
 
-from tests.digits import as_png
-from tests.server import log_with, running_service
+from harness.digits import as_png
+from harness.server import log_with, running_service
 from training.data import load_split
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
+from harness.digits import as_png
+from harness.server import BENTOML, log_with, running_service
 from tests.conftest import ROOT
-from tests.digits import as_png
-from tests.server import BENTOML, log_with, running_service
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from tests.digits import as_png
-from tests.server import serving
+from harness.digits import as_png
+from harness.server import serving
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Phone photos of real MNIST test digits (tests/photos.py) through the real service over HTTP: read under every
+"""Phone photos of real MNIST test digits (harness/photos.py) through the real service over HTTP: read under every
 condition, the box where the digit was found, the formats phones send, and photos never stall small requests."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.digits import as_png, encode
-from tests.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set
-from tests.server import running_service
+from harness.digits import as_png, encode
+from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set
+from harness.server import running_service
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.digits import as_png, encode, on_canvas, on_paper
+from harness.server import running_service
 from service.preprocess import normalise
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
-from tests.digits import as_png, encode, on_canvas, on_paper
-from tests.server import running_service
 from training.data import load_split
 
 pytestmark = pytest.mark.integration

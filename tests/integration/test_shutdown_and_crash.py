@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.digits import as_png
-from tests.server import log_with, serving, trickled_classify
+from harness.digits import as_png
+from harness.server import log_with, serving, trickled_classify
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.digits import as_png
-from tests.server import address, serving, trickled_classify
+from harness.digits import as_png
+from harness.server import address, serving, trickled_classify
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

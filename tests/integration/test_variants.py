@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 
+from harness.digits import as_png
+from harness.server import running_service
 from service.config import ConfigError, Settings
 from tests.conftest import MODEL
-from tests.digits import as_png
-from tests.server import running_service
 from training import variants
 from training.data import load_split, normalise
 from training.evaluate import evaluate

@@ -15,11 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_requirements_of_each_flavour():
-    sys.path.insert(0, str(ROOT / "deploy"))
-    try:
-        from wheelhouse import requirements
-    finally:
-        sys.path.pop(0)
+    from deploy.wheelhouse import requirements
+
     cpu, gpu, bare = requirements("cpu"), requirements("gpu"), requirements("gpu-no-cuda")
     assert any(r.startswith("onnxruntime==") for r in cpu) and not any("onnxruntime-gpu" in r for r in cpu)
     assert any(r.startswith("onnxruntime-gpu[cuda,cudnn]==") for r in gpu)

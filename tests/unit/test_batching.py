@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
+from harness.digits import sample_digits
 from service.batching import Batcher
 from service.errors import ClientError
 from service.preprocess import normalise
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
-from training.data import load_split
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def runtime() -> ModelRuntime:
 
 
 @pytest.fixture(scope="module")
-def images(mnist_dir) -> np.ndarray:
-    return load_split("test", mnist_dir).images[:200]
+def images() -> np.ndarray:
+    return sample_digits()[0][:200]
 
 
 class Recorder:

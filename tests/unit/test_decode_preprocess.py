@@ -5,10 +5,10 @@ import pillow_heif
 import pytest
 from PIL import Image
 
+from harness.digits import encode, sample_digits
 from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
 from service.preprocess import SIZE, fit_and_centre, light_background, normalise, read_digit, to_gray, to_mnist
-from tests.digits import encode
 
 LIMIT = 25_000_000
 
@@ -177,10 +177,8 @@ def test_blank_images_have_no_digit(value):
         assert error.value.status == 422 and "no digit" in error.value.message
 
 
-def test_mnist_format_passes_through_unchanged(mnist_dir):
-    from training.data import load_split
-
-    images = load_split("test", mnist_dir).images[:50]
+def test_mnist_format_passes_through_unchanged():
+    images = sample_digits()[0][:50]
     for pixels in images:
         digit = read_digit(encode(Image.fromarray(pixels)), LIMIT)
         assert np.array_equal(digit.pixels, pixels) and digit.box == (0, 0, 28, 28)

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from harness.digits import encode
 from service.decode import decode_image
 from service.errors import ClientError
 from service.pixels import parse_pixels
 from service.preprocess import read_digit
-from tests.digits import encode
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # Pillow's notes on the corrupt files we feed it
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pillow_heif
@@ -40,3 +42,14 @@ def on_canvas(pixels: np.ndarray, size: int = 280) -> bytes:
     canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     canvas.putalpha(alpha)
     return encode(canvas)
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "loadtests" / "samples"
+
+
+def sample_digits() -> tuple[np.ndarray, np.ndarray]:
+    """256 real MNIST test digits (uint8 [256, 28, 28]) and their labels, from the committed load-test samples
+    (loadtests/make_samples.py): for the tests that need real digits but not the MNIST files."""
+    images = np.frombuffer((SAMPLES / "pixels.bin").read_bytes(), np.uint8).reshape(-1, 28, 28)
+    labels = np.array(json.loads((SAMPLES / "labels.json").read_text())["pixels.bin"])
+    return images, labels

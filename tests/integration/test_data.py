@@ -1,3 +1,5 @@
+"""The MNIST files: loading, verification (checksums), the download and its mirrors."""
+
 import functools
 import gzip
 import http.server
@@ -9,6 +11,8 @@ import pytest
 
 from training import data
 from training.data import FILES, MnistDataError, load_file, load_split, resolve_data_dir
+
+pytestmark = pytest.mark.integration
 
 
 def test_splits_have_the_documented_sizes(mnist_dir):
