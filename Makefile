@@ -45,7 +45,7 @@ $(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 serve: install  ## install and serve the model (DIGITSERVE_* variables, PORT=3000) on http://localhost:$(PORT)
-	$(BIN)/bentoml serve service.service:DigitService --port $(PORT)
+	$(BIN)/bentoml serve service.app:DigitService --port $(PORT)
 
 install: $(if $(WHEELHOUSE),install-wheelhouse,$(VENV)/.installed-base)  ## install what serving needs (no torch); WHEELHOUSE=dir: from a wheelhouse, no index
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from service.config import Settings
-from service.preprocess import normalise, read_digit
+from service.preprocess import read_digit
 from service.runtime import ModelRuntime
 
 settings = Settings.from_env()
@@ -19,5 +19,5 @@ app = FastAPI()
 @app.post("/classify")
 async def classify(request: Request) -> dict:
     pixels = read_digit(await request.body(), settings.max_pixels).pixels[None]
-    p = runtime.probabilities(normalise(pixels, runtime.mean, runtime.std))[0]
+    p = runtime.probabilities(pixels)[0]
     return {"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": p.tolist()}

@@ -33,7 +33,7 @@ import psutil
 from harness.digits import as_png
 from harness.report import write_section
 from harness.server import free_port, running_service, serving
-from service.preprocess import normalise
+from service.contract import model_input
 from service.runtime import ModelRuntime
 from training.data import load_split
 
@@ -210,16 +210,16 @@ def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: 
     running at once (ONNX Runtime releases the GIL), as they do in the service; measured one at a time and
     multiplied, they would overstate it, since the sessions share the cores' caches and memory bandwidth."""
     runtimes = [ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1) for _ in range(sessions)]
-    inputs = normalise(batch, runtimes[0].mean, runtimes[0].std)
+    inputs = model_input(batch, *runtimes[0].normalisation)
     counts = [0] * sessions
 
     def run(n: int, until: float) -> None:
         while time.perf_counter() < until:
-            runtimes[n].probabilities(inputs)
+            runtimes[n].run(inputs)
             counts[n] += len(batch)
 
     for runtime in runtimes:
-        runtime.probabilities(inputs)
+        runtime.run(inputs)
     start = time.perf_counter()
     threads = [threading.Thread(target=run, args=(n, start + seconds)) for n in range(sessions)]
     for thread in threads:
@@ -234,12 +234,12 @@ def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256
     runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
     rows = ["| images per call | ms per call | ms per image | images/s |", "|---:|---:|---:|---:|"]
     for size in sizes:
-        inputs = normalise(images[:size], runtime.mean, runtime.std)
-        runtime.probabilities(inputs)
+        inputs = model_input(images[:size], *runtime.normalisation)
+        runtime.run(inputs)
         times = []
         for _ in range(max(10, 400 // size)):
             start = time.perf_counter()
-            runtime.probabilities(inputs)
+            runtime.run(inputs)
             times.append(time.perf_counter() - start)
         ms = statistics.median(times) * 1000
         rows.append(f"| {size} | {ms:.2f} | {ms / size:.3f} | {size / ms * 1000:.0f} |")

@@ -26,7 +26,7 @@ from benchmarks.gpu_check import FLOPS_PER_IMAGE
 from benchmarks.gpu_check import timed as timed_calls
 from harness.report import write_section
 from harness.server import running_service
-from service.config import VARIANTS, variant_of
+from service.contract import VARIANTS, variant_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
-    variants = [v for v in VARIANTS if variant_of(MODEL, v).exists()]
+    variants = [v for v in VARIANTS if variant_path(MODEL, v).exists()]
     providers = [p for p in ("CPUExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
     rows = ["| variant | provider | batch | ms per call | images/s | vs fp32 |", "|---|---|---:|---:|---:|---:|"]
     fp32_rate: dict[tuple[str, int], float] = {}
@@ -101,7 +101,7 @@ def main() -> None:
         batches = (1, 8, 64, 256) + ((1024,) if provider == "CUDAExecutionProvider" else ())
         for variant in variants:
             for batch in batches:
-                seconds = measure(variant_of(MODEL, variant), provider, batch, args.seconds)
+                seconds = measure(variant_path(MODEL, variant), provider, batch, args.seconds)
                 rate = batch / seconds
                 if variant == "fp32":
                     fp32_rate[(provider, batch)] = rate

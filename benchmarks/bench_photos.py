@@ -192,7 +192,7 @@ def main() -> None:
             f"({served} photos served)",
             "",
             "In process, what decides which images are decoded on the event loop (`INLINE_BYTES` in "
-            "service/service.py):",
+            "service/pipeline.py):",
             "",
             "| step | median |",
             "|---|---:|",

@@ -35,8 +35,9 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.report import write_section
+from service.contract import model_input, normalisation, read_card
 from service.runtime import CPU, CUDA
-from training.data import load_split, normalise
+from training.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,9 +234,7 @@ def main() -> int:
 
     test = load_split("test", args.data_dir)
     count = 1000 if args.quick else len(test.images)
-    meta = session(MODEL, CPU).get_modelmeta().custom_metadata_map
-    mean, std = float(meta["normalisation_mean"]), float(meta["normalisation_std"])
-    images = normalise(test.images[:count], mean, std)
+    images = model_input(test.images[:count], *normalisation(read_card(MODEL)))
 
     why_not = cuda_ready()
     gpu = gpu_facts()

@@ -13,7 +13,7 @@ import litserve as ls
 import numpy as np
 
 from service.config import Settings
-from service.preprocess import normalise, read_digit
+from service.preprocess import read_digit
 from service.runtime import ModelRuntime
 
 settings = Settings.from_env()
@@ -30,7 +30,7 @@ class DigitAPI(ls.LitAPI):
         return np.stack(inputs)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
+        return self.runtime.probabilities(pixels)
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         return list(output)

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
+import service.app
+import service.pipeline
 import service.preprocess
-import service.service
 from service.batching import OVERLOADED, Batcher
 from service.errors import ClientError
 from service.preprocess import DARK
@@ -57,14 +58,14 @@ def light_background_with_percentiles(gray: np.ndarray) -> bool:
 
 UNDO = os.environ.get("OVERHEAD_UNDO", "")
 if UNDO == "batcher":
-    service.service.Batcher = CorkBatcher  # looked up when each worker builds its service
+    service.pipeline.Batcher = CorkBatcher  # looked up when each worker builds its pipeline
 elif UNDO == "metrics":
-    service.service.DigitService.config["metrics"] = {"enabled": True}
+    service.app.DigitService.config["metrics"] = {"enabled": True}
 elif UNDO == "tracing":
-    service.service.DigitService.config["tracing"] = {"excluded_urls": []}
+    service.app.DigitService.config["tracing"] = {"excluded_urls": []}
 elif UNDO == "percentiles":
     service.preprocess.light_background = light_background_with_percentiles
 elif UNDO:
     raise SystemExit(f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing or percentiles")
 
-DigitService = service.service.DigitService
+DigitService = service.app.DigitService

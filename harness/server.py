@@ -100,7 +100,7 @@ class Server:
 def serving(
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
-    target: str = "service.service:DigitService",
+    target: str = "service.app:DigitService",
     cwd: Path = ROOT,
     log=None,
 ):

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
+
+from service.contract import VARIANTS, variant_path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mnist_cnn.onnx"
-VARIANTS = ("fp32", "int8", "fp16")
+
+
+Provider = Literal["auto", "cuda", "cpu"]  # auto: CUDA where onnxruntime-gpu finds a GPU, else CPU
 
 
 class ConfigError(ValueError):
     """A DIGITSERVE_* variable has a value the service cannot use."""
 
 
-def _number(name: str, default: float, kind: type = int, minimum: float = 1) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = int, minimum: float = 1) -> float:
     """A numeric DIGITSERVE_* variable of type `kind`, at least `minimum` (and finite); `default` when unset."""
-    raw = os.environ.get(name, "").strip()
+    raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
@@ -29,8 +35,8 @@ def _number(name: str, default: float, kind: type = int, minimum: float = 1) -> 
     return value
 
 
-def _flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
     if not raw:
         return default
     if raw not in ("true", "1", "yes", "false", "0", "no"):
@@ -38,20 +44,15 @@ def _flag(name: str, default: bool) -> bool:
     return raw in ("true", "1", "yes")
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    return _number(name, default, int, minimum)
-
-
-def variant_of(model: Path, variant: str) -> Path:
-    """The file of a variant: <name>_<variant>.onnx beside the fp32 <name>.onnx (what the export writes)."""
-    return model if variant == "fp32" else model.with_name(f"{model.stem}_{variant}{model.suffix}")
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    return _number(env, name, default, int, minimum)
 
 
 @dataclass(frozen=True)
 class Settings:
     model_path: Path
     cache_dir: Path | None  # ONNX Runtime's optimised graphs, saved once and reused by every start
-    provider: str  # auto | cuda | cpu
+    provider: Provider
     workers: int | str  # a count, or "cpu_count": BentoML counts the cores when the server starts
     threads: int  # ONNX Runtime intra-op threads per worker
     max_bytes: int
@@ -67,42 +68,43 @@ class Settings:
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
     @classmethod
-    def from_env(cls) -> Settings:
-        provider = os.environ.get("DIGITSERVE_PROVIDER", "auto").strip().lower() or "auto"
-        if provider not in ("auto", "cuda", "cpu"):
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """The settings from DIGITSERVE_* variables: the process's, or `env` (tests pass their own)."""
+        provider = env.get("DIGITSERVE_PROVIDER", "auto").strip().lower() or "auto"
+        if provider not in get_args(Provider):
             raise ConfigError(f"DIGITSERVE_PROVIDER={provider!r}: use auto, cuda or cpu")
-        variant = os.environ.get("DIGITSERVE_VARIANT", "fp32").strip().lower() or "fp32"
+        variant = env.get("DIGITSERVE_VARIANT", "fp32").strip().lower() or "fp32"
         if variant not in VARIANTS:
             raise ConfigError(f"DIGITSERVE_VARIANT={variant!r}: use one of {', '.join(VARIANTS)}")
-        cache = os.environ.get("DIGITSERVE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "digitserve")).strip()
+        cache = env.get("DIGITSERVE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "digitserve")).strip()
         return cls(
-            model_path=variant_of(Path(os.environ.get("DIGITSERVE_MODEL") or DEFAULT_MODEL), variant),
+            model_path=variant_path(Path(env.get("DIGITSERVE_MODEL") or DEFAULT_MODEL), variant),
             cache_dir=Path(cache) if cache else None,
             provider=provider,
             # One worker per core, one intra-op thread each: measured fastest on 2 cores. "cpu_count" is resolved
             # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.
-            workers=_int("DIGITSERVE_WORKERS", 0) or "cpu_count",
-            threads=_int("DIGITSERVE_THREADS", 1),
-            max_bytes=_int("DIGITSERVE_MAX_BYTES", 12_000_000),  # a 12-megapixel phone JPEG is 2-7 MB
-            max_pixels=_int("DIGITSERVE_MAX_PIXELS", 25_000_000),
-            max_batch=_int("DIGITSERVE_MAX_BATCH", 64),
+            workers=_int(env, "DIGITSERVE_WORKERS", 0) or "cpu_count",
+            threads=_int(env, "DIGITSERVE_THREADS", 1),
+            max_bytes=_int(env, "DIGITSERVE_MAX_BYTES", 12_000_000),  # a 12-megapixel phone JPEG is 2-7 MB
+            max_pixels=_int(env, "DIGITSERVE_MAX_PIXELS", 25_000_000),
+            max_batch=_int(env, "DIGITSERVE_MAX_BATCH", 64),
             # Measured (docs/benchmarks.md, "Adaptive batching"): per-image cost stops falling at 32-64 images and
             # a full batch of 64 takes ~18 ms on one core. The latency limit: the locust mix (20 users, locust on
             # the same 2 cores) reaches p99 ~210 ms, and 250 ms shed 2 of its 12,762 requests; 500 ms shed none.
             # Past it a request is shed (503) rather than queued without bound.
-            batch_size=_int("DIGITSERVE_BATCH_SIZE", 64),
-            batch_latency_ms=_int("DIGITSERVE_BATCH_LATENCY_MS", 500),
-            timeout=_int("DIGITSERVE_TIMEOUT", 10),
+            batch_size=_int(env, "DIGITSERVE_BATCH_SIZE", 64),
+            batch_latency_ms=_int(env, "DIGITSERVE_BATCH_LATENCY_MS", 500),
+            timeout=_int(env, "DIGITSERVE_TIMEOUT", 10),
             # Queueing bounds latency (Little's law): ~650 requests/s a core with 32 in flight is ~50 ms of
             # waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
-            max_concurrency=_int("DIGITSERVE_MAX_CONCURRENCY", 32),
+            max_concurrency=_int(env, "DIGITSERVE_MAX_CONCURRENCY", 32),
             # 0 (stop at once) where people run it by hand: BentoML's arbiter turns Ctrl-C into SIGTERM for the
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
-            drain_seconds=_number("DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
-            access_log=_flag("DIGITSERVE_ACCESS_LOG", True),
+            drain_seconds=_number(env, "DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
+            access_log=_flag(env, "DIGITSERVE_ACCESS_LOG", True),
             # Off by default: a span per request is the largest per-request cost BentoML adds
             # (docs/benchmarks.md, "Per-request overhead"); turn on where traces are exported.
-            tracing=_flag("DIGITSERVE_TRACING", False),
-            api_key=os.environ.get("DIGITSERVE_API_KEY", "").strip(),
+            tracing=_flag(env, "DIGITSERVE_TRACING", False),
+            api_key=env.get("DIGITSERVE_API_KEY", "").strip(),
         )

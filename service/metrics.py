@@ -45,7 +45,7 @@ in_flight = Gauge(
     "digitserve_in_flight_requests", "Requests being handled now, all workers together", multiprocess_mode="livesum"
 )
 shed = Counter("digitserve_shed_requests", "Requests refused under overload: 429 or 503", ["status"])
-predictions = Counter("digitserve_predictions", "Predictions served, by predicted digit", ["digit"])
+predicted_digits = Counter("digitserve_predictions", "Predictions served, by predicted digit", ["digit"])
 confidence = Histogram(
     "digitserve_confidence",
     "Probability of the predicted digit",
@@ -58,7 +58,7 @@ batch_size = Histogram(
 )
 
 
-def endpoint(path: str) -> str:
+def endpoint_label(path: str) -> str:
     if path in ENDPOINTS:
         return path
     return "/ui" if path.startswith("/ui") else "other"
@@ -72,7 +72,7 @@ def _children(name: str, status: int) -> tuple:
 
 
 def observe_request(path: str, status: int, seconds: float) -> None:
-    count, timing, refused = _children(endpoint(path), status)
+    count, timing, refused = _children(endpoint_label(path), status)
     count.inc()
     timing.observe(seconds)
     if refused is not None:
@@ -80,8 +80,8 @@ def observe_request(path: str, status: int, seconds: float) -> None:
 
 
 @cache
-def prediction_counter(digit: int) -> Counter:
-    return predictions.labels(str(digit))
+def digit_counter(digit: int) -> Counter:
+    return predicted_digits.labels(str(digit))
 
 
 def exposition() -> bytes:

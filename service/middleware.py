@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service import metrics
+from service.config import Settings
 from service.lifecycle import draining
 
 logger = logging.getLogger("bentoml.digitserve.access")
@@ -46,11 +47,11 @@ def record_digits(scope: Scope, digits: list[int]) -> None:
 
 
 class RequestMiddleware:
-    def __init__(self, app, api_key: str = "", access_log: bool = True, max_concurrency: int = 64) -> None:
+    def __init__(self, app, settings: Settings) -> None:
         self.app = app
-        self.api_key = api_key.encode()
-        self.access_log = access_log
-        self.max_concurrency = max_concurrency
+        self.api_key = settings.api_key.encode()
+        self.access_log = settings.access_log
+        self.max_concurrency = settings.max_concurrency
         self.in_flight = 0  # prediction requests this worker is handling
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,9 +76,9 @@ class RequestMiddleware:
         predicting = path.rstrip("/") in PROTECTED
         try:
             if predicting and self.api_key and not self.authorised(headers):
-                await self.answer(send_with_id, 401, NO_KEY, [(b"www-authenticate", b'Bearer realm="digitserve"')])
+                await self.refuse(send_with_id, 401, NO_KEY, [(b"www-authenticate", b'Bearer realm="digitserve"')])
             elif predicting and self.in_flight >= self.max_concurrency:
-                await self.answer(send_with_id, 429, TOO_MANY, [(b"retry-after", b"1")])
+                await self.refuse(send_with_id, 429, TOO_MANY, [(b"retry-after", b"1")])
             elif predicting:
                 self.in_flight += 1
                 metrics.in_flight.inc()
@@ -111,7 +112,7 @@ class RequestMiddleware:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
 
     @staticmethod
-    async def answer(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]]) -> None:
+    async def refuse(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]]) -> None:
         body = json.dumps({"error": error}).encode()
         start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
         await send({"type": "http.response.start", "status": status, "headers": start})

@@ -114,8 +114,3 @@ def read_digit(data: bytes, max_pixels: int) -> Digit:
     digit = to_mnist(decoded.image)
     (sx, sy), (left, top, right, bottom) = decoded.scale, digit.box
     return Digit(digit.pixels, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
-
-
-def normalise(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 or float 0-255 [N, 28, 28] -> float32 [N, 1, 28, 28], as in training."""
-    return ((np.asarray(pixels, dtype=np.float32) / 255.0 - mean) / std)[:, None, :, :]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,33 +9,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.config import Provider
+from service.contract import INPUT, OUTPUT, ModelLoadError, model_input, normalisation, read_card
+
 logger = logging.getLogger("bentoml.digitserve")  # under "bentoml": BentoML's log handlers show it
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class ModelLoadError(RuntimeError):
-    """The model cannot be served: missing, unreadable, not what its card says, or its provider is absent."""
-
-
-def load_card(model_path: Path) -> dict:
-    card_path = model_path.with_suffix(".json")
-    if not model_path.is_file():
-        raise ModelLoadError(f"model file {model_path} not found (set DIGITSERVE_MODEL to an exported .onnx)")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"model card {card_path} missing or unreadable: {exc}") from None
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    if digest != card.get("sha256"):
-        raise ModelLoadError(
-            f"{model_path} has sha256 {digest}, its card {card_path} says {card.get('sha256')}: "
-            "the file was changed or does not belong to this card"
-        )
-    return card
-
-
-def choose_providers(requested: str, available: list[str]) -> list[str]:
+def choose_providers(requested: Provider, available: list[str]) -> list[str]:
     if requested == "cpu":
         return [CPU]
     if requested == "cuda" and CUDA not in available:
@@ -51,7 +31,7 @@ def cache_key(card: dict, providers: list[str]) -> str:
     return f"{card['sha256'][:16]}-ort{ort.__version__}-{names}"
 
 
-def open_session(
+def optimised_session(
     model_path: Path, card: dict, options: ort.SessionOptions, providers: list[str], cache_dir: Path | None
 ) -> tuple[ort.InferenceSession, str]:
     """A session on the model as ONNX Runtime optimised it for these providers: from the cache when an earlier
@@ -87,12 +67,12 @@ class ModelRuntime:
     def __init__(
         self,
         model_path: Path,
-        provider: str = "auto",
+        provider: Provider = "auto",
         threads: int = 1,
         cache_dir: Path | None = None,
         card: dict | None = None,
     ) -> None:
-        self.card = card or load_card(model_path)  # `card`: already loaded and checked (sha256) by the caller
+        self.card = card or read_card(model_path)  # `card`: already loaded and checked (sha256) by the caller
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -103,7 +83,7 @@ class ModelRuntime:
             # library path: load them first, or the CUDA provider fails to start and ORT falls back to CPU.
             ort.preload_dlls()
         try:
-            self.session, how = open_session(model_path, self.card, options, providers, cache_dir)
+            self.session, how = optimised_session(model_path, self.card, options, providers, cache_dir)
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from None
         # onnxruntime-gpu falls back to CPU silently when CUDA cannot start: trust the session, not the list.
@@ -122,12 +102,15 @@ class ModelRuntime:
             self.provider,
             how,
         )
-        preprocessing = self.card["preprocessing"]
-        self.mean, self.std = float(preprocessing["mean"]), float(preprocessing["std"])
+        self.normalisation = normalisation(self.card)
 
-    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        """Normalised float32 [N, 1, 28, 28] -> softmax probabilities [N, 10]."""
-        logits = self.session.run(["logits"], {"image": inputs})[0]
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28], white ink on black -> softmax probabilities [N, 10]."""
+        return self.run(model_input(pixels, *self.normalisation))
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's own input, normalised float32 [N, 1, 28, 28] -> softmax probabilities [N, 10]."""
+        logits = self.session.run([OUTPUT], {INPUT: inputs})[0]
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 

@@ -140,8 +140,3 @@ def load_split(split: str, data_dir: str | os.PathLike | None = None, **kwargs) 
     if split == "test":
         return Split(images, labels)
     raise ValueError(f"unknown split {split!r}: use train, validation or test")
-
-
-def normalise(images: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:
-    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28], the model's input."""
-    return ((images.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]

@@ -9,37 +9,35 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.contract import INPUT, OUTPUT, model_input, normalisation, read_card
 from training import data
 from training.metrics import accuracy_report, format_report
 
 
-def open_session(model_path: str | Path) -> ort.InferenceSession:
+def cpu_session(model_path: str | Path) -> ort.InferenceSession:
+    """A plain session on the CPU: evaluation needs no cache or provider choice (service/runtime.py has those)."""
     return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
 
 
 def run_logits(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 1000) -> np.ndarray:
     """float32 [N, 1, 28, 28] -> logits [N, 10], in chunks to bound memory."""
     return np.concatenate(
-        [session.run(["logits"], {"image": inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
+        [session.run([OUTPUT], {INPUT: inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
     )
 
 
-def normalisation(session: ort.InferenceSession) -> tuple[float, float]:
-    """The mean and std the model was trained with, from its metadata (the export writes them)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    return float(meta.get("normalisation_mean", data.MEAN)), float(meta.get("normalisation_std", data.STD))
-
-
-def predict_test_set(model_path: str | Path, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The model's predicted digits for the 10,000 test images, and the true labels."""
-    session = open_session(model_path)
-    mean, std = normalisation(session)
+def predict_test_set(
+    model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's predicted digits for the 10,000 test images, and the true labels. `scale`: the (mean, std) of
+    its card unless given (the export evaluates a model before it writes the card)."""
+    mean, std = scale or normalisation(read_card(Path(model_path)))
     test = data.load_split("test", data_dir)
-    return run_logits(session, data.normalise(test.images, mean, std)).argmax(1), test.labels
+    return run_logits(cpu_session(model_path), model_input(test.images, mean, std)).argmax(1), test.labels
 
 
-def evaluate(model_path: str | Path, data_dir: str | None = None) -> dict:
-    predictions, labels = predict_test_set(model_path, data_dir)
+def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None) -> dict:
+    predictions, labels = predict_test_set(model_path, data_dir, scale)
     return accuracy_report(labels, predictions)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import subprocess
 import sys
@@ -16,10 +15,11 @@ import numpy as np
 import onnx
 import torch
 
+from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, model_input
 from training import data
-from training.evaluate import evaluate, open_session, run_logits
+from training.evaluate import cpu_session, evaluate, run_logits
 from training.train import load_checkpoint
-from training.variants import VARIANTS, VariantError, make_variant
+from training.variants import VariantError, make_variant
 
 OPSET = 18
 PARITY_IMAGES = 1000
@@ -28,10 +28,6 @@ LABELS = [str(d) for d in range(10)]
 
 class ExportError(RuntimeError):
     """The exported graph failed a check; nothing was written."""
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def source_commit() -> str:
@@ -54,12 +50,12 @@ def to_onnx(model: torch.nn.Module, path: Path) -> None:
         model,
         (example,),
         path,
-        input_names=["image"],
-        output_names=["logits"],
+        input_names=[INPUT],
+        output_names=[OUTPUT],
         opset_version=OPSET,
         dynamo=True,
         external_data=False,
-        dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+        dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}},
     )
 
 
@@ -92,46 +88,60 @@ def export(
 ) -> dict:
     """Write out (.onnx) and its card (.json) once every check passes; return the card."""
     model, ckpt = load_checkpoint(checkpoint)
-    test = data.load_split("test", data_dir)
+    scale = (data.MEAN, data.STD)  # what training used; the card records it for every reader
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / out.name
         to_onnx(model, path)
-        onnx.checker.check_model(str(path), full_check=True)
-
-        inputs = data.normalise(test.images[:PARITY_IMAGES])
-        with torch.inference_mode():
-            expected = model(torch.from_numpy(inputs)).numpy()
-        max_diff = check_parity(expected, run_logits(open_session(path), inputs), atol)
-        report = evaluate(path, data_dir)
+        max_diff = verify_graph(model, path, data_dir, atol)
+        report = evaluate(path, data_dir, scale)
         print(
             f"parity on {PARITY_IMAGES} test images: max |diff| {max_diff:.2e}; "
             f"test accuracy {100 * report['accuracy']:.2f}%"
         )
-
-        config, train_metrics = ckpt["config"], ckpt["metrics"]
-        commit = source_commit()
-        metadata = {
-            "name": out.stem,
-            "version": version,
-            "normalisation_mean": str(data.MEAN),
-            "normalisation_std": str(data.STD),
-            "labels": json.dumps(LABELS),
-            "test_accuracy": str(report["accuracy"]),
-            "training_config": json.dumps(config),
-            "source_commit": commit,
-        }
-        proto = onnx.load(str(path))
-        onnx.helper.set_model_props(proto, metadata)
-        proto.doc_string = "MNIST CNN: normalised 28x28 white-on-black digits -> logits of 0-9"
-        onnx.save(proto, str(path))
+        embed_metadata(path, out.stem, version, report, ckpt["config"])
         out.parent.mkdir(parents=True, exist_ok=True)
         path.replace(out)
+    card = model_card(out, version, report, ckpt, {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol})
+    card["reproduce"] = reproduce_commands(ckpt["config"], checkpoint, out, version)
+    card_path(out).write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
-    card = {
+
+def verify_graph(model: torch.nn.Module, path: Path, data_dir: str | None, atol: float) -> float:
+    """ONNX's full check, then PyTorch and ONNX Runtime on the same test images: their max |logit difference|."""
+    onnx.checker.check_model(str(path), full_check=True)
+    inputs = model_input(data.load_split("test", data_dir).images[:PARITY_IMAGES], data.MEAN, data.STD)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    return check_parity(expected, run_logits(cpu_session(path), inputs), atol)
+
+
+def embed_metadata(path: Path, name: str, version: str, report: dict, config: dict) -> None:
+    """The contract inside the file too, for tools that see only the .onnx (Netron, other servers); digitserve
+    itself reads the card."""
+    metadata = {
+        "name": name,
+        "version": version,
+        "normalisation_mean": str(data.MEAN),
+        "normalisation_std": str(data.STD),
+        "labels": json.dumps(LABELS),
+        "test_accuracy": str(report["accuracy"]),
+        "training_config": json.dumps(config),
+        "source_commit": source_commit(),
+    }
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    proto.doc_string = "MNIST CNN: normalised 28x28 white-on-black digits -> logits of 0-9"
+    onnx.save(proto, str(path))
+
+
+def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict) -> dict:
+    train_metrics = ckpt["metrics"]
+    return {
         "name": out.stem,
         "version": version,
         "file": out.name,
-        "sha256": sha256(out),
+        "sha256": file_sha256(out),
         "size_bytes": out.stat().st_size,
         "format": f"ONNX, opset {OPSET}",
         "parameters": train_metrics["parameters"],
@@ -140,8 +150,8 @@ def export(
         "test_total": report["total"],
         "per_class_accuracy": report["per_class_accuracy"],
         "validation_accuracy": train_metrics["validation_accuracy"],
-        "input": {"name": "image", "dtype": "float32", "shape": ["N", 1, 28, 28]},
-        "output": {"name": "logits", "dtype": "float32", "shape": ["N", 10], "labels": LABELS},
+        "input": {"name": INPUT, "dtype": "float32", "shape": ["N", 1, 28, 28]},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["N", 10], "labels": LABELS},
         "preprocessing": {
             "image": "28x28 grayscale, white ink on black, digit fitted in 20x20 and centred by centre of mass",
             "scale": "pixel / 255",
@@ -149,21 +159,18 @@ def export(
             "std": data.STD,
             "formula": "(pixel / 255 - mean) / std",
         },
-        "parity": {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol},
+        "parity": parity,
         "training": {
-            "config": config,
+            "config": ckpt["config"],
             "best_step": train_metrics["best_step"],
             "seconds": train_metrics["training_seconds"],
             "hardware": train_metrics["hardware"],
             "images_per_second": train_metrics["images_per_second"],
             "torch": train_metrics["torch_version"],
         },
-        "source_commit": commit,
+        "source_commit": source_commit(),
         "created": datetime.date.today().isoformat(),
-        "reproduce": reproduce_commands(config, checkpoint, out, version),
     }
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +200,7 @@ def main(args: argparse.Namespace) -> None:
         if not args.from_onnx:
             card = export(args.checkpoint, args.out, args.model_version, args.data_dir, args.atol)
             print(f"wrote {args.out} (sha256 {card['sha256'][:12]}…) and {args.out.with_suffix('.json')}")
-        for variant in (v for v in VARIANTS if getattr(args, v)):
+        for variant in (v for v in VARIANTS if v != "fp32" and getattr(args, v)):
             card = make_variant(fp32, variant, args.data_dir)
             print(
                 f"wrote {card['file']}: test accuracy {100 * card['test_accuracy']:.2f}% "

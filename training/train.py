@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from service.contract import standardise
 from training import data
 from training.augment import random_affine
 from training.metrics import accuracy_report, format_report
@@ -48,15 +49,11 @@ def to_unit_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.tensor(images, device=device).float().div_(255).unsqueeze(1)  # copies: IDX arrays are read-only
 
 
-def normalise(unit: torch.Tensor) -> torch.Tensor:
-    return (unit - data.MEAN) / data.STD
-
-
 @torch.inference_mode()
 def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> np.ndarray:
     model.eval()
     out = [
-        model(normalise(to_unit_tensor(images[i : i + batch], device))).argmax(1).cpu().numpy()
+        model(standardise(to_unit_tensor(images[i : i + batch], device), data.MEAN, data.STD)).argmax(1).cpu().numpy()
         for i in range(0, len(images), batch)
     ]
     return np.concatenate(out)
@@ -110,7 +107,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
             x = random_affine(x, generator)
 
         model.train()
-        logits = model(normalise(x))
+        logits = model(standardise(x, data.MEAN, data.STD))
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

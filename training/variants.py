@@ -11,7 +11,6 @@ Each variant gets its own card beside it (`<name>_int8.json`, ...) with its own 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -23,11 +22,11 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from service.contract import INPUT, VARIANTS, file_sha256, model_input, normalisation, read_card, variant_path
 from training import data
-from training.evaluate import normalisation, open_session, predict_test_set
+from training.evaluate import predict_test_set
 from training.metrics import accuracy_report
 
-VARIANTS = ("int8", "fp16")
 MAX_INT8_DROP = 0.001  # 0.1 percentage points of test accuracy
 MAX_FP16_CHANGED = 0.0005  # 0.05 % of the test set's predictions
 CALIBRATION_IMAGES = 1000
@@ -37,16 +36,12 @@ class VariantError(RuntimeError):
     """A variant failed its accuracy check; nothing was written."""
 
 
-def variant_path(fp32: Path, variant: str) -> Path:
-    return fp32.with_name(f"{fp32.stem}_{variant}{fp32.suffix}")
-
-
 class Calibration(CalibrationDataReader):
     """Normalised training images, in batches, for the quantizer to observe activation ranges."""
 
     def __init__(self, images: np.ndarray, mean: float, std: float, batch: int = 100) -> None:
         self.batches = iter(
-            [{"image": data.normalise(images[i : i + batch], mean, std)} for i in range(0, len(images), batch)]
+            [{INPUT: model_input(images[i : i + batch], mean, std)} for i in range(0, len(images), batch)]
         )
 
     def get_next(self) -> dict | None:
@@ -85,7 +80,7 @@ def float_first_block(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(fp32: Path, out: Path, data_dir: str | None = None) -> None:
-    mean, std = normalisation(open_session(fp32))
+    mean, std = normalisation(read_card(fp32))
     train = data.load_split("train", data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -111,7 +106,7 @@ def convert_fp16(fp32: Path, out: Path) -> None:
 
 def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
     """Write `<fp32>_<variant>.onnx` and its card once its check passes; return the card."""
-    card = json.loads(fp32.with_suffix(".json").read_text())
+    card = read_card(fp32)
     out = variant_path(fp32, variant)
     reference, labels = predict_test_set(fp32, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,14 +116,14 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
         elif variant == "fp16":
             convert_fp16(fp32, path)
         else:
-            raise ValueError(f"unknown variant {variant!r}: {VARIANTS}")
+            raise ValueError(f"unknown variant {variant!r}: {VARIANTS[1:]}")
         # The serving contract travels with the file: normalisation, labels, version, provenance.
         proto = onnx.load(str(path))
         source = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
         onnx.helper.set_model_props(proto, {**source, "name": out.stem, "variant": variant})
         onnx.save(proto, str(path))
 
-        predictions, _ = predict_test_set(path, data_dir)
+        predictions, _ = predict_test_set(path, data_dir, normalisation(card))
         report = accuracy_report(labels, predictions)
         changed = int((predictions != reference).sum())
         drop = card["test_accuracy"] - report["accuracy"]
@@ -138,12 +133,11 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
             raise VariantError(f"fp16 changes {changed} of {len(labels)} test predictions against fp32")
         path.replace(out)
 
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
     card.update(
         name=out.stem,
         variant=variant,
         file=out.name,
-        sha256=digest,
+        sha256=file_sha256(out),
         size_bytes=out.stat().st_size,
         test_accuracy=report["accuracy"],
         test_correct=report["correct"],

@@ -7,9 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from service.contract import file_sha256, model_input
 from training import data
 from training.evaluate import evaluate
-from training.export import ExportError, export, sha256
+from training.export import ExportError, export
 from training.train import TrainConfig, load_checkpoint, predict, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,7 +69,7 @@ def test_export_writes_a_checked_graph_with_a_dynamic_batch(exported, mnist_dir)
     assert (inp.name, inp.type, inp.shape[1:]) == ("image", "tensor(float)", [1, 28, 28])
     assert isinstance(inp.shape[0], str)  # symbolic: any batch size
     assert (outp.name, outp.shape[1]) == ("logits", 10)
-    images = data.normalise(data.load_split("test", mnist_dir).images[:7])
+    images = model_input(data.load_split("test", mnist_dir).images[:7], data.MEAN, data.STD)
     for n in (1, 7):
         assert session.run(None, {"image": images[:n]})[0].shape == (n, 10)
 
@@ -85,7 +86,7 @@ def test_export_embeds_metadata_and_writes_a_matching_card(exported, run):
 
     on_disk = json.loads(path.with_suffix(".json").read_text())
     assert on_disk == card
-    assert card["sha256"] == sha256(path)
+    assert card["sha256"] == file_sha256(path)
     assert card["parameters"] == 3_274_634
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}

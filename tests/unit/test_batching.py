@@ -11,7 +11,6 @@ import pytest
 from harness.digits import sample_digits
 from service.batching import Batcher
 from service.errors import ClientError
-from service.preprocess import normalise
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
@@ -35,7 +34,7 @@ class Recorder:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         self.sizes.append(len(pixels))
-        return self.runtime.probabilities(normalise(pixels, self.runtime.mean, self.runtime.std))
+        return self.runtime.probabilities(pixels)
 
 
 async def serve(batcher: Batcher, requests: list[np.ndarray]) -> list[np.ndarray]:
@@ -73,7 +72,7 @@ def test_a_lone_request_runs_at_once(runtime, images):
 def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images):
     def slow(pixels: np.ndarray) -> np.ndarray:
         time.sleep(0.05)
-        return runtime.probabilities(normalise(pixels, runtime.mean, runtime.std))
+        return runtime.probabilities(pixels)
 
     batcher = Batcher(slow, max_batch_size=1, max_latency_ms=20)
 

@@ -42,7 +42,7 @@ def test_the_private_openapi_generator_is_still_there_and_corrected():
     assert callable(getattr(module, "generate_spec", None)), (
         "BentoML no longer has _bentoml_sdk.service.openapi.generate_spec: revisit service/api_document.py"
     )
-    from service.service import DigitService  # applies the correction at import
+    from service.app import DigitService  # applies the correction at import
 
     spec = DigitService.openapi_spec.asdict()  # a property, generated afresh on each access
     detail = spec["components"]["schemas"]["InvalidArgument"]["properties"]["detail"]

@@ -6,9 +6,10 @@ import pytest
 from PIL import Image
 
 from harness.digits import encode, sample_digits
+from service.contract import model_input
 from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
-from service.preprocess import SIZE, fit_and_centre, light_background, normalise, read_digit, to_gray, to_mnist
+from service.preprocess import SIZE, fit_and_centre, light_background, read_digit, to_gray, to_mnist
 
 LIMIT = 25_000_000
 
@@ -184,8 +185,9 @@ def test_mnist_format_passes_through_unchanged():
         assert np.array_equal(digit.pixels, pixels) and digit.box == (0, 0, 28, 28)
 
 
-def test_normalise_matches_training():
-    from training.data import normalise as training_normalise
-
-    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
-    np.testing.assert_array_equal(normalise(pixels, 0.1307, 0.3081), training_normalise(pixels))
+def test_model_input_scales_pixels_as_the_card_says():
+    pixels = np.array([[[0] * 28] * 27 + [[255] * 28]], dtype=np.uint8)
+    inputs = model_input(pixels, 0.1307, 0.3081)
+    assert inputs.shape == (1, 1, 28, 28) and inputs.dtype == np.float32
+    np.testing.assert_allclose(inputs[0, 0, 0, 0], -0.1307 / 0.3081, rtol=1e-6)
+    np.testing.assert_allclose(inputs[0, 0, 27, 0], (1 - 0.1307) / 0.3081, rtol=1e-6)

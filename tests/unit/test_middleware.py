@@ -10,7 +10,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service import metrics
+from service.config import Settings
 from service.middleware import RequestMiddleware
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", **env})
 
 
 def sample(name: str, **labels: str) -> float:
@@ -56,7 +61,7 @@ def test_past_the_limit_a_prediction_request_gets_429_with_an_id_and_is_counted_
     async def scenario() -> list[dict]:
         inner = App()
         inner.release.clear()
-        app = RequestMiddleware(inner, access_log=False, max_concurrency=2)
+        app = RequestMiddleware(inner, settings(DIGITSERVE_MAX_CONCURRENCY="2"))
         held = [asyncio.create_task(call(app)) for _ in range(2)]
         await asyncio.sleep(0.01)  # both admitted and waiting inside
         refused = await call(app)
@@ -78,10 +83,10 @@ def test_past_the_limit_a_prediction_request_gets_429_with_an_id_and_is_counted_
 
 def test_every_answer_is_counted_by_endpoint_and_status_with_its_latency():
     async def scenario() -> None:
-        await call(RequestMiddleware(App(), access_log=False), "/classify_pixels")
-        await call(RequestMiddleware(App(415), access_log=False), "/classify_pixels")
-        await call(RequestMiddleware(App(404), access_log=False), "/wp-login.php")
-        await call(RequestMiddleware(App(503), access_log=False), "/readyz")  # draining: not shedding
+        await call(RequestMiddleware(App(), settings()), "/classify_pixels")
+        await call(RequestMiddleware(App(415), settings()), "/classify_pixels")
+        await call(RequestMiddleware(App(404), settings()), "/wp-login.php")
+        await call(RequestMiddleware(App(503), settings()), "/readyz")  # draining: not shedding
 
     labels = [("/classify_pixels", "200"), ("/classify_pixels", "415"), ("other", "404"), ("/readyz", "503")]
     before = [sample("digitserve_requests_total", endpoint=e, status=s) for e, s in labels]
@@ -98,7 +103,7 @@ def test_a_request_the_timeout_cancels_is_counted_as_504():
     async def scenario() -> None:
         inner = App()
         inner.release.clear()
-        task = asyncio.create_task(call(RequestMiddleware(inner, access_log=False), "/classify"))
+        task = asyncio.create_task(call(RequestMiddleware(inner, settings()), "/classify"))
         await asyncio.sleep(0.01)
         task.cancel()  # what BentoML's timeout does to the request's task
         with pytest.raises(asyncio.CancelledError):
@@ -112,7 +117,7 @@ def test_a_request_the_timeout_cancels_is_counted_as_504():
 
 def test_the_api_key_guards_prediction_routes_only():
     async def scenario() -> list[dict]:
-        app = RequestMiddleware(App(), api_key="s3cret", access_log=False)
+        app = RequestMiddleware(App(), settings(DIGITSERVE_API_KEY="s3cret"))
         return [
             await call(app),
             await call(app, headers=[(b"authorization", b"Bearer wrong")]),

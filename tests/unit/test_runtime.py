@@ -8,15 +8,16 @@ import onnxruntime as ort
 import pytest
 
 from service.config import ConfigError, Settings
+from service.contract import ModelLoadError, read_card
 from service.metrics import PREDICTION_ROUTES
-from service.runtime import CPU, CUDA, ModelLoadError, ModelRuntime, load_card, open_session
+from service.runtime import CPU, CUDA, ModelRuntime, optimised_session
 from tests.conftest import MODEL, ROOT
 
 
 def test_shipped_model_loads_on_cpu():
     runtime = ModelRuntime(MODEL, provider="cpu")
     assert runtime.provider == "CPUExecutionProvider"
-    probs = runtime.probabilities(np.zeros((3, 1, 28, 28), np.float32))
+    probs = runtime.probabilities(np.zeros((3, 28, 28), np.uint8))
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert runtime.info()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
@@ -24,7 +25,7 @@ def test_shipped_model_loads_on_cpu():
 
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match=r"not found.*DIGITSERVE_MODEL"):
-        load_card(tmp_path / "absent.onnx")
+        read_card(tmp_path / "absent.onnx")
 
 
 def test_a_changed_file_fails_the_sha256_check(tmp_path):
@@ -34,14 +35,14 @@ def test_a_changed_file_fails_the_sha256_check(tmp_path):
     with model.open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelLoadError, match="sha256"):
-        load_card(model)
+        read_card(model)
 
 
 def test_missing_card_is_a_clear_error(tmp_path):
     model = tmp_path / "mnist_cnn.onnx"
     shutil.copy(MODEL, model)
     with pytest.raises(ModelLoadError, match="card"):
-        load_card(model)
+        read_card(model)
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a CUDA build is installed")
@@ -76,7 +77,7 @@ def test_switches_are_true_or_false(monkeypatch):
 
 @pytest.mark.parametrize("tracing", ["false", "true"])
 def test_prediction_routes_are_traced_only_when_asked_and_bentoml_request_metrics_are_off(tracing):
-    code = "import json, service.service as s; print(json.dumps(s.DigitService.config))"
+    code = "import json, service.app as s; print(json.dumps(s.DigitService.config))"
     env = {"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin", "DIGITSERVE_TRACING": tracing}
     config = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True).stdout)
     excluded = config["tracing"]["excluded_urls"]
@@ -85,7 +86,7 @@ def test_prediction_routes_are_traced_only_when_asked_and_bentoml_request_metric
 
 
 def test_the_service_never_imports_torch():
-    code = "import sys, service.service; sys.exit('torch' in sys.modules or 'training' in sys.modules)"
+    code = "import sys, service.app; sys.exit('torch' in sys.modules or 'training' in sys.modules)"
     env = {"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
 
@@ -97,15 +98,15 @@ def test_optimised_graph_is_saved_once_and_reused(tmp_path):
     second = ModelRuntime(MODEL, provider="cpu", cache_dir=tmp_path)
     assert saved.stat().st_mtime_ns == stamp, "the second start optimised again instead of reusing the graph"
     inputs = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(first.probabilities(inputs), second.probabilities(inputs), atol=1e-6)
-    uncached = ModelRuntime(MODEL, provider="cpu").probabilities(inputs)
-    np.testing.assert_allclose(uncached, first.probabilities(inputs), atol=1e-6)
+    np.testing.assert_allclose(first.run(inputs), second.run(inputs), atol=1e-6)
+    uncached = ModelRuntime(MODEL, provider="cpu").run(inputs)
+    np.testing.assert_allclose(uncached, first.run(inputs), atol=1e-6)
 
 
 def test_a_graph_optimised_after_a_cuda_fallback_is_saved_as_cpu(tmp_path):
     """Asked for CUDA where it cannot start, ONNX Runtime runs on CPU: the saved graph must not claim CUDA."""
-    card = load_card(MODEL)
-    session, _ = open_session(MODEL, card, ort.SessionOptions(), [CUDA, CPU], tmp_path)
+    card = read_card(MODEL)
+    session, _ = optimised_session(MODEL, card, ort.SessionOptions(), [CUDA, CPU], tmp_path)
     if session.get_providers()[0] == CUDA:
         pytest.skip("CUDA started here: no fallback to observe")
     (saved,) = tmp_path.glob("*.onnx")

@@ -1,0 +1,216 @@
+"""The HTTP API: request parsing owned here, so that every client mistake becomes a 4xx with a JSON body (BentoML's
+own parsers answer some of them with a 500). `create_app(settings, pipeline)` builds it with explicit settings:
+service/app.py mounts it on the BentoML service, and the tests call it in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
+
+from service import metrics
+from service.errors import ClientError
+from service.middleware import record_digits
+from service.pipeline import Pipeline
+from service.pixels import parse_pixels
+from service.responses import Prediction, PredictionList, documented_responses, json_response
+
+IMAGE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/bmp",
+    "image/webp",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+    "image/avif",
+)
+BINARY = {"type": "string", "format": "binary"}
+
+
+def request_body(content: dict) -> dict:
+    """OpenAPI for a route that reads its own body (FastAPI cannot infer it from the signature)."""
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def multipart(field: str, schema: dict) -> dict:
+    return {"multipart/form-data": {"schema": {"type": "object", "properties": {field: schema}, "required": [field]}}}
+
+
+IMAGE_BODY = request_body({**multipart("image", BINARY), **{t: {"schema": BINARY} for t in IMAGE_TYPES}})
+BATCH_BODY = request_body(multipart("images", {"type": "array", "items": BINARY}))
+PIXELS_BODY = request_body(
+    {
+        "application/json": {"schema": {"type": "array", "description": "[28,28], [784], [N,28,28] or [N,784]"}},
+        "application/octet-stream": {"schema": BINARY},
+        "application/x-npy": {"schema": BINARY},
+    }
+)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ClientError(413, f"body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer: not a server error worth a traceback
+        raise ClientError(400, "client disconnected before the body was complete") from None
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_uploads(request: Request, field: str, limit: int, max_bytes: int) -> list[bytes]:
+    """The files of a multipart `field`; a text value where a file belongs is a client error."""
+    if media_type(request) != "multipart/form-data":
+        raise ClientError(415, f"send multipart/form-data with the image file(s) in the field {field!r}")
+    body = await read_body(request, max_bytes)
+
+    async def replay() -> dict:  # the body is read already (under the size limit): hand it to the form parser
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=limit + 1, max_fields=limit + 1)
+    except Exception as exc:  # Starlette raises its own types for malformed multipart
+        raise ClientError(400, f"malformed multipart body: {exc}") from None
+    values = form.getlist(field)
+    if not values:
+        raise ClientError(422, f"no file in the multipart field {field!r}")
+    if not all(isinstance(v, UploadFile) for v in values):
+        raise ClientError(422, f"the field {field!r} must hold file uploads, not text")
+    if len(values) > limit:
+        raise ClientError(413, f"{len(values)} images in one request, more than the limit of {limit}")
+    return [await v.read() for v in values]
+
+
+def pipeline_of(request: Request) -> Pipeline:
+    return request.app.state.pipeline
+
+
+router = APIRouter()
+
+
+@router.post(
+    "/classify",
+    openapi_extra=IMAGE_BODY,
+    responses=documented_responses(Prediction),
+    summary="Classify one image file (multipart or raw body)",
+)
+async def classify(request: Request, debug: bool = False) -> Response:
+    """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
+    raw body with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG) and
+    the box where the digit was found."""
+    pipeline = pipeline_of(request)
+    limits = pipeline.settings
+    with pipeline.batcher.request():
+        kind = media_type(request)
+        if kind == "multipart/form-data":
+            (data,) = await read_uploads(request, "image", 1, limits.max_bytes)
+        elif kind in IMAGE_TYPES or kind == "application/octet-stream":
+            data = await read_body(request, limits.max_bytes)
+        else:
+            raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
+        pixels, boxes = await pipeline.read_digits([data])
+        (prediction,) = await pipeline.classify(pixels, debug, boxes)
+    record_digits(request.scope, [prediction.digit])
+    return json_response(prediction)
+
+
+@router.post(
+    "/classify_batch",
+    openapi_extra=BATCH_BODY,
+    responses=documented_responses(PredictionList),
+    summary="Classify several image files",
+)
+async def classify_batch(request: Request, debug: bool = False) -> Response:
+    """Several image files in the multipart field `images`; results in the same order."""
+    pipeline = pipeline_of(request)
+    limits = pipeline.settings
+    with pipeline.batcher.request():
+        files = await read_uploads(request, "images", limits.max_batch, limits.max_bytes)
+        pixels, boxes = await pipeline.read_digits(files)
+        results = await pipeline.classify(pixels, debug, boxes)
+    record_digits(request.scope, [r.digit for r in results])
+    return json_response(PredictionList.model_construct(results=results))
+
+
+@router.post(
+    "/classify_pixels",
+    openapi_extra=PIXELS_BODY,
+    responses=documented_responses(PredictionList),
+    summary="Classify images already in MNIST format",
+)
+async def classify_pixels(request: Request) -> Response:
+    """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
+    (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
+    pipeline = pipeline_of(request)
+    limits = pipeline.settings
+    with pipeline.batcher.request():
+        body = await read_body(request, limits.max_bytes)
+        results = await pipeline.classify(parse_pixels(body, media_type(request), limits.max_batch))
+    record_digits(request.scope, [r.digit for r in results])
+    return json_response(PredictionList.model_construct(results=results))
+
+
+@router.get("/model", summary="The model being served")
+async def model_info(request: Request) -> dict:
+    """Name, version, sha256, test accuracy, execution provider in use, input specification."""
+    return pipeline_of(request).runtime.info()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def scrape_metrics() -> Response:
+    """Prometheus text format: every worker's metrics summed (service/metrics.py)."""
+    return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/ui", include_in_schema=False)
+async def redirect_to_ui() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+async def answer_client_error(_: Request, exc: ClientError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def answer_invalid_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422 (a query parameter like `debug=maybe`), in the same {"error": ...} shape as ours."""
+    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": f"invalid request: {where}"}, status_code=422)
+
+
+def create_app(pipeline: Pipeline | None = None) -> FastAPI:
+    """The API, answering with `pipeline` (the settings travel with it); service/app.py attaches each worker's
+    pipeline once the worker has built it."""
+    # BentoML traces requests and service/metrics.py meters them: FastAPI's own telemetry (>= 0.16x) would do it
+    # twice.
+    app = FastAPI(
+        title="digitserve",
+        description="Handwritten digit classification (MNIST CNN on ONNX Runtime)",
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    app.state.pipeline = pipeline
+    app.add_exception_handler(ClientError, answer_client_error)
+    app.add_exception_handler(RequestValidationError, answer_invalid_parameter)
+    app.include_router(router)
+    # The draw-a-digit page: plain files, no CDN, so it works offline and inside the container image.
+    app.mount("/ui/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="ui")
+    return app

@@ -1,0 +1,104 @@
+"""The BentoML service: `bentoml serve service.app:DigitService`. Wiring only, read from the environment once:
+BentoML's worker count, timeout and tracing, the API (service/api.py) mounted at /, one pipeline per worker
+(service/pipeline.py), the request middleware, and BentoML's own typed endpoint /probabilities. BentoML still
+runs the workers, /livez, /readyz and the docs page, which includes the API's routes.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.validators import DType, Shape
+from pydantic import AfterValidator
+
+from service import metrics
+from service.api import create_app
+from service.api_document import correct_bentoml_openapi
+from service.config import Settings
+from service.contract import read_card
+from service.errors import ClientError
+from service.lifecycle import drain_on_sigterm, draining
+from service.middleware import RequestMiddleware
+from service.pipeline import Pipeline
+from service.pixels import check_pixels
+
+# At import, in the process that runs `bentoml serve`: BentoML's decorators below need the settings, and a bad
+# setting or a model that does not match its card stops the server at once, with the reason, not in every worker.
+settings = Settings.from_env()
+card = read_card(settings.model_path)
+correct_bentoml_openapi()
+app = create_app()
+GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
+
+
+def check_pixel_rows(pixels: np.ndarray) -> np.ndarray:
+    """/probabilities's checks, run while BentoML parses the request, before batching: a mistake is that
+    request's 400 alone (pydantic turns a ValueError into BentoML's 400; a ClientError would be a 500)."""
+    try:
+        return check_pixels(pixels, settings.max_batch)
+    except ClientError as exc:
+        raise ValueError(exc.message) from None
+
+
+PixelRows = Annotated[np.ndarray, Shape((-1, 784)), DType("float32"), AfterValidator(check_pixel_rows)]
+ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so the OpenAPI document says [N, 10]
+
+
+@bentoml.service(
+    name="digitserve",
+    workers=settings.workers,
+    # BentoML keeps each request's context until its timeout timer fires, even after the answer: a short
+    # timeout keeps that heap (and full garbage collections) small. The concurrency limit is middleware.py's.
+    traffic={"timeout": settings.timeout},
+    logging={"access": {"enabled": False}},  # service/middleware.py writes the access log, with the request id
+    # service/metrics.py records the request metrics (docs/benchmarks.md, "Per-request overhead"), and
+    # OpenTelemetry spans on the prediction routes are made only with DIGITSERVE_TRACING=true.
+    metrics={"enabled": False},
+    tracing={"excluded_urls": [] if settings.tracing else [f"{route}$" for route in metrics.PREDICTION_ROUTES]},
+)
+@bentoml.asgi_app(app, path="/")
+class DigitService:
+    def __init__(self) -> None:
+        self.pipeline = Pipeline(settings, card)
+        app.state.pipeline = self.pipeline  # one service instance per worker process: the routes answer with it
+
+    @bentoml.on_startup
+    def freeze_heap(self) -> None:
+        """Move everything built at start-up (BentoML, the app, the model) out of the collector's sight, and
+        collect less often: measured here, full collections over that heap stalled requests for 50-120 ms."""
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+
+    @bentoml.on_shutdown
+    def forget_in_flight(self) -> None:
+        metrics.worker_stopped()
+
+    @bentoml.on_startup
+    def drain_before_stopping(self) -> None:
+        drain_on_sigterm(settings.drain_seconds)  # service/lifecycle.py
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: false while the worker drains before a shutdown."""
+        return not draining()
+
+    @bentoml.api(
+        route="/probabilities",
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=settings.batch_size,
+        max_latency_ms=settings.batch_latency_ms,
+    )
+    def probabilities(self, pixels: PixelRows) -> ProbabilityRows:
+        """BentoML's own typed API, for BentoML clients (`bentoml.SyncHTTPClient(url).probabilities(pixels=...)`):
+        MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
+        [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
+        return self.pipeline.infer(pixels)
+
+
+# Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s
+# that gives carry no request id and get BentoML's log line only.
+DigitService.add_asgi_middleware(RequestMiddleware, settings=settings)

@@ -1,0 +1,50 @@
+"""What the prediction routes answer: these models are both the JSON sent and the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from service.errors import STATUSES
+
+
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(ge=0, le=1, description="probability of `digit`")
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="of digits 0-9, summing to 1")
+    model_version: str
+    image: str | None = Field(None, description="with ?debug=true: the 28x28 image the model saw, base64 PNG")
+    box: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="with ?debug=true: where the digit was found, [left, top, right, bottom] in pixels of the "
+        "image as displayed (EXIF orientation applied), right and bottom exclusive",
+    )
+
+
+class PredictionList(BaseModel):
+    results: list[Prediction] = Field(description="one per image, in the order sent")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what was wrong, in words")
+
+
+# 504 (past DIGITSERVE_TIMEOUT) comes from BentoML, in its own format.
+TIMEOUT = {504: {"description": "request timed out"}}
+
+
+def documented_responses(model: type[BaseModel]) -> dict:
+    """OpenAPI responses of a prediction route: its result, our JSON errors, BentoML's timeout."""
+    return {
+        200: {"model": model},
+        **{status: {"model": ErrorBody, "description": text} for status, text in STATUSES.items()},
+        **TIMEOUT,
+    }
+
+
+def json_response(answer: BaseModel) -> Response:
+    """Serialised by pydantic's core in one step, leaving out the debug fields not asked for. (FastAPI's own path
+    for a returned model validates it again and encodes it twice.)"""
+    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

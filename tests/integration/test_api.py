@@ -1,0 +1,171 @@
+"""The API in process (harness.in_process: service/api.py, its middleware and pipeline, through an ASGI client)
+with real MNIST test digits: answers, every input form, and a 4xx for every bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.digits import as_png, encode, on_canvas, on_paper
+from harness.in_process import in_process
+from service.runtime import ModelRuntime
+from tests.conftest import MODEL
+from training.data import load_split
+
+pytestmark = pytest.mark.integration
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def client():
+    with in_process(DIGITSERVE_MAX_BATCH="64") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    test = load_split("test", mnist_dir)
+    return test.images[:N], test.labels[:N]
+
+
+def classify_all(client, bodies: list[bytes]) -> list[int]:
+    answers = [client.post("/classify", files={"image": ("digit", body)}) for body in bodies]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+    return [a.json()["digit"] for a in answers]
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.slow
+def test_1000_mnist_pngs_match_the_model_on_raw_arrays(client, digits):
+    images, labels = digits
+    served = np.array(classify_all(client, [as_png(p) for p in images]))
+    runtime = ModelRuntime(MODEL, "cpu")
+    direct = runtime.probabilities(images).argmax(1)
+    assert (served == labels).mean() >= 0.99
+    assert np.array_equal(served, direct)
+
+
+@pytest.mark.slow
+def test_dark_ink_on_light_paper_off_centre(client, digits):
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    served = np.array(classify_all(client, [on_paper(p, rng) for p in images]))
+    assert (served == labels).mean() >= 0.97
+
+
+@pytest.mark.slow
+def test_strokes_on_a_transparent_canvas(client, digits):
+    images, labels = digits
+    served = np.array(classify_all(client, [on_canvas(p) for p in images]))
+    assert (served == labels).mean() >= 0.97
+
+
+def test_classify_response_and_debug_image(client, digits):
+    images, labels = digits
+    body = client.post("/classify", params={"debug": "true"}, files={"image": ("d.png", as_png(images[0]))}).json()
+    assert set(body) == {"digit", "confidence", "probabilities", "model_version", "image", "box"}
+    assert body["box"] == [0, 0, 28, 28]  # an MNIST-format image is all digit
+    assert body["digit"] == labels[0] and body["model_version"] == "1.0.0"
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
+    assert body["confidence"] == max(body["probabilities"])
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
+    assert np.array_equal(seen, images[0])
+
+
+def test_debug_fields_only_when_asked(client, digits):
+    body = client.post("/classify", files={"image": ("d.png", as_png(digits[0][0]))}).json()
+    assert set(body) == {"digit", "confidence", "probabilities", "model_version"}
+
+
+def test_raw_body_with_an_image_content_type(client, digits):
+    images, labels = digits
+    for fmt, content_type in (("PNG", "image/png"), ("BMP", "image/bmp"), ("WEBP", "image/webp")):
+        data = encode(Image.fromarray(images[1]), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+        response = client.post("/classify", content=data, headers={"content-type": content_type})
+        assert response.status_code == 200 and response.json()["digit"] == labels[1], fmt
+
+
+def test_batch_keeps_the_order(client, digits):
+    images, labels = digits
+    files = [("images", (f"{i}.png", as_png(images[i]))) for i in range(10)]
+    results = client.post("/classify_batch", files=files).json()["results"]
+    assert [r["digit"] for r in results] == labels[:10].tolist()
+
+
+def test_pixels_in_every_form_agree(client, digits):
+    images, labels = digits
+    batch = images[:32]
+    buffer = io.BytesIO()
+    np.save(buffer, batch)
+    answers = [
+        client.post("/classify_pixels", json=batch.tolist()),
+        client.post("/classify_pixels", content=batch.tobytes(), headers={"content-type": "application/octet-stream"}),
+        client.post("/classify_pixels", content=buffer.getvalue(), headers={"content-type": "application/x-npy"}),
+    ]
+    digits_by_form = [[r["digit"] for r in a.json()["results"]] for a in answers]
+    assert digits_by_form[0] == digits_by_form[1] == digits_by_form[2]
+    assert np.mean(np.array(digits_by_form[0]) == labels[:32]) >= 0.96
+    single = client.post("/classify_pixels", json=images[0].tolist()).json()["results"]
+    assert len(single) == 1 and single[0]["digit"] == labels[0]
+
+
+def bad_inputs(png: bytes) -> list[tuple[str, str, dict, int]]:
+    """(name, path, httpx request arguments, expected status)."""
+    frames = [Image.new("L", (30, 30), 0), Image.new("L", (30, 30), 255)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    big = encode(Image.new("L", (5100, 5100)))  # 26 megapixels in a small file
+    return [
+        ("not an image", "/classify", {"files": {"image": ("x.png", b"hello")}}, 415),
+        ("truncated", "/classify", {"files": {"image": ("x.png", png[: len(png) // 2])}}, 400),
+        ("empty file", "/classify", {"files": {"image": ("x.png", b"")}}, 400),
+        ("empty raw body", "/classify", {"content": b"", "headers": {"content-type": "image/png"}}, 400),
+        ("text in file field", "/classify", {"files": {"image": (None, "http://127.0.0.1:1/x.png")}}, 422),
+        ("form-urlencoded", "/classify", {"data": {"image": "x"}}, 415),
+        ("no image field", "/classify", {"files": {"other": ("x.png", png)}}, 422),
+        ("wrong content type", "/classify", {"content": b"{}", "headers": {"content-type": "application/json"}}, 415),
+        ("over 12 MB", "/classify", {"content": b"\0" * 12_000_001, "headers": {"content-type": "image/png"}}, 413),
+        ("too many pixels", "/classify", {"content": big, "headers": {"content-type": "image/png"}}, 413),
+        ("blank", "/classify", {"files": {"image": ("x.png", encode(Image.new("L", (64, 64), 255)))}}, 422),
+        ("multi-frame, blank first", "/classify", {"files": {"image": ("x.gif", gif.getvalue())}}, 422),
+        ("too many in batch", "/classify_batch", {"files": [("images", ("x.png", png))] * 65}, 413),
+        ("batch of text", "/classify_batch", {"files": {"images": (None, "x")}}, 422),
+        ("pixels wrong shape", "/classify_pixels", {"json": [[1, 2, 3]]}, 422),
+        ("pixels out of range", "/classify_pixels", {"json": [[256] * 28] * 28}, 422),
+        (
+            "pixels NaN",
+            "/classify_pixels",
+            {"content": b"[" + b",".join([b"NaN"] * 784) + b"]", "headers": {"content-type": "application/json"}},
+            422,
+        ),
+        (
+            "pixels not JSON",
+            "/classify_pixels",
+            {"content": b"[1,", "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        ("pixels wrong type", "/classify_pixels", {"content": b"x", "headers": {"content-type": "text/plain"}}, 415),
+        (
+            "pixels too many",
+            "/classify_pixels",
+            {"content": b"\0" * 784 * 65, "headers": {"content-type": "application/octet-stream"}},
+            413,
+        ),
+    ]
+
+
+def test_every_bad_input_gets_its_4xx_and_the_api_keeps_answering(client, digits):
+    png = as_png(digits[0][0])
+    for name, path, request, status in bad_inputs(png):
+        response = client.post(path, **request)
+        assert response.status_code == status, (name, response.status_code, response.text)
+        assert isinstance(response.json()["error"], str), name
+        ok = client.post("/classify", files={"image": ("d.png", png)})
+        assert ok.status_code == 200 and ok.json()["digit"] == digits[1][0], name
