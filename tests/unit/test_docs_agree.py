@@ -1,8 +1,8 @@
-"""The README's configuration table lists exactly the settings service/config.py reads, with the same defaults."""
+"""The README agrees with the code: its configuration table lists exactly the settings service/config.py reads, with
+the same defaults, and its install table names every package of each extra of pyproject.toml."""
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -35,10 +35,8 @@ def test_the_table_lists_every_setting_and_no_other():
 
 
 @pytest.mark.parametrize("name", sorted(read_by_config()))
-def test_the_table_gives_each_default(name, monkeypatch):
-    for variable in [v for v in os.environ if v.startswith("DIGITSERVE_")]:
-        monkeypatch.delenv(variable)
-    settings = Settings.from_env()
+def test_the_table_gives_each_default(name):
+    settings = Settings.from_env({})
     field = {"DIGITSERVE_MODEL": "model_path", "DIGITSERVE_VARIANT": "model_path", "DIGITSERVE_CACHE_DIR": "cache_dir"}
     actual = getattr(settings, field.get(name, name.removeprefix("DIGITSERVE_").lower()))
     cell = documented()[name]
@@ -50,3 +48,19 @@ def test_the_table_gives_each_default(name, monkeypatch):
         actual = actual.relative_to(ROOT) if actual.is_relative_to(ROOT) else actual
     expected = str(actual).lower() if isinstance(actual, bool) else str(actual)
     assert said in (expected, expected.removesuffix(".0")), f"{name}: README says {cell}, config.py gives {actual!r}"
+
+
+def test_the_install_table_names_every_package_of_each_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    readme = (ROOT / "README.md").read_text()
+    extras = {"": project["dependencies"], **project["optional-dependencies"]}
+    for extra, requirements in extras.items():
+        target = f"'.[{extra}]'" if extra else "."
+        install = f"| `pip install -e {target}` |"
+        row = next((line for line in readme.splitlines() if line.startswith(install)), None)
+        assert row is not None, f"no README row {install}"
+        for requirement in requirements:
+            assert Requirement(requirement).name in row, f"{requirement} missing from the README row {install}"
