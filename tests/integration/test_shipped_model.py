@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from training.export import sha256
+from service.contract import file_sha256
 
 from ..conftest import MODEL, ROOT
 
@@ -17,7 +17,7 @@ CARD = json.loads(MODEL.with_suffix(".json").read_text())
 
 
 def test_card_matches_the_file():
-    assert CARD["sha256"] == sha256(MODEL)
+    assert CARD["sha256"] == file_sha256(MODEL)
     assert CARD["size_bytes"] == MODEL.stat().st_size
     assert CARD["parameters"] == 3_274_634
     assert CARD["test_accuracy"] >= 0.993

@@ -7,13 +7,12 @@ import hashlib
 import json
 import shutil
 
-import httpx
 import numpy as np
 import onnx
 import pytest
 
 from harness.digits import as_png
-from harness.server import running_service
+from harness.in_process import in_process
 from service.config import ConfigError, Settings
 from service.contract import model_input, normalisation, read_card
 from tests.conftest import MODEL
@@ -77,11 +76,9 @@ def test_variant_setting(monkeypatch):
         Settings.from_env()
 
 
-@pytest.mark.slow
 def test_the_service_serves_the_variant_it_is_told_to(mnist_dir, tmp_path):
     test = load_split("test", mnist_dir)
-    env = {"DIGITSERVE_VARIANT": "int8", "DIGITSERVE_WORKERS": "1", "DIGITSERVE_CACHE_DIR": str(tmp_path)}
-    with running_service(env) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with in_process(DIGITSERVE_VARIANT="int8", DIGITSERVE_CACHE_DIR=str(tmp_path)) as client:
         info = client.get("/model").json()
         body = test.images[:200].tobytes()
         results = client.post(

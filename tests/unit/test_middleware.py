@@ -123,10 +123,13 @@ def test_the_api_key_guards_prediction_routes_only():
             await call(app, headers=[(b"authorization", b"Bearer wrong")]),
             await call(app, headers=[(b"authorization", b"Bearer s3cret")]),
             await call(app, "/metrics"),
+            await call(app, "/probabilities"),  # BentoML's typed endpoint, behind the same middleware
+            await call(app, "/readyz"),
         ]
 
-    missing, wrong, right, scrape = asyncio.run(scenario())
-    assert missing["status"] == wrong["status"] == 401 and "API key" in missing["body"]["error"]
+    missing, wrong, right, scrape, typed, probe = asyncio.run(scenario())
+    assert missing["status"] == wrong["status"] == typed["status"] == 401 and "API key" in missing["body"]["error"]
+    assert probe["status"] == 200
     assert missing["headers"][b"www-authenticate"].startswith(b"Bearer")
     assert right["status"] == scrape["status"] == 200
 
