@@ -119,7 +119,7 @@ fuzz: install-dev  ## property-based fuzzing of decoding and preprocessing (FUZZ
 		tests/unit/test_fuzz.py --hypothesis-show-statistics
 
 SOAK_ARGS ?=
-soak: $(VENV)/.installed-loadtest  ## steady load at 70 % of capacity for 10 min; fails on memory growth >= 5 % or any error
+soak: $(VENV)/.installed-loadtest  ## steady load below capacity for 10 min; fails on memory growth or any error (soak.py)
 	$(BIN)/python loadtests/soak.py $(SOAK_ARGS)
 
 lint: install-dev  ## ruff check and format check

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +32,8 @@ import psutil
 
 from harness.digits import as_png
 from harness.report import write_section
-from harness.server import free_port, running_service, serving
-from service.contract import model_input
+from harness.server import free_port, running_service, serving, started
+from service.contract import to_model_input
 from service.runtime import ModelRuntime
 from training.data import load_split
 
@@ -110,30 +110,7 @@ def only(running: Target, targets) -> None:
     os.killpg(running.pid, signal.SIGCONT)
 
 
-class Process:
-    """A server command run from the repository root until the block ends; waits until `ready` answers."""
-
-    def __init__(self, command: list[str], ready: str) -> None:
-        self.command, self.ready = command, ready
-
-    def __enter__(self) -> int:
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(240):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command[:3]} exited with {self.process.returncode}")
-            if subprocess.run(["curl", "-sf", "-o", "/dev/null", self.ready]).returncode == 0:
-                return self.process.pid
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.command[:3]} did not start")
-
-    def __exit__(self, *exc) -> None:
-        os.killpg(self.process.pid, 15)
-        self.process.wait(timeout=30)
-
-
-def baseline(port: int, workers: int) -> Process:
+def baseline(port: int, workers: int) -> AbstractContextManager[subprocess.Popen]:
     """benchmarks/baseline_app.py under `uvicorn --workers N`, with uvloop and httptools.
 
     Measured here: with asyncio's own loop, uvicorn's multi-worker mode answers every request in 44 ms (its
@@ -143,12 +120,12 @@ def baseline(port: int, workers: int) -> Process:
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
     options = ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
     command = [uvicorn, "benchmarks.baseline_app:app", *options, "--host", "127.0.0.1", "--port", str(port)]
-    return Process(command, f"http://127.0.0.1:{port}/docs")
+    return started(command, f"http://127.0.0.1:{port}/docs")
 
 
-def litserve(port: int, workers: int) -> Process:
+def litserve(port: int, workers: int) -> AbstractContextManager[subprocess.Popen]:
     command = [sys.executable, "benchmarks/litserve_app.py", str(port), str(workers)]
-    return Process(command, f"http://127.0.0.1:{port}/health")
+    return started(command, f"http://127.0.0.1:{port}/health")
 
 
 def multipart(image: bytes, path: Path) -> tuple[Path, str]:
@@ -168,16 +145,16 @@ def peers(workers: int, png: Path, form: tuple[Path, str], args: argparse.Namesp
     with ExitStack() as stack:
         server = stack.enter_context(serving({"DIGITSERVE_WORKERS": str(workers)}))
         fastapi_port, litserve_port = free_port(), free_port()
-        fastapi_pid = stack.enter_context(baseline(fastapi_port, workers))
-        litserve_pid = stack.enter_context(litserve(litserve_port, workers))
+        fastapi = stack.enter_context(baseline(fastapi_port, workers))
+        lit = stack.enter_context(litserve(litserve_port, workers))
         targets = {
             f"digitserve, {workers} worker(s)": Target(server.url + "/classify", png, "image/png", server.process.pid),
             f"digitserve multipart, {workers} worker(s)": Target(server.url + "/classify", *form, server.process.pid),
             f"FastAPI baseline, {workers} worker(s)": Target(
-                f"http://127.0.0.1:{fastapi_port}/classify", png, "image/png", fastapi_pid
+                f"http://127.0.0.1:{fastapi_port}/classify", png, "image/png", fastapi.pid
             ),
             f"LitServe (multipart), {workers} worker(s)": Target(
-                f"http://127.0.0.1:{litserve_port}/predict", *form, litserve_pid
+                f"http://127.0.0.1:{litserve_port}/predict", *form, lit.pid
             ),
         }
         print(f"peers, {workers} worker(s) each ...", flush=True)
@@ -210,7 +187,7 @@ def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: 
     running at once (ONNX Runtime releases the GIL), as they do in the service; measured one at a time and
     multiplied, they would overstate it, since the sessions share the cores' caches and memory bandwidth."""
     runtimes = [ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1) for _ in range(sessions)]
-    inputs = model_input(batch, *runtimes[0].normalisation)
+    inputs = to_model_input(batch, *runtimes[0].normalisation)
     counts = [0] * sessions
 
     def run(n: int, until: float) -> None:
@@ -234,7 +211,7 @@ def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256
     runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
     rows = ["| images per call | ms per call | ms per image | images/s |", "|---:|---:|---:|---:|"]
     for size in sizes:
-        inputs = model_input(images[:size], *runtime.normalisation)
+        inputs = to_model_input(images[:size], *runtime.normalisation)
         runtime.run(inputs)
         times = []
         for _ in range(max(10, 400 // size)):
@@ -262,7 +239,7 @@ def table(results: dict[str, dict]) -> list[str]:
     ]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison; medians reported")
@@ -271,10 +248,85 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--variants", nargs="*", default=["int8", "fp16"], help="model variants to run besides fp32")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def service_rows(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """digitserve with 2 workers: unloaded, /classify_pixels and /classify under load; then each model variant."""
+    results = {}
+    for variant in ["fp32", *args.variants]:
+        name = "digitserve" if variant == "fp32" else f"digitserve {variant}"
+        env = {"DIGITSERVE_WORKERS": "2", "DIGITSERVE_VARIANT": variant}
+        env["DIGITSERVE_MAX_BATCH"] = str(max(64, args.pixels_batch))
+        with running_service(env) as url:
+            if variant == "fp32":
+                results["digitserve /classify, 1 connection"] = median_of(
+                    [wrk(url + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
+                )
+            results[f"{name} /classify_pixels"] = median_of(
+                [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
+            )
+            results[f"{name} /classify"] = median_of(
+                [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
+            )
+    return results
+
+
+def peer_lines(one: dict, two: dict, connections: int) -> list[str]:
+    def ratio(results: dict, workers: int, ours: str, peer: str) -> float:
+        return results[f"{ours}, {workers} worker(s)"]["rps"] / results[f"{peer}, {workers} worker(s)"]["rps"]
+
+    return [
+        "Peers, one 28×28 PNG per request (raw body; LitServe takes files as multipart only, so digitserve is also "
+        f"measured so), {connections} connections:",
+        "",
+        *table({**one, **two}),
+        "",
+        *(
+            f"- digitserve /classify, {w} worker(s) each: "
+            f"**{ratio(r, w, 'digitserve', 'FastAPI baseline'):.2f}×** the FastAPI baseline, "
+            f"**{ratio(r, w, 'digitserve', 'LitServe (multipart)'):.2f}×** LitServe (multipart against multipart: "
+            f"{ratio(r, w, 'digitserve multipart', 'LitServe (multipart)'):.2f}×)"
+            for w, r in ((1, one), (2, two))
+        ),
+    ]
+
+
+def overhead_lines(changes: dict) -> list[str]:
+    as_is = changes["as it is"]
+    return [
+        "Per-request overhead: the service (1 worker) as it is, and less each change that made it cheaper "
+        "(`benchmarks/overhead_variants.py`), in alternating rounds:",
+        "",
+        "| the service | requests/s | p99 ms | CPU µs per request | requests/s vs as it is |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / as_is['rps']:.2f}× |"
+            for name, r in changes.items()
+        ),
+    ]
+
+
+def service_lines(results: dict, in_process: float, args: argparse.Namespace) -> list[str]:
+    pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
+    unloaded = results["digitserve /classify, 1 connection"]["p50_ms"]
+    return [
+        "digitserve, 2 workers, and the model variants:",
+        "",
+        *table(results),
+        "",
+        f"- unloaded /classify (one connection): p50 **{unloaded:.2f} ms**",
+        f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
+        f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
+        f"thread running at once, batch {args.pixels_batch}, without HTTP)",
+        *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
+    ]
+
+
+def main() -> None:
+    args = parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-
     images = load_split("test", args.data_dir).images
     tmp = Path(tempfile.mkdtemp())
     png, pixels = tmp / "digit.png", tmp / "pixels.bin"
@@ -285,75 +337,17 @@ def main() -> None:
 
     one, two = peers(1, png, form, args), peers(2, png, form, args)
     changes = overhead(png, args)
-    results = {}
-    with running_service({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch))}) as url:
-        results["digitserve /classify, 1 connection"] = median_of(
-            [wrk(url + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
-        )
-        results["digitserve /classify_pixels"] = median_of(
-            [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
-        )
-        results["digitserve /classify"] = median_of(
-            [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
-        )
-    for variant in args.variants:  # the model variants, end to end (DIGITSERVE_VARIANT)
-        env = {
-            "DIGITSERVE_WORKERS": "2",
-            "DIGITSERVE_VARIANT": variant,
-            "DIGITSERVE_MAX_BATCH": str(max(64, args.pixels_batch)),
-        }
-        with running_service(env) as url:
-            results[f"digitserve {variant} /classify"] = median_of(
-                [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
-            )
-            results[f"digitserve {variant} /classify_pixels"] = median_of(
-                [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
-            )
-    in_process = in_process_images_per_second(batch, sessions=2)
-    batching = batch_size_table(images)
-
-    def ratio(results: dict, workers: int, peer: str) -> float:
-        return results[f"digitserve, {workers} worker(s)"]["rps"] / results[f"{peer}, {workers} worker(s)"]["rps"]
-
-    pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
-    as_is = changes["as it is"]
-    unloaded = results["digitserve /classify, 1 connection"]["p50_ms"]
+    results = service_rows(png, pixels, args)
     lines = [
-        "Peers, one 28×28 PNG per request (raw body; LitServe takes files as multipart only, so digitserve is also "
-        f"measured so), {args.connections} connections:",
+        *peer_lines(one, two, args.connections),
         "",
-        *table({**one, **two}),
+        *overhead_lines(changes),
         "",
-        *(
-            f"- digitserve /classify, {w} worker(s) each: **{ratio(r, w, 'FastAPI baseline'):.2f}×** the FastAPI "
-            f"baseline, **{ratio(r, w, 'LitServe (multipart)'):.2f}×** LitServe "
-            f"(multipart against multipart: {r[f'digitserve multipart, {w} worker(s)']['rps'] / r[f'LitServe (multipart), {w} worker(s)']['rps']:.2f}×)"  # noqa: E501
-            for w, r in ((1, one), (2, two))
-        ),
-        "",
-        "Per-request overhead: the service (1 worker) as it is, and less each change that made it cheaper "
-        "(`benchmarks/overhead_variants.py`), in alternating rounds:",
-        "",
-        "| the service | requests/s | p99 ms | CPU µs per request | requests/s vs as it is |",
-        "|---|---:|---:|---:|---:|",
-        *(
-            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / as_is['rps']:.2f}× |"
-            for name, r in changes.items()
-        ),
-        "",
-        "digitserve, 2 workers, and the model variants:",
-        "",
-        *table(results),
-        "",
-        f"- unloaded /classify (one connection): p50 **{unloaded:.2f} ms**",
-        f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
-        f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
-        f"thread running at once, batch {args.pixels_batch}, without HTTP)",
-        *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
+        *service_lines(results, in_process_images_per_second(batch, sessions=2), args),
         "",
         "Adaptive batching: one ONNX Runtime call (1 intra-op thread) by batch size, in process:",
         "",
-        *batching,
+        *batch_size_table(images),
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = "\n".join(lines)

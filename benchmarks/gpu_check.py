@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.report import write_section
-from service.contract import model_input, normalisation, read_card
+from service.contract import read_card, read_normalisation, to_model_input
 from service.runtime import CPU, CUDA
 from training.data import load_split
 
@@ -234,7 +234,7 @@ def main() -> int:
 
     test = load_split("test", args.data_dir)
     count = 1000 if args.quick else len(test.images)
-    images = model_input(test.images[:count], *normalisation(read_card(MODEL)))
+    images = to_model_input(test.images[:count], *read_normalisation(read_card(MODEL)))
 
     why_not = cuda_ready()
     gpu = gpu_facts()

@@ -27,20 +27,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None:
+def wait_ready(ready: str, process: subprocess.Popen, log, timeout: float) -> None:
+    """Until GET `ready` answers 200; the process's output in the error if it exits first."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read()}")
+            raise RuntimeError(f"{Path(process.args[0]).name} exited with {process.returncode}:\n{log.read()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(ready, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"service not ready on {url} after {timeout} s")
+            raise TimeoutError(f"{ready} not ready after {timeout} s")
         time.sleep(0.5)
+
+
+@contextmanager
+def started(
+    command: list[str], ready: str, env: dict[str, str] | None = None, cwd: Path = ROOT, log=None, timeout=90.0
+):
+    """`command` in its own process group until the block ends, once GET `ready` answers 200; yields the process.
+
+    Its output goes to `log` (an open text file) if given, else to a temporary file: a file, not a pipe, since
+    nobody reads it while the block runs and a full pipe would stall the server. Stopped with SIGTERM to the
+    whole group (SIGKILL after 30 s)."""
+    with tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            wait_ready(ready, process, log, timeout)
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
 
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -104,35 +131,18 @@ def serving(
     cwd: Path = ROOT,
     log=None,
 ):
-    """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields a `Server`.
-
-    The server's output goes to `log` (an open text file) if given, else to a temporary file: a file, not a
-    pipe, since nobody reads the access log while tests run and a full pipe would stall the server. Stopping
-    drains for DIGITSERVE_DRAIN_SECONDS, 0 here unless `env` sets it: tests that do not test shutdown need not wait."""
+    """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields a `Server`. Stopping
+    drains for DIGITSERVE_DRAIN_SECONDS, 0 here unless `env` sets it: tests that do not test shutdown need not
+    wait. `log`: as `started`'s."""
     port = free_port()
     environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DIGITSERVE_DRAIN_SECONDS": "0", **(env or {})}
-    with tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log:
-        process = subprocess.Popen(
-            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, process, log, timeout)
-            yield Server(url, process, log)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+    url = f"http://127.0.0.1:{port}"
+    command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with (
+        tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log,
+        started(command, f"{url}/readyz", environment, cwd, log, timeout) as process,
+    ):
+        yield Server(url, process, log)
 
 
 @contextmanager

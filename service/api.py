@@ -173,7 +173,7 @@ async def classify_pixels(request: Request) -> Response:
 @router.get("/model", summary="The model being served")
 async def model_info(request: Request) -> dict:
     """Name, version, sha256, test accuracy, execution provider in use, input specification."""
-    return pipeline_of(request).runtime.info()
+    return pipeline_of(request).runtime.describe()
 
 
 @router.get("/metrics", include_in_schema=False)

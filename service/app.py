@@ -68,7 +68,8 @@ class DigitService:
     @bentoml.on_startup
     def freeze_heap(self) -> None:
         """Move everything built at start-up (BentoML, the app, the model) out of the collector's sight, and
-        collect less often: measured here, full collections over that heap stalled requests for 50-120 ms."""
+        collect less often: full collections over that heap stalled requests (docs/benchmarks.md, "Per-request
+        overhead")."""
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)

@@ -88,15 +88,14 @@ class Settings:
             max_bytes=_int(env, "DIGITSERVE_MAX_BYTES", 12_000_000),  # a 12-megapixel phone JPEG is 2-7 MB
             max_pixels=_int(env, "DIGITSERVE_MAX_PIXELS", 25_000_000),
             max_batch=_int(env, "DIGITSERVE_MAX_BATCH", 64),
-            # Measured (docs/benchmarks.md, "Adaptive batching"): per-image cost stops falling at 32-64 images and
-            # a full batch of 64 takes ~18 ms on one core. The latency limit: the locust mix (20 users, locust on
-            # the same 2 cores) reaches p99 ~210 ms, and 250 ms shed 2 of its 12,762 requests; 500 ms shed none.
-            # Past it a request is shed (503) rather than queued without bound.
+            # Why these two: docs/benchmarks.md, "Adaptive batching settings" (the per-image cost stops falling
+            # by 64 images; the latency limit sits above the locust mix's p99). Past the limit a request is shed
+            # (503) rather than queued without bound.
             batch_size=_int(env, "DIGITSERVE_BATCH_SIZE", 64),
             batch_latency_ms=_int(env, "DIGITSERVE_BATCH_LATENCY_MS", 500),
             timeout=_int(env, "DIGITSERVE_TIMEOUT", 10),
-            # Queueing bounds latency (Little's law): ~650 requests/s a core with 32 in flight is ~50 ms of
-            # waiting at most; more admitted requests would only wait longer (docs/loadtesting.md, overload).
+            # Queueing bounds latency (Little's law: waiting = in flight / throughput): more admitted requests
+            # would only wait longer (docs/loadtesting.md, the overload scenario).
             max_concurrency=_int(env, "DIGITSERVE_MAX_CONCURRENCY", 32),
             # 0 (stop at once) where people run it by hand: BentoML's arbiter turns Ctrl-C into SIGTERM for the
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes

@@ -58,17 +58,17 @@ def read_card(model: Path) -> dict:
     return card
 
 
-def normalisation(card: dict) -> tuple[float, float]:
+def read_normalisation(card: dict) -> tuple[float, float]:
     """The mean and std the model was trained with (the card's "preprocessing")."""
     return float(card["preprocessing"]["mean"]), float(card["preprocessing"]["std"])
 
 
 def standardise(unit: Array, mean: float, std: float) -> Array:
     """Intensities in [0, 1] -> the model's scale. Training applies it to augmented tensors, the service (through
-    `model_input`) to pixels: one formula."""
+    `to_model_input`) to pixels: one formula."""
     return (unit - mean) / std
 
 
-def model_input(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+def to_model_input(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
     """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input."""
     return standardise(np.asarray(pixels, dtype=np.float32) / 255.0, mean, std)[:, None, :, :]

@@ -45,7 +45,7 @@ class Decoded:
         return self.size[0] / self.image.width, self.size[1] / self.image.height
 
 
-def reduction(side: int) -> int:
+def choose_reduction(side: int) -> int:
     """The smallest whole factor that brings a long side of `side` pixels to MAX_SIDE or less."""
     return max(1, -(-side // MAX_SIDE))
 
@@ -67,12 +67,13 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
                 # Luminance only (all the rest of the path uses), at the smallest DCT scale (1/2, 1/4, 1/8) that
                 # keeps a long side of MIN_SIDE: the decoder skips the work, not just the output.
                 most = max(width, height) // MIN_SIDE
-                image.draft("L" if image.mode == "RGB" else image.mode, (width // most, height // most))
+                # (at least 1 pixel a side: a strip 1 pixel high must not ask the decoder for 0)
+                image.draft("L" if image.mode == "RGB" else image.mode, (max(1, width // most), max(1, height // most)))
             image.load()
             orientation = image.getexif().get(ORIENTATION)
-            factor = reduction(max(image.size))
+            factor = choose_reduction(max(image.size))
             if factor > 1:
-                image = reducible(image).reduce(factor)
+                image = make_reducible(image).reduce(factor)
             if orientation in UPRIGHT:
                 image = image.transpose(UPRIGHT[orientation])
     except ClientError:
@@ -89,7 +90,7 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
     return Decoded(image, (height, width) if orientation in TRANSPOSING else (width, height))
 
 
-def reducible(image: Image.Image) -> Image.Image:
+def make_reducible(image: Image.Image) -> Image.Image:
     """`Image.reduce` takes 8-bit grey, RGB(A) and 32-bit modes: convert the others, keeping transparency."""
     if image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
         return image

@@ -84,7 +84,7 @@ def digit_counter(digit: int) -> Counter:
     return predicted_digits.labels(str(digit))
 
 
-def exposition() -> bytes:
+def render_exposition() -> bytes:
     """The text a scrape gets: every worker's metrics summed (in multiprocess mode), else this process's."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         from prometheus_client import REGISTRY

@@ -28,7 +28,7 @@ CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 SLOPES = np.tan(np.radians(np.arange(-5, 5.5, 1.0)))  # photos are seldom straighter than this
 
 
-def paper_level(gray: np.ndarray) -> np.ndarray:
+def estimate_paper_level(gray: np.ndarray) -> np.ndarray:
     """The paper's brightness under every pixel: a grey closing (max then min filter) with a window wider than
     any stroke removes the ink and keeps light that varies over larger distances (a closing keeps monotone
     ramps and step edges exactly, so shadow edges stay paper). Done at about 64-128 pixels across, where it is
@@ -46,19 +46,19 @@ def paper_level(gray: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(level, mode="F").resize((width, height), Image.Resampling.BILINEAR))
 
 
-def darkness(gray: np.ndarray) -> np.ndarray:
+def measure_darkness(gray: np.ndarray) -> np.ndarray:
     """How much darker than the paper under it each pixel is: 0 (paper) to 1 (black), float32 [H, W]."""
     gray = np.asarray(gray, np.float32)
-    level = np.maximum(paper_level(gray), 1.0)
+    level = np.maximum(estimate_paper_level(gray), 1.0)
     return np.clip(1 - gray / level, 0, 1)
 
 
-def sheared(ys: np.ndarray, xs: np.ndarray, slope: float, length: int) -> np.ndarray:
+def shear(ys: np.ndarray, xs: np.ndarray, slope: float, length: int) -> np.ndarray:
     """The row each point (ys, xs) falls on once the image is sheared by `slope`, counted from 0."""
     return np.rint(ys + xs * slope).astype(np.int64) + int(np.ceil(abs(slope) * length))
 
 
-def band_widths(rows: np.ndarray) -> np.ndarray:
+def measure_band_widths(rows: np.ndarray) -> np.ndarray:
     """For a boolean 1-D array, how long the run of True each element is in (0 where False)."""
     edges = np.flatnonzero(np.diff(np.concatenate(([False], rows, [False])).astype(np.int8)))
     starts, stops = edges[::2], edges[1::2]
@@ -68,13 +68,13 @@ def band_widths(rows: np.ndarray) -> np.ndarray:
     return widths
 
 
-def widened(rows: np.ndarray, by: int) -> np.ndarray:
+def widen(rows: np.ndarray, by: int) -> np.ndarray:
     """A boolean 1-D array with every True run grown by `by` elements on each side."""
     counts = np.convolve(rows.astype(np.int32), np.ones(2 * by + 1, np.int32), mode="same")
     return counts > 0
 
 
-def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
+def remove_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
     """`ink` with long straight lines taken out (ruled lines, a margin line), horizontal or vertical within a
     few degrees. A line is a row (or column), sheared by the best of a few small angles, marked over more than
     LINE_SPAN of the image's width (height) and thinner than a stroke of a digit that large. On and beside a
@@ -88,12 +88,12 @@ def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
             break
         height, length = ink_t.shape
         # The angle at which marks pile up most on one row, found on a quarter of them (cheaper, same answer).
-        slope = max(SLOPES, key=lambda s: np.bincount(sheared(ys[::4], xs[::4], s, length)).max())
-        rows = sheared(ys, xs, slope, length)
+        slope = max(SLOPES, key=lambda s: np.bincount(shear(ys[::4], xs[::4], s, length)).max())
+        rows = shear(ys, xs, slope, length)
         counts = np.bincount(rows)
         # How many pixels each sheared row has inside the image (near the corners a tilted line is cut short):
-        # column x holds the sheared rows from sheared(0, x) on, one per image row.
-        starts = sheared(np.zeros(length, np.int64), np.arange(length), slope, length)
+        # column x holds the sheared rows from shear(0, x) on, one per image row.
+        starts = shear(np.zeros(length, np.int64), np.arange(length), slope, length)
         steps = np.zeros(max(len(counts), int(starts.max()) + 1) + height, np.int64)
         np.add.at(steps, starts, 1)
         np.add.at(steps, starts + height, -1)
@@ -101,13 +101,13 @@ def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
         line_rows = (counts > LINE_SPAN * room) & (room > LINE_SPAN * length / 2)
         if not line_rows.any():
             continue
-        widths = band_widths(line_rows)
+        widths = measure_band_widths(line_rows)
         # A printed line is thin; a band as thick as a stroke is a stroke (a tall "1" close up): never erased.
         line_rows &= widths <= LINE_THICKNESS * height
         if not line_rows.any():
             continue
         thickness = int(widths[line_rows].max())
-        on_line = widened(line_rows, thickness)[rows]  # its faint edges too
+        on_line = widen(line_rows, thickness)[rows]  # its faint edges too
         ys, xs = ys[on_line], xs[on_line]
         column = np.ones((2 * thickness + 3, 1), np.uint8)
         opened = cv2.morphologyEx(np.ascontiguousarray(ink_t), cv2.MORPH_OPEN, column, borderType=cv2.BORDER_REPLICATE)
@@ -115,7 +115,7 @@ def without_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
     return ink
 
 
-def stroke_darkness(ink: np.ndarray) -> float:
+def measure_stroke_darkness(ink: np.ndarray) -> float:
     """How dark the digit's strokes are: the darkest 3x3 patch (lone noisy pixels do not count); 422 when even
     that is too faint to be ink."""
     strokes = float(cv2.blur(ink, (3, 3)).max())
@@ -147,7 +147,7 @@ def measure_marks(labels: np.ndarray, ink: np.ndarray) -> tuple[list[list[int]],
     return boxes.tolist(), np.add.reduceat(values, starts, dtype=np.float64), np.maximum.reduceat(values, starts)
 
 
-def digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def select_digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The marks that make the digit: their box (top, left, bottom, right), exclusive, and a boolean mask of
     them over that box."""
     count, labels = cv2.connectedComponents((ink > WEAK * strokes).view(np.uint8), connectivity=4)
@@ -190,10 +190,10 @@ def digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tuple[int,
 def find_digit(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
     cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels."""
-    ink = darkness(gray)
-    strokes = stroke_darkness(ink)
-    ink = without_lines(ink, ink > WEAK * strokes)
-    mask, (top, left, bottom, right) = digit_marks(ink, strokes)
+    ink = measure_darkness(gray)
+    strokes = measure_stroke_darkness(ink)
+    ink = remove_lines(ink, ink > WEAK * strokes)
+    mask, (top, left, bottom, right) = select_digit_marks(ink, strokes)
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))
     # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).

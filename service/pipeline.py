@@ -54,7 +54,7 @@ class Pipeline:
             return [read_digit(f, max_pixels) for f in files]
 
         # Alone in the worker, a photo is decoded on the loop too: there is no one to stall, and the hop to the
-        # thread cost a lone 1280x960 photo about 2 ms more here (the GIL handed back and forth).
+        # thread cost a lone photo more than it saved (the GIL handed back and forth; docs/benchmarks.md, "Photos").
         if sum(len(f) for f in files) <= INLINE_BYTES or self.batcher.requests <= 1:
             found = read()
         else:

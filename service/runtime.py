@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.config import Provider
-from service.contract import INPUT, OUTPUT, ModelLoadError, model_input, normalisation, read_card
+from service.contract import INPUT, OUTPUT, ModelLoadError, read_card, read_normalisation, to_model_input
 
 logger = logging.getLogger("bentoml.digitserve")  # under "bentoml": BentoML's log handlers show it
 
@@ -102,11 +102,11 @@ class ModelRuntime:
             self.provider,
             how,
         )
-        self.normalisation = normalisation(self.card)
+        self.normalisation = read_normalisation(self.card)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28], white ink on black -> softmax probabilities [N, 10]."""
-        return self.run(model_input(pixels, *self.normalisation))
+        return self.run(to_model_input(pixels, *self.normalisation))
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """The model's own input, normalised float32 [N, 1, 28, 28] -> softmax probabilities [N, 10]."""
@@ -114,7 +114,7 @@ class ModelRuntime:
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         card = self.card
         return {
             "name": card["name"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.contract import INPUT, OUTPUT, model_input, normalisation, read_card
+from service.contract import INPUT, OUTPUT, read_card, read_normalisation, to_model_input
 from training import data
 from training.metrics import accuracy_report, format_report
 
@@ -31,9 +31,9 @@ def predict_test_set(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's predicted digits for the 10,000 test images, and the true labels. `scale`: the (mean, std) of
     its card unless given (the export evaluates a model before it writes the card)."""
-    mean, std = scale or normalisation(read_card(Path(model_path)))
+    mean, std = scale or read_normalisation(read_card(Path(model_path)))
     test = data.load_split("test", data_dir)
-    return run_logits(cpu_session(model_path), model_input(test.images, mean, std)).argmax(1), test.labels
+    return run_logits(cpu_session(model_path), to_model_input(test.images, mean, std)).argmax(1), test.labels
 
 
 def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None) -> dict:

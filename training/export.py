@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, model_input
+from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to_model_input
 from training import data
 from training.evaluate import cpu_session, evaluate, run_logits
 from training.train import load_checkpoint
@@ -110,7 +110,7 @@ def export(
 def verify_graph(model: torch.nn.Module, path: Path, data_dir: str | None, atol: float) -> float:
     """ONNX's full check, then PyTorch and ONNX Runtime on the same test images: their max |logit difference|."""
     onnx.checker.check_model(str(path), full_check=True)
-    inputs = model_input(data.load_split("test", data_dir).images[:PARITY_IMAGES], data.MEAN, data.STD)
+    inputs = to_model_input(data.load_split("test", data_dir).images[:PARITY_IMAGES], data.MEAN, data.STD)
     with torch.inference_mode():
         expected = model(torch.from_numpy(inputs)).numpy()
     return check_parity(expected, run_logits(cpu_session(path), inputs), atol)

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,39 +74,16 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation, apart from dropout
     device = pick_device(config.device)
-
-    train_split = data.load_split("train", data_dir)
+    train_x, train_y = training_tensors(config, data_dir, device)
     validation = data.load_split("validation", data_dir)
-    test = data.load_split("test", data_dir)
-    images, labels = train_split.images, train_split.labels
-    if config.train_subset:
-        images, labels = images[: config.train_subset], labels[: config.train_subset]
-    train_x = to_unit_tensor(images, device)
-    train_y = torch.from_numpy(labels.astype(np.int64)).to(device)
-
     model = MnistCNN(dropout=config.dropout).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-        if config.schedule == "cosine"
-        else None
-    )
+    optimizer, scheduler = optimiser(model, config)
 
     history, best = [], {"validation_accuracy": -1.0}
-    order, cursor = torch.randperm(len(train_x), generator=generator), 0
-    window_correct = window_seen = 0
-    window_loss = 0.0
+    window = Window()
     started = time.perf_counter()
     bar = tqdm(range(1, config.steps + 1), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        if cursor + config.batch_size > len(order):  # new epoch
-            order, cursor = torch.randperm(len(train_x), generator=generator), 0
-        index = order[cursor : cursor + config.batch_size].to(device)
-        cursor += config.batch_size
-        x, y = train_x[index], train_y[index]
-        if config.augment:
-            x = random_affine(x, generator)
-
+    for step, (x, y) in zip(bar, batches(train_x, train_y, config, generator), strict=False):
         model.train()
         logits = model(standardise(x, data.MEAN, data.STD))
         loss = F.cross_entropy(logits, y)
@@ -114,22 +92,12 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
         optimizer.step()
         if scheduler:
             scheduler.step()
-
-        window_loss += loss.item() * len(y)
-        window_correct += int((logits.argmax(1) == y).sum())
-        window_seen += len(y)
+        window.add(loss, logits, y)
         if step % config.eval_every == 0 or step == config.steps:
             val_acc = float((predict(model, validation.images, device) == validation.labels).mean())
-            record = {
-                "step": step,
-                "train_accuracy": window_correct / window_seen,
-                "train_loss": window_loss / window_seen,
-                "validation_accuracy": val_acc,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
+            record = {"step": step, **window.take(), "validation_accuracy": val_acc}
+            record["seconds"] = round(time.perf_counter() - started, 1)
             history.append(record)
-            window_correct = window_seen = 0
-            window_loss = 0.0
             tqdm.write(
                 f"step {step}: train accuracy {record['train_accuracy']:.4f}, "
                 f"validation accuracy {val_acc:.4f}, loss {record['train_loss']:.4f}"
@@ -139,9 +107,9 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     seconds = time.perf_counter() - started
 
     model.load_state_dict(best["state"])
+    test = data.load_split("test", data_dir)
     report = accuracy_report(test.labels, predict(model, test.images, device))
     print(f"test set, weights of step {best['step']}: {format_report(report)}")
-
     metrics = {
         "config": asdict(config),
         "parameters": count_parameters(model),
@@ -154,20 +122,72 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
         "hardware": hardware(device),
         "torch_version": str(torch.__version__),
     }
+    save_run(out_dir, best["state"], config, metrics)
+    return metrics
+
+
+def training_tensors(config: TrainConfig, data_dir: str | None, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The training images in [0, 1] and their labels, on the device (the first `train_subset` if set)."""
+    split = data.load_split("train", data_dir)
+    images, labels = split.images, split.labels
+    if config.train_subset:
+        images, labels = images[: config.train_subset], labels[: config.train_subset]
+    return to_unit_tensor(images, device), torch.from_numpy(labels.astype(np.int64)).to(device)
+
+
+def optimiser(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, object | None]:
+    """Adam, and the cosine decay to 0 over the run when asked for."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    return optimizer, None
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, config: TrainConfig, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches for ever: each epoch a new random order, its last partial batch dropped; augmented if asked."""
+    while True:
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
+            index = order[start : start + config.batch_size].to(x.device)
+            batch = x[index]
+            yield (random_affine(batch, generator) if config.augment else batch), y[index]
+
+
+class Window:
+    """Training loss and accuracy since the last evaluation."""
+
+    def __init__(self) -> None:
+        self.loss, self.correct, self.seen = 0.0, 0, 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.item() * len(y)
+        self.correct += int((logits.argmax(1) == y).sum())
+        self.seen += len(y)
+
+    def take(self) -> dict:
+        figures = {"train_accuracy": self.correct / self.seen, "train_loss": self.loss / self.seen}
+        self.__init__()
+        return figures
+
+
+def save_run(out_dir: Path, state: dict, config: TrainConfig, metrics: dict) -> None:
+    """checkpoint.pt, metrics.json and the two figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Plain tensors and primitives only, so that torch.load(..., weights_only=True) reads it back.
     torch.save(
-        {"state_dict": best["state"], "config": asdict(config), "metrics": _without(metrics, "history")},
+        {"state_dict": state, "config": asdict(config), "metrics": _without(metrics, "history")},
         out_dir / "checkpoint.pt",
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, out_dir / "curves.png")
+    plot_curves(metrics["history"], out_dir / "curves.png")
+    report = metrics["test"]
     plot_confusion(
         np.array(report["confusion_matrix"]),
         out_dir / "confusion.png",
         f"MNIST test set: {100 * report['accuracy']:.2f}% correct",
     )
-    return metrics
 
 
 def _without(d: dict, key: str) -> dict:

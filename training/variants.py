@@ -22,7 +22,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from service.contract import INPUT, VARIANTS, file_sha256, model_input, normalisation, read_card, variant_path
+from service.contract import INPUT, VARIANTS, file_sha256, read_card, read_normalisation, to_model_input, variant_path
 from training import data
 from training.evaluate import predict_test_set
 from training.metrics import accuracy_report
@@ -41,7 +41,7 @@ class Calibration(CalibrationDataReader):
 
     def __init__(self, images: np.ndarray, mean: float, std: float, batch: int = 100) -> None:
         self.batches = iter(
-            [{INPUT: model_input(images[i : i + batch], mean, std)} for i in range(0, len(images), batch)]
+            [{INPUT: to_model_input(images[i : i + batch], mean, std)} for i in range(0, len(images), batch)]
         )
 
     def get_next(self) -> dict | None:
@@ -80,7 +80,7 @@ def float_first_block(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(fp32: Path, out: Path, data_dir: str | None = None) -> None:
-    mean, std = normalisation(read_card(fp32))
+    mean, std = read_normalisation(read_card(fp32))
     train = data.load_split("train", data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -123,7 +123,7 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
         onnx.helper.set_model_props(proto, {**source, "name": out.stem, "variant": variant})
         onnx.save(proto, str(path))
 
-        predictions, _ = predict_test_set(path, data_dir, normalisation(card))
+        predictions, _ = predict_test_set(path, data_dir, read_normalisation(card))
         report = accuracy_report(labels, predictions)
         changed = int((predictions != reference).sum())
         drop = card["test_accuracy"] - report["accuracy"]

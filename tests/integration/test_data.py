@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.contract import model_input
+from service.contract import to_model_input
 from training import data
 from training.data import FILES, MnistDataError, load_file, load_split, resolve_data_dir
 
@@ -103,6 +103,6 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
 
 def test_normalise_matches_the_training_statistics(mnist_dir):
     train = load_split("train", mnist_dir)
-    x = model_input(train.images[:20000], data.MEAN, data.STD)
+    x = to_model_input(train.images[:20000], data.MEAN, data.STD)
     assert x.shape == (20000, 1, 28, 28) and x.dtype == np.float32
     assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1) < 0.01

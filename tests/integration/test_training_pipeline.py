@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.contract import file_sha256, model_input
+from service.contract import file_sha256, to_model_input
 from training import data
 from training.evaluate import evaluate
 from training.export import ExportError, export
@@ -69,7 +69,7 @@ def test_export_writes_a_checked_graph_with_a_dynamic_batch(exported, mnist_dir)
     assert (inp.name, inp.type, inp.shape[1:]) == ("image", "tensor(float)", [1, 28, 28])
     assert isinstance(inp.shape[0], str)  # symbolic: any batch size
     assert (outp.name, outp.shape[1]) == ("logits", 10)
-    images = model_input(data.load_split("test", mnist_dir).images[:7], data.MEAN, data.STD)
+    images = to_model_input(data.load_split("test", mnist_dir).images[:7], data.MEAN, data.STD)
     for n in (1, 7):
         assert session.run(None, {"image": images[:n]})[0].shape == (n, 10)
 

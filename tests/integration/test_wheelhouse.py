@@ -3,6 +3,7 @@ them in a fresh environment with no package index."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
@@ -48,8 +49,9 @@ def test_wheelhouse_installs_with_no_index(tmp_path):
         timeout=120,
     )
     # And the service's own request path, imported from the repo, on what the wheelhouse installed.
-    check = "import service.preprocess, service.runtime; print(service.runtime.ort.get_available_providers())"
+    check = "import json, service.preprocess, service.runtime as r; print(json.dumps(r.ort.get_available_providers()))"
     done = subprocess.run(
         [str(python), "-c", check], cwd=ROOT, env=isolated, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 0 and "CPUExecutionProvider" in done.stdout, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "CPUExecutionProvider" in json.loads(done.stdout)

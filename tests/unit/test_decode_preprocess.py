@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from harness.digits import encode, sample_digits
-from service.contract import model_input
+from service.contract import to_model_input
 from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
 from service.preprocess import SIZE, fit_and_centre, light_background, read_digit, to_gray, to_mnist
@@ -187,7 +187,14 @@ def test_mnist_format_passes_through_unchanged():
 
 def test_model_input_scales_pixels_as_the_card_says():
     pixels = np.array([[[0] * 28] * 27 + [[255] * 28]], dtype=np.uint8)
-    inputs = model_input(pixels, 0.1307, 0.3081)
+    inputs = to_model_input(pixels, 0.1307, 0.3081)
     assert inputs.shape == (1, 1, 28, 28) and inputs.dtype == np.float32
     np.testing.assert_allclose(inputs[0, 0, 0, 0], -0.1307 / 0.3081, rtol=1e-6)
     np.testing.assert_allclose(inputs[0, 0, 27, 0], (1 - 0.1307) / 0.3081, rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(2000, 1), (1, 3000)])
+def test_a_jpeg_strip_one_pixel_thin_is_decoded_not_a_crash(size):
+    """Found by the fuzzer: the reduced-scale JPEG decode asked Pillow for a 0-pixel side (a ZeroDivisionError)."""
+    decoded = decode_image(encode(Image.new("L", size, 128), "JPEG"), LIMIT)
+    assert decoded.size == size and min(decoded.image.size) == 1

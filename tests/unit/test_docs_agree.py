@@ -64,3 +64,38 @@ def test_the_install_table_names_every_package_of_each_extra():
         assert row is not None, f"no README row {install}"
         for requirement in requirements:
             assert Requirement(requirement).name in row, f"{requirement} missing from the README row {install}"
+
+
+def card(variant: str = "") -> dict:
+    import json
+
+    return json.loads((ROOT / "models" / f"mnist_cnn{variant}.json").read_text())
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def test_the_model_table_says_what_the_card_says():
+    readme, fp32 = (ROOT / "README.md").read_text(), card()
+    per_class = fp32["per_class_accuracy"]
+    worst, best = min(per_class, key=per_class.get), max(per_class, key=per_class.get)
+    expected = (
+        f"| test accuracy | **{percent(fp32['test_accuracy'])}** ({fp32['test_correct']:,} / {fp32['test_total']:,}), "
+        f"per class {percent(per_class[worst])} (digit {worst}) to {percent(per_class[best])} (digit {best}) |"
+    )
+    assert expected in readme
+    assert f"| parameters | {fp32['parameters']:,} |" in readme
+    config = fp32["training"]["config"]
+    assert f"| trained | {config['steps']:,} steps of batch {config['batch_size']} " in readme
+    assert f"; {round(fp32['training']['seconds']):,} s on " in readme
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "fp16"])
+def test_the_variants_table_says_what_each_card_says(variant):
+    readme = (ROOT / "README.md").read_text()
+    data = card("" if variant == "fp32" else f"_{variant}")
+    changed = data.get("predictions_changed_vs_fp32")
+    changed_cell = "" if changed is None else (f"{changed} of {data['test_total']:,}" if changed else "0")
+    row = f"| {variant} | {data['size_bytes'] / 1e6:.1f} MB | {percent(data['test_accuracy'])} | {changed_cell} |"
+    assert row.replace("|  |", "| |") in readme, row

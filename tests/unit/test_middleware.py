@@ -135,7 +135,7 @@ def test_the_api_key_guards_prediction_routes_only():
 
 
 def test_the_exposition_has_every_metric():
-    text = metrics.exposition().decode()
+    text = metrics.render_exposition().decode()
     for name in (
         "digitserve_requests_total",
         "digitserve_request_duration_seconds_bucket",

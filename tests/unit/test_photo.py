@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from service.errors import ClientError
-from service.photo import darkness, find_digit, stroke_darkness, without_lines
+from service.photo import find_digit, measure_darkness, measure_stroke_darkness, remove_lines
 
 H, W = 300, 400
 
@@ -28,7 +28,7 @@ def with_strokes(page: np.ndarray, boxes, ink: float = 0.12) -> np.ndarray:
 
 
 def test_uneven_light_and_a_shadow_edge_are_not_ink():
-    ink = darkness(lit_page())
+    ink = measure_darkness(lit_page())
     # Far below any stroke's darkness (a band along the shadow's edge is darker, and runs edge to edge).
     assert np.percentile(ink, 99) < 0.08
     with pytest.raises(ClientError) as error:
@@ -38,10 +38,10 @@ def test_uneven_light_and_a_shadow_edge_are_not_ink():
 
 def test_ink_is_darkness_relative_to_the_paper_under_it():
     page = with_strokes(lit_page(), [(60, 100, 70, 200), (300, 100, 310, 200)])  # one in the light, one in shadow
-    ink = darkness(page)
+    ink = measure_darkness(page)
     lit, shaded = ink[150, 62:68].mean(), ink[150, 302:308].mean()
     assert lit > 0.8 and shaded > 0.8 and abs(lit - shaded) < 0.05
-    assert stroke_darkness(ink) == pytest.approx(0.88, abs=0.03)
+    assert measure_stroke_darkness(ink) == pytest.approx(0.88, abs=0.03)
 
 
 def ruled_page(tilt_degrees: float = 2.0) -> np.ndarray:
@@ -61,8 +61,8 @@ def test_ruled_lines_are_erased_and_a_stroke_crossing_them_kept():
     assert abs(left - 200) <= 2 and abs(right - 210) <= 2 and abs(top - 60) <= 2 and abs(bottom - 240) <= 2
     column = crop[:, crop.shape[1] // 2]
     assert column.min() > 200, "the stroke has gaps where the lines crossed it"
-    ink = darkness(ruled_page())
-    cleaned = without_lines(ink, ink > 0.05)
+    ink = measure_darkness(ruled_page())
+    cleaned = remove_lines(ink, ink > 0.05)
     assert cleaned[4:-4].max() < 0.05, "line residue left"  # a line that leaves the page within 60 px may stay
 
 

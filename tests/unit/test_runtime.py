@@ -20,7 +20,7 @@ def test_shipped_model_loads_on_cpu():
     probs = runtime.probabilities(np.zeros((3, 28, 28), np.uint8))
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
-    assert runtime.info()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
+    assert runtime.describe()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

@@ -1,0 +1,90 @@
+"""How long shaping an answer takes: the prediction routes' way (pydantic models built without validation,
+serialised by pydantic's core: service/responses.py) against the way it was (a dict through FastAPI's response
+serialisation and JSONResponse), for 1 and 64 predictions per answer. In process; medians of 7 rounds.
+
+    python benchmarks/bench_answers.py        # prints the table and writes it to docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi.responses import JSONResponse
+from fastapi.routing import serialize_response
+from fastapi.utils import create_model_field
+
+from harness.report import write_section
+from service.responses import Prediction, PredictionList, json_response
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench_answers:start -->", "<!-- bench_answers:end -->"
+AS_DICT = create_model_field(name="Response_dict", type_=dict, mode="serialization")
+
+
+async def as_dict(probabilities: np.ndarray) -> bytes:
+    results = [
+        {"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": [float(v) for v in p]}
+        | {"model_version": "1.0.0"}
+        for p in probabilities
+    ]
+    return JSONResponse(await serialize_response(field=AS_DICT, response_content={"results": results})).body
+
+
+async def as_models(probabilities: np.ndarray) -> bytes:
+    results = [
+        Prediction.model_construct(
+            digit=int(p.argmax()), confidence=float(p.max()), probabilities=p.tolist(), model_version="1.0.0"
+        )
+        for p in probabilities
+    ]
+    return json_response(PredictionList.model_construct(results=results)).body
+
+
+def microseconds(shape, probabilities: np.ndarray, loop: asyncio.AbstractEventLoop, calls: int) -> float:
+    rounds = []
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(calls):
+            loop.run_until_complete(shape(probabilities))
+        rounds.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    loop = asyncio.new_event_loop()
+    rows = [
+        "| predictions per answer | dict via FastAPI, µs | pydantic models, µs | models / dict |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n, calls in ((1, 2000), (64, 200)):
+        probabilities = np.random.default_rng(n).dirichlet(np.ones(10), n).astype(np.float32)
+        same = [json.loads(loop.run_until_complete(f(probabilities))) for f in (as_dict, as_models)]
+        assert same[0] == same[1], "the two ways must send the same JSON"
+        old, new = (microseconds(f, probabilities, loop, calls) for f in (as_dict, as_models))
+        rows.append(f"| {n} | {old:.1f} | {new:.1f} | {new / old:.2f}× |")
+    section = "\n".join(
+        [
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Python {platform.python_version()}, in "
+            "process, medians of 7 rounds (an event loop turn per call in both columns):",
+            "",
+            *rows,
+            "",
+            "Command: `python benchmarks/bench_answers.py`.",
+        ]
+    )
+    print(section)
+    write_section(args.out, f"{START}\n{section}\n{END}", START, END, "## Answer serialisation (`bench_answers.py`)")
+
+
+if __name__ == "__main__":
+    main()
