@@ -117,7 +117,9 @@ def _render(
     reflect *= (_light((height, width), rng, shadow) * exposure)[..., None]
     reflect *= white_balance
     # Sensor noise, after the phone's denoising: per pixel and channel, a little correlated.
-    reflect += rng.normal(0, rng.uniform(0.008, 0.025), reflect.shape).astype(np.float32)
+    noise = rng.standard_normal(reflect.shape, dtype=np.float32)  # float32 throughout: half the time of float64
+    noise *= rng.uniform(0.008, 0.025)
+    reflect += noise
     return reflect, box
 
 
@@ -155,11 +157,20 @@ def photo_and_box(pixels: np.ndarray, condition: str, seed: int) -> tuple[bytes,
 def photo_set(images: np.ndarray, condition: str, workers: int = 2) -> list[tuple[bytes, tuple[int, int, int, int]]]:
     """Photos (and boxes) of each of `images` under one condition, photo i with seed i, made in `workers`
     processes (spawned: the caller may hold threads, a server client or ONNX Runtime)."""
+    return list(photo_stream(images, condition, workers))
+
+
+def photo_stream(
+    images: np.ndarray, condition: str, workers: int = 2
+) -> Iterator[tuple[bytes, tuple[int, int, int, int]]]:
+    """`photo_set`'s photos in order, each as soon as it is made: a consumer (a client sending them) works while
+    the next ones are made."""
     jobs = [(pixels, condition, i) for i, pixels in enumerate(images)]
     if workers <= 1:
-        return [photo_and_box(*job) for job in jobs]
+        yield from (photo_and_box(*job) for job in jobs)
+        return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_photo_job, jobs, chunksize=8))
+        yield from pool.map(_photo_job, jobs, chunksize=4)
 
 
 def _photo_job(job: tuple[np.ndarray, str, int]) -> tuple[bytes, tuple[int, int, int, int]]:

@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "reports", help="folder for the CSV and HTML reports")
     parser.add_argument("--slo", type=Path, default=HERE / "slo.yaml")
     parser.add_argument("--service-workers", default="2", help="DIGITSERVE_WORKERS when starting the service")
+    parser.add_argument("--record", action="store_true", help="write the figures to docs/loadtesting.md")
     return parser.parse_args(argv)
 
 
@@ -137,6 +138,32 @@ def summary(stats: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(stats: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    """The run's figures as docs/loadtesting.md shows them, with the command that measured them."""
+    shape = "the overload shape" if args.scenario == "overload" else f"{args.users} users for {args.duration}"
+    command = f"python loadtests/run.py --scenario {args.scenario}"
+    if args.scenario != "overload":
+        command += f" --users {args.users} --duration {args.duration}"
+    command += f" --tags {' '.join(args.tags)}" if args.tags else ""
+    rows = [
+        f"| {name} | {s['requests']:,.0f} | {s['failures']:,.0f} | {s['rps']:.1f} | {s['p50_ms']:.0f} | "
+        f"{s['p95_ms']:.0f} | {s['p99_ms']:.0f} |"
+        for name, s in stats.items()
+    ]
+    return "\n".join(
+        [
+            f"Measured {time.strftime('%Y-%m-%d')}: {args.scenario}, {shape}, locust beside the service "
+            f"({args.service_workers} workers) on the same machine:",
+            "",
+            "| request | requests | failed | requests/s | p50 ms | p95 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Command: `{command} --record`.",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in broken:
         print(f"OBJECTIVE BROKEN  {line}")
     print("all objectives met" if not broken else f"{len(broken)} objective(s) broken")
+    if args.record:
+        from harness.report import write_section
+
+        name = "-".join([args.scenario, *(args.tags or [])])
+        start, end = f"<!-- loadtest {name}:start -->", f"<!-- loadtest {name}:end -->"
+        section = f"{start}\n{markdown(stats, args)}\n{end}"
+        write_section(ROOT / "docs" / "loadtesting.md", section, start, end, f"### {name}", "# Load testing")
     return 1 if broken else 0
 
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
@@ -108,12 +109,12 @@ def pipeline_of(request: Request) -> Pipeline:
 router = APIRouter()
 
 
-@router.post(
-    "/classify",
-    openapi_extra=IMAGE_BODY,
-    responses=documented_responses(Prediction),
-    summary="Classify one image file (multipart or raw body)",
-)
+def prediction_route(path: str, body: dict, answer: type[BaseModel], summary: str):
+    """A POST route that reads its own body, documented with that body, its answer and every error status."""
+    return router.post(path, openapi_extra=body, responses=documented_responses(answer), summary=summary)
+
+
+@prediction_route("/classify", IMAGE_BODY, Prediction, "Classify one image file (multipart or raw body)")
 async def classify(request: Request, debug: bool = False) -> Response:
     """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
     raw body with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG) and
@@ -134,12 +135,7 @@ async def classify(request: Request, debug: bool = False) -> Response:
     return json_response(prediction)
 
 
-@router.post(
-    "/classify_batch",
-    openapi_extra=BATCH_BODY,
-    responses=documented_responses(PredictionList),
-    summary="Classify several image files",
-)
+@prediction_route("/classify_batch", BATCH_BODY, PredictionList, "Classify several image files")
 async def classify_batch(request: Request, debug: bool = False) -> Response:
     """Several image files in the multipart field `images`; results in the same order."""
     pipeline = pipeline_of(request)
@@ -152,12 +148,7 @@ async def classify_batch(request: Request, debug: bool = False) -> Response:
     return json_response(PredictionList.model_construct(results=results))
 
 
-@router.post(
-    "/classify_pixels",
-    openapi_extra=PIXELS_BODY,
-    responses=documented_responses(PredictionList),
-    summary="Classify images already in MNIST format",
-)
+@prediction_route("/classify_pixels", PIXELS_BODY, PredictionList, "Classify images already in MNIST format")
 async def classify_pixels(request: Request) -> Response:
     """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
     (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
@@ -179,7 +170,7 @@ async def model_info(request: Request) -> dict:
 @router.get("/metrics", include_in_schema=False)
 async def scrape_metrics() -> Response:
     """Prometheus text format: every worker's metrics summed (service/metrics.py)."""
-    return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE_LATEST)
+    return Response(await run_in_threadpool(metrics.render_exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ui", include_in_schema=False)

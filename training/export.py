@@ -78,6 +78,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"--seed {config['seed']}"
         + (" --augment" if config["augment"] else "")
         + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")
+        + (f" --eval-subset {config['eval_subset']}" if config.get("eval_subset") else "")
         + f" --out {checkpoint.parent}"
     )
     return [train_cmd, f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}"]

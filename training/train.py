@@ -36,6 +36,7 @@ class TrainConfig:
     augment: bool = False
     eval_every: int = 1000
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
+    eval_subset: int = 0  # 0: all validation and test images; else the first N of each (quick runs and tests)
     device: str = "auto"
 
 
@@ -75,7 +76,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation, apart from dropout
     device = pick_device(config.device)
     train_x, train_y = training_tensors(config, data_dir, device)
-    validation = data.load_split("validation", data_dir)
+    validation = first(data.load_split("validation", data_dir), config.eval_subset)
     model = MnistCNN(dropout=config.dropout).to(device)
     optimizer, scheduler = optimiser(model, config)
 
@@ -107,7 +108,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     seconds = time.perf_counter() - started
 
     model.load_state_dict(best["state"])
-    test = data.load_split("test", data_dir)
+    test = first(data.load_split("test", data_dir), config.eval_subset)
     report = accuracy_report(test.labels, predict(model, test.images, device))
     print(f"test set, weights of step {best['step']}: {format_report(report)}")
     metrics = {
@@ -124,6 +125,11 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     }
     save_run(out_dir, best["state"], config, metrics)
     return metrics
+
+
+def first(split: data.Split, count: int) -> data.Split:
+    """The first `count` images of a split (all of it for 0)."""
+    return data.Split(split.images[:count], split.labels[:count]) if count else split
 
 
 def training_tensors(config: TrainConfig, data_dir: str | None, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -214,6 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action="store_true", help="random shifts, rotations and scaling")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
+    parser.add_argument("--eval-subset", type=int, default=0, help="evaluate on the first N validation and test images")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
     parser.add_argument("--out", type=Path, default=Path("runs/mnist_cnn"), help="output folder")
@@ -235,6 +242,7 @@ def main(args: argparse.Namespace) -> None:
         augment=args.augment,
         eval_every=args.eval_every,
         train_subset=args.train_subset,
+        eval_subset=args.eval_subset,
         device=args.device,
     )
     metrics = train(config, args.out, args.data_dir, progress=not args.no_progress)

@@ -173,3 +173,15 @@ def test_every_bad_input_gets_its_4xx_and_the_api_keeps_answering(client, digits
         assert isinstance(response.json()["error"], str), name
         ok = client.post("/classify", files={"image": ("d.png", png)})
         assert ok.status_code == 200 and ok.json()["digit"] == digits[1][0], name
+
+
+def test_metrics_count_the_answers(client, digits):
+    def count(text: str, line: str) -> float:
+        return sum(float(row.rsplit(" ", 1)[1]) for row in text.splitlines() if row.startswith(line))
+
+    ok = 'digitserve_requests_total{endpoint="/classify",status="200"}'
+    before = client.get("/metrics")
+    client.post("/classify", files={"image": ("d.png", as_png(digits[0][0]))})
+    after = client.get("/metrics")
+    assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
+    assert count(after.text, ok) == count(before.text, ok) + 1

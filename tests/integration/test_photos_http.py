@@ -7,6 +7,7 @@ import io
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from harness.digits import as_png, encode
-from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set
+from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set, photo_stream
 from harness.server import running_service
 from training.data import load_split
 
@@ -58,9 +59,15 @@ def overlap(a, b) -> float:
 def test_photos_are_read_under_every_condition(url, test_set, condition):
     images, labels = test_set
     n = PHOTOS_12MP if condition == "12mp" else PHOTOS
-    photos = photo_set(images[:n], condition)
+    photos = []  # sent as they are made: the server reads while the next are drawn
+
+    def made() -> Iterator[bytes]:
+        for data, box in photo_stream(images[:n], condition):
+            photos.append((data, box))
+            yield data
+
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda p: classify(url, p[0], debug=True), photos))
+        answers = list(pool.map(lambda data: classify(url, data, debug=True), made()))
     digits = np.array([a["digit"] for a in answers])
     accuracy = (digits == labels[:n]).mean()
     assert accuracy >= 0.99, (condition, accuracy, np.flatnonzero(digits != labels[:n]).tolist())
