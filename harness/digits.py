@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,10 @@ def as_png(pixels: np.ndarray) -> bytes:
     return encode(Image.fromarray(pixels, mode="L"))
 
 
-def on_paper(pixels: np.ndarray, rng: np.random.Generator, size: int = 280) -> bytes:
-    """Dark ink on light, slightly noisy paper, the digit 4-6x larger and off-centre, as JPEG."""
+def on_paper(pixels: np.ndarray, rng: np.random.Generator | int, size: int = 280) -> bytes:
+    """Dark ink on light, slightly noisy paper, the digit 4-6x larger and off-centre, as JPEG (`rng`: a generator,
+    or a seed for one)."""
+    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
     scale = int(rng.integers(4, 7))
     digit = np.asarray(Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC), float)
     paper = rng.normal(225, 6, (size, size))
@@ -53,3 +58,10 @@ def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     images = np.frombuffer((SAMPLES / "pixels.bin").read_bytes(), np.uint8).reshape(-1, 28, 28)
     labels = np.array(json.loads((SAMPLES / "labels.json").read_text())["pixels.bin"])
     return images, labels
+
+
+def rendered(render: Callable[..., bytes], *columns: Iterable, workers: int = 2) -> Iterator[bytes]:
+    """`render(*row)` for each row of `columns`, in `workers` spawned processes, in order, each as soon as it is
+    made: whoever sends them works meanwhile (`render` must be a module-level function, to be sent to them)."""
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(render, *columns, chunksize=16)

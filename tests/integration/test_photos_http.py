@@ -23,7 +23,7 @@ from training.data import load_split
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Photos per condition (12 MP ones are slower to make); `make bench-photos` runs 1,000 of each.
-PHOTOS = int(os.environ.get("PHOTO_DIGITS", "150"))
+PHOTOS = int(os.environ.get("PHOTO_DIGITS", "100"))
 PHOTOS_12MP = int(os.environ.get("PHOTO_DIGITS_12MP", "60"))
 
 

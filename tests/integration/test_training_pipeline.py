@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def run(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(steps=200, eval_every=100, train_subset=3000, lr=1e-3, seed=0)
+    # The first 2,000 validation and test images: the export still evaluates on all 10,000 (the card).
+    config = TrainConfig(steps=200, eval_every=100, train_subset=3000, eval_subset=2000, lr=1e-3, seed=0)
     return out, train(config, out, str(mnist_dir), progress=False)
 
 
@@ -38,7 +39,8 @@ def test_checkpoint_round_trip_with_weights_only(run, mnist_dir):
     model, checkpoint = load_checkpoint(out / "checkpoint.pt")  # torch.load(..., weights_only=True)
     assert checkpoint["config"]["train_subset"] == 3000
     test = data.load_split("test", mnist_dir)
-    accuracy = float((predict(model, test.images, torch.device("cpu")) == test.labels).mean())
+    images, labels = test.images[:2000], test.labels[:2000]  # what the run evaluated (eval_subset)
+    accuracy = float((predict(model, images, torch.device("cpu")) == labels).mean())
     assert accuracy == metrics["test"]["accuracy"]
 
 
@@ -93,7 +95,9 @@ def test_export_embeds_metadata_and_writes_a_matching_card(exported, run):
     assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}
     assert card["input"] == {"name": "image", "dtype": "float32", "shape": ["N", 1, 28, 28]}
     assert any("python -m training train" in c and "--train-subset 3000" in c for c in card["reproduce"])
-    assert card["test_accuracy"] == pytest.approx(run[1]["test"]["accuracy"], abs=2e-4)
+    # ONNX Runtime agrees with PyTorch (the parity above); on all 10,000 images the model is as good as on the
+    # run's 2,000 within sampling error.
+    assert card["test_total"] == 10_000 and abs(card["test_accuracy"] - run[1]["test"]["accuracy"]) < 0.03
 
 
 def test_evaluate_reproduces_the_card(exported, mnist_dir):
