@@ -11,12 +11,16 @@ TRAIN_ARGS ?= --steps 30000 --augment --lr 1e-3 --schedule cosine --out runs/mni
 EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; 0: one process). Each test module stays in one process (--dist loadfile), so that
+# its server or trained model is made once.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -p no:locust -n $(PYTEST_WORKERS) --dist loadfile
 
 PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos fuzz browser soak
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -135,11 +139,14 @@ browser:  ## Debian's chromium + chromium-driver for the browser tests (installs
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip" \
 		"(sudo apt-get install chromium chromium-driver)"; fi
 
-test: lint browser  ## lint, then the whole test suite (PYTEST_ARGS=...)
-	$(BIN)/python -m pytest -p no:locust $(PYTEST_ARGS)
+test: lint browser  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install-dev  ## the tests not marked slow
-	$(BIN)/python -m pytest -p no:locust -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)
+	$(PYTEST) --cov=service --cov=training --cov-report=term $(PYTEST_ARGS)
 
 format: install-dev
 	$(BIN)/ruff check --fix .
