@@ -33,7 +33,6 @@ import psutil
 from harness.digits import as_png
 from harness.report import write_section
 from harness.server import free_port, running_service, serving, started
-from service.contract import to_model_input
 from service.runtime import ModelRuntime
 from training.data import load_split
 
@@ -187,16 +186,16 @@ def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: 
     running at once (ONNX Runtime releases the GIL), as they do in the service; measured one at a time and
     multiplied, they would overstate it, since the sessions share the cores' caches and memory bandwidth."""
     runtimes = [ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1) for _ in range(sessions)]
-    inputs = to_model_input(batch, *runtimes[0].normalisation)
+    inputs = runtimes[0].model_input(batch)
     counts = [0] * sessions
 
     def run(n: int, until: float) -> None:
         while time.perf_counter() < until:
-            runtimes[n].run(inputs)
+            runtimes[n].logits(inputs)
             counts[n] += len(batch)
 
     for runtime in runtimes:
-        runtime.run(inputs)
+        runtime.logits(inputs)
     start = time.perf_counter()
     threads = [threading.Thread(target=run, args=(n, start + seconds)) for n in range(sessions)]
     for thread in threads:
@@ -211,12 +210,12 @@ def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256
     runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
     rows = ["| images per call | ms per call | ms per image | images/s |", "|---:|---:|---:|---:|"]
     for size in sizes:
-        inputs = to_model_input(images[:size], *runtime.normalisation)
-        runtime.run(inputs)
+        inputs = runtime.model_input(images[:size])
+        runtime.logits(inputs)
         times = []
         for _ in range(max(10, 400 // size)):
             start = time.perf_counter()
-            runtime.run(inputs)
+            runtime.logits(inputs)
             times.append(time.perf_counter() - start)
         ms = statistics.median(times) * 1000
         rows.append(f"| {size} | {ms:.2f} | {ms / size:.3f} | {size / ms * 1000:.0f} |")

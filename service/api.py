@@ -15,9 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect
 
-from service import metrics
+from service import metrics, open_inference
+from service.bodies import media_type, read_body
 from service.errors import ClientError
 from service.middleware import record_digits
 from service.pipeline import Pipeline
@@ -56,27 +56,6 @@ PIXELS_BODY = request_body(
         "application/x-npy": {"schema": BINARY},
     }
 )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ClientError(413, f"body of {declared} bytes is over the limit of {limit}")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ClientError(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nobody is left to answer: not a server error worth a traceback
-        raise ClientError(400, "client disconnected before the body was complete") from None
-    return b"".join(chunks)
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def read_uploads(request: Request, field: str, limit: int, max_bytes: int) -> list[bytes]:
@@ -202,6 +181,7 @@ def create_app(pipeline: Pipeline | None = None) -> FastAPI:
     app.add_exception_handler(ClientError, answer_client_error)
     app.add_exception_handler(RequestValidationError, answer_invalid_parameter)
     app.include_router(router)
+    app.include_router(open_inference.router)
     # The draw-a-digit page: plain files, no CDN, so it works offline and inside the container image.
     app.mount("/ui/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="ui")
     return app

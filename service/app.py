@@ -24,6 +24,7 @@ from service.lifecycle import drain_on_sigterm, draining
 from service.middleware import RequestMiddleware
 from service.pipeline import Pipeline
 from service.pixels import check_pixels
+from service.runtime import softmax
 
 # At import, in the process that runs `bentoml serve`: BentoML's decorators below need the settings, and a bad
 # setting or a model that does not match its card stops the server at once, with the reason, not in every worker.
@@ -57,7 +58,7 @@ ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so
     # service/metrics.py records the request metrics (docs/benchmarks.md, "Per-request overhead"), and
     # OpenTelemetry spans on the prediction routes are made only with DIGITSERVE_TRACING=true.
     metrics={"enabled": False},
-    tracing={"excluded_urls": [] if settings.tracing else [f"{route}$" for route in metrics.PREDICTION_ROUTES]},
+    tracing={"excluded_urls": [] if settings.tracing else metrics.UNTRACED},
 )
 @bentoml.asgi_app(app, path="/")
 class DigitService:
@@ -97,7 +98,7 @@ class DigitService:
         """BentoML's own typed API, for BentoML clients (`bentoml.SyncHTTPClient(url).probabilities(pixels=...)`):
         MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
         [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
-        return self.pipeline.infer(pixels)
+        return softmax(self.pipeline.infer(self.pipeline.runtime.model_input(pixels)))
 
 
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s

@@ -6,6 +6,7 @@ from __future__ import annotations
 STATUSES = {
     400: "not an image, corrupt, no digit found, or pixels out of shape or range",
     401: "DIGITSERVE_API_KEY is set and the request lacks `Authorization: Bearer <key>`",
+    404: "no such model or version (the Open Inference Protocol's /v2/models routes)",
     413: "body, image or batch over its limit",
     415: "unsupported content type",
     422: "missing or malformed field or parameter",

@@ -18,6 +18,7 @@ scrape, whichever worker answers it, sums them all.
 from __future__ import annotations
 
 import os
+import re
 from functools import cache
 
 from prometheus_client import (
@@ -30,8 +31,28 @@ from prometheus_client import (
 )
 
 PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels", "/probabilities"])
+# The Open Inference Protocol's inference routes (service/open_inference.py), one per model and version.
+V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+V2_INFER_LABEL = "/v2/models/{model}/infer"
+# BentoML's tracing skips URLs matching these (unless DIGITSERVE_TRACING=true): the prediction routes.
+UNTRACED = [f"{route}$" for route in sorted(PREDICTION_ROUTES)] + [f"{V2_INFER.pattern}$"]
+
+
+def is_prediction(path: str) -> bool:
+    """A route that runs the model: metered, limited (429) and behind the API key."""
+    return path.rstrip("/") in PREDICTION_ROUTES or V2_INFER.fullmatch(path) is not None
+
+
 # The routes a label may name; anything else (a scanner's 404s) is "other", so that label values stay few.
-ENDPOINTS = PREDICTION_ROUTES | {"/model", "/metrics", "/livez", "/readyz"}
+ENDPOINTS = PREDICTION_ROUTES | {
+    "/model",
+    "/metrics",
+    "/livez",
+    "/readyz",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+}
 SHED = frozenset([429, 503])  # on a prediction route: refused under overload
 
 requests = Counter("digitserve_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
@@ -61,13 +82,16 @@ batch_size = Histogram(
 def endpoint_label(path: str) -> str:
     if path in ENDPOINTS:
         return path
+    if V2_INFER.fullmatch(path):
+        return V2_INFER_LABEL
     return "/ui" if path.startswith("/ui") else "other"
 
 
 @cache
 def _children(name: str, status: int) -> tuple:
     """The label children an (endpoint, status) pair writes to: `labels()` takes a lock and builds a key."""
-    refused = shed.labels(str(status)) if status in SHED and name in PREDICTION_ROUTES else None
+    predicting = name in PREDICTION_ROUTES or name == V2_INFER_LABEL
+    refused = shed.labels(str(status)) if status in SHED and predicting else None
     return requests.labels(name, str(status)), latency.labels(name), refused
 
 

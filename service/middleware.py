@@ -33,7 +33,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PROTECTED = metrics.PREDICTION_ROUTES
 NO_KEY = "missing or wrong API key: send Authorization: Bearer <key>"
 TOO_MANY = "too many requests in flight; retry later"
 QUIET = ("/livez", "/readyz", "/healthz", "/metrics")  # probes and scrapes: every few seconds, not worth a line
@@ -73,7 +72,7 @@ class RequestMiddleware:
             await send(message)
 
         path = scope["path"]
-        predicting = path.rstrip("/") in PROTECTED
+        predicting = metrics.is_prediction(path)
         try:
             if predicting and self.api_key and not self.authorised(headers):
                 await self.refuse(send_with_id, 401, NO_KEY, [(b"www-authenticate", b'Bearer realm="digitserve"')])

@@ -18,7 +18,7 @@ from service.batching import Batcher
 from service.config import Settings
 from service.preprocess import Digit, read_digit
 from service.responses import Prediction
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, softmax
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
@@ -37,14 +37,19 @@ class Pipeline:
         """`card`: the model's card, already read and checked (sha256) by the caller; read here otherwise."""
         self.settings = settings
         self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads, settings.cache_dir, card)
+        # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.
         self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms)
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
-    def infer(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, 28, 28] -> probabilities [N, 10]; the batcher calls it on the images of many requests."""
-        metrics.batch_size.observe(len(pixels))
-        return self.runtime.probabilities(pixels)
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 [N, 1, 28, 28] -> logits [N, 10]; the batcher calls it on the images of many requests."""
+        metrics.batch_size.observe(len(inputs))
+        return self.runtime.logits(inputs)
+
+    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight."""
+        return softmax(await self.batcher(self.runtime.model_input(pixels)))
 
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
         """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
@@ -65,7 +70,7 @@ class Pipeline:
         self, pixels: np.ndarray, debug: bool = False, boxes: list[list[int]] | None = None
     ) -> list[Prediction]:
         """uint8 [N, 28, 28] -> one prediction per image, batched with other requests in flight."""
-        probabilities = await self.batcher(pixels)
+        probabilities = await self.probabilities(pixels)
         version = self.runtime.card["version"]
         results = []
         for n, (image, p) in enumerate(zip(pixels, probabilities, strict=True)):

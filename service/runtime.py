@@ -17,6 +17,12 @@ logger = logging.getLogger("bentoml.digitserve")  # under "bentoml": BentoML's l
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Logits [N, 10] -> probabilities [N, 10], each row summing to 1."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 def choose_providers(requested: Provider, available: list[str]) -> list[str]:
     if requested == "cpu":
         return [CPU]
@@ -104,15 +110,17 @@ class ModelRuntime:
         )
         self.normalisation = read_normalisation(self.card)
 
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28], white ink on black -> the model's input, normalised as its card says."""
+        return to_model_input(pixels, *self.normalisation)
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's own input, normalised float32 [N, 1, 28, 28] -> its logits [N, 10]."""
+        return self.session.run([OUTPUT], {INPUT: inputs})[0]
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28], white ink on black -> softmax probabilities [N, 10]."""
-        return self.run(to_model_input(pixels, *self.normalisation))
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        """The model's own input, normalised float32 [N, 1, 28, 28] -> softmax probabilities [N, 10]."""
-        logits = self.session.run([OUTPUT], {INPUT: inputs})[0]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(self.logits(self.model_input(pixels)))
 
     def describe(self) -> dict:
         card = self.card

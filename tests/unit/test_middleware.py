@@ -125,11 +125,13 @@ def test_the_api_key_guards_prediction_routes_only():
             await call(app, "/metrics"),
             await call(app, "/probabilities"),  # BentoML's typed endpoint, behind the same middleware
             await call(app, "/readyz"),
+            await call(app, "/v2/models/digits/versions/1.0.0/infer"),  # the Open Inference Protocol's inference
+            await call(app, "/v2/models/digits"),  # and its metadata, open
         ]
 
-    missing, wrong, right, scrape, typed, probe = asyncio.run(scenario())
+    missing, wrong, right, scrape, typed, probe, v2_infer, v2_metadata = asyncio.run(scenario())
     assert missing["status"] == wrong["status"] == typed["status"] == 401 and "API key" in missing["body"]["error"]
-    assert probe["status"] == 200
+    assert v2_infer["status"] == 401 and probe["status"] == v2_metadata["status"] == 200
     assert missing["headers"][b"www-authenticate"].startswith(b"Bearer")
     assert right["status"] == scrape["status"] == 200
 
