@@ -1,6 +1,6 @@
 """How long shaping an answer takes: the prediction routes' way (pydantic models built without validation,
 serialised by pydantic's core: service/responses.py) against the way it was (a dict through FastAPI's response
-serialisation and JSONResponse), for 1 and 64 predictions per answer. In process; medians of 7 rounds.
+serialisation and JSONResponse), for 1 and 64 predictions per answer. In process; medians of alternating rounds.
 
     python benchmarks/bench_answers.py        # prints the table and writes it to docs/benchmarks.md
 """
@@ -25,6 +25,7 @@ from service.responses import Prediction, PredictionList, json_response
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench_answers:start -->", "<!-- bench_answers:end -->"
+ROUNDS = 15
 AS_DICT = create_model_field(name="Response_dict", type_=dict, mode="serialization")
 
 
@@ -47,14 +48,17 @@ async def as_models(probabilities: np.ndarray) -> bytes:
     return json_response(PredictionList.model_construct(results=results)).body
 
 
-def microseconds(shape, probabilities: np.ndarray, loop: asyncio.AbstractEventLoop, calls: int) -> float:
-    rounds = []
-    for _ in range(7):
-        start = time.perf_counter()
-        for _ in range(calls):
-            loop.run_until_complete(shape(probabilities))
-        rounds.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(rounds)
+def microseconds(shapes, probabilities: np.ndarray, loop: asyncio.AbstractEventLoop, calls: int) -> list[float]:
+    """Median µs per call of each way, over ROUNDS rounds that alternate the ways (the machine's slow spells then
+    hit both alike)."""
+    rounds: list[list[float]] = [[] for _ in shapes]
+    for _ in range(ROUNDS):
+        for way, shape in enumerate(shapes):
+            start = time.perf_counter()
+            for _ in range(calls):
+                loop.run_until_complete(shape(probabilities))
+            rounds[way].append((time.perf_counter() - start) / calls * 1e6)
+    return [statistics.median(r) for r in rounds]
 
 
 def main() -> None:
@@ -70,12 +74,12 @@ def main() -> None:
         probabilities = np.random.default_rng(n).dirichlet(np.ones(10), n).astype(np.float32)
         same = [json.loads(loop.run_until_complete(f(probabilities))) for f in (as_dict, as_models)]
         assert same[0] == same[1], "the two ways must send the same JSON"
-        old, new = (microseconds(f, probabilities, loop, calls) for f in (as_dict, as_models))
+        old, new = microseconds((as_dict, as_models), probabilities, loop, calls)
         rows.append(f"| {n} | {old:.1f} | {new:.1f} | {new / old:.2f}× |")
     section = "\n".join(
         [
             f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Python {platform.python_version()}, in "
-            "process, medians of 7 rounds (an event loop turn per call in both columns):",
+            f"process, medians of {ROUNDS} alternating rounds (an event loop turn per call in both columns):",
             "",
             *rows,
             "",
