@@ -139,14 +139,18 @@ browser:  ## Debian's chromium + chromium-driver for the browser tests (installs
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip" \
 		"(sudo apt-get install chromium chromium-driver)"; fi
 
+# The tests that compare latencies (marker `timing`) run alone, after the others: a test beside them would skew them.
 test: lint browser  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:locust -m timing $(PYTEST_ARGS)
 
 test-fast: install-dev  ## the tests not marked slow
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not timing" $(PYTEST_ARGS)
 
+COVERAGE := --cov=service --cov=training --cov-report=term
 coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)
-	$(PYTEST) --cov=service --cov=training --cov-report=term $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing" $(COVERAGE) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:locust -m timing $(COVERAGE) --cov-append $(PYTEST_ARGS)
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -185,7 +186,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         head, rest = body, b""
     else:
-        if not header_length.strip().isdigit():
+        if not re.fullmatch(r"[0-9]{1,15}", header_length.strip()):
             raise ClientError(400, f"Inference-Header-Content-Length {header_length!r} is not a byte count")
         length = int(header_length)
         if length > len(body):
@@ -218,7 +219,7 @@ def read_tensor(item: object, binary: memoryview, offset: int) -> tuple[str, np.
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise ClientError(400, 'each input is an object with a "name", "datatype", "shape" and its data')
     name, datatype = item["name"], item.get("datatype")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise ClientError(400, f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DTYPES)}")
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
     count = element_count(item.get("shape"))
@@ -282,7 +283,7 @@ def requested_outputs(model: Model, request: dict) -> list[tuple[Tensor, bool]]:
     known = {tensor.name: tensor for tensor in model.outputs}
     chosen = []
     for item in asked:
-        if not isinstance(item, dict) or item.get("name") not in known:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or item["name"] not in known:
             raise ClientError(400, f"unknown output {item!r}: model {model.name!r} has {', '.join(known)}")
         binary = parameters_of(item).get("binary_data", all_binary) is True
         chosen.append((known[item["name"]], binary))

@@ -1,20 +1,22 @@
-"""The Open Inference Protocol with a client nobody here wrote: Triton's `tritonclient[http]` against the real
-service (`bentoml serve`), classifying 1,000 MNIST test digits with binary and with JSON tensors."""
+"""The Open Inference Protocol with clients nobody here wrote, against the real service (`bentoml serve`): Triton's
+`tritonclient[http]` classifies 1,000 MNIST test digits with binary and with JSON tensors, KServe's
+`InferenceRESTClient` (protocol v2) a smaller sample."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
 from harness.server import running_service
 from service.contract import read_card, read_normalisation, to_model_input
 from tests.conftest import MODEL
 from training.data import load_split
 
-httpclient = pytest.importorskip("tritonclient.http")
 pytestmark = pytest.mark.integration
 
 CARD = json.loads(MODEL.with_suffix(".json").read_text())
@@ -22,11 +24,16 @@ N = 1000
 
 
 @pytest.fixture(scope="module")
-def triton():
+def url():
     with running_service({"DIGITSERVE_WORKERS": "1"}) as url:
-        client = httpclient.InferenceServerClient(url=urlsplit(url).netloc, network_timeout=60)
-        yield client
-        client.close()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def triton(url):
+    client = httpclient.InferenceServerClient(url=urlsplit(url).netloc, network_timeout=60)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +84,28 @@ def test_a_protocol_mistake_is_the_clients_exception(triton):
     tensor.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
     with pytest.raises(Exception, match="must be UINT8"):
         triton.infer("digits", [tensor])
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_kserve_rest_client_v2(url, digits, binary):
+    import kserve  # here, not at the top: its import takes a second or two
+
+    images, labels = digits
+    batch = np.ascontiguousarray(images[:64])
+
+    async def ask() -> tuple[bool, bool, object]:
+        client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", timeout=60))
+        try:
+            ready = await client.is_server_ready(url) and await client.is_model_ready(url, "digits")
+            tensor = kserve.InferInput("pixels", list(batch.shape), "UINT8")
+            tensor.set_data_from_numpy(batch, binary_data=binary)
+            request = kserve.InferRequest(model_name="digits", infer_inputs=[tensor], request_id="kserve-1")
+            return await client.is_server_live(url), ready, await client.infer(url, request, model_name="digits")
+        finally:
+            await client.close()
+
+    live, ready, response = asyncio.run(ask())
+    assert live and ready and response.id == "kserve-1"
+    outputs = {output.name: output.as_numpy() for output in response.outputs}
+    assert outputs["probabilities"].shape == (64, 10)
+    assert np.mean(outputs["digit"] == labels[:64]) >= 0.98

@@ -106,6 +106,7 @@ def test_a_12_megapixel_photo_cut_short_is_a_400(url, test_set):
         assert response.status_code == 400 and "corrupt or truncated" in response.json()["error"]
 
 
+@pytest.mark.timing
 def test_photos_do_not_stall_small_requests(url, test_set):
     """One worker, 4 clients sending 12 MP photos back to back: a fifth client's small PNGs still answered at
     their idle speed, give or take (`make bench-photos` prints the ratio; this bound is generous for shared CI

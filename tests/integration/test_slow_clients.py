@@ -32,6 +32,7 @@ def latencies(url: str, image: bytes, n: int = 100) -> list[float]:
     return times
 
 
+@pytest.mark.timing
 def test_idle_half_open_and_trickling_clients_do_not_stall_others(mnist_dir):
     image = as_png(load_split("test", mnist_dir).images[0])  # a 7
     timeout = 3

@@ -1,0 +1,73 @@
+"""The Open Inference Protocol's request parsing, fuzzed: whatever JSON and bytes arrive, the outcome is an array
+the model can take or a ClientError with a 4xx, never another exception (which would be a 500)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.errors import ClientError
+from service.open_inference import DTYPES, Model, Tensor, checked_input, read_inputs, requested_outputs, split_body
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+MODEL = Model("digits", "1", (Tensor("pixels", "UINT8", [-1, 28, 28]),), (Tensor("digit", "INT64", [-1]),))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+inputs = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["pixels", "image", ""]) | json_values,
+        "datatype": st.sampled_from([*DTYPES, "BYTES", "FP8"]) | json_values,
+        "shape": st.lists(st.integers(-2, 40), max_size=4) | json_values,
+    },
+    optional={
+        "data": json_values | st.lists(st.integers(-5, 300), min_size=1, max_size=50),
+        "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-4, 4000) | json_values}) | json_values,
+    },
+)
+outputs = st.fixed_dictionaries({"name": json_values}, optional={"parameters": json_values})
+valid_input = st.just({"name": "pixels", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784})
+requests = st.fixed_dictionaries(
+    {"inputs": st.lists(inputs, max_size=3) | json_values | st.lists(valid_input, min_size=1, max_size=1)},
+    optional={
+        "outputs": json_values
+        | st.lists(st.fixed_dictionaries({"name": json_values}, optional={"parameters": json_values})),
+        "parameters": json_values,
+        "id": json_values,
+    },
+)
+
+
+def parse(body: bytes, header: str | None) -> np.ndarray:
+    request, binary = split_body(body, header)
+    array = checked_input(MODEL, read_inputs(request, binary), max_batch=64)
+    requested_outputs(MODEL, request)
+    return array
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=requests, binary=st.binary(max_size=3000), cut=st.integers(-10, 5000) | st.none())
+def test_any_request_is_an_input_or_a_4xx(request, binary, cut):
+    head = json.dumps(request, allow_nan=True).encode()
+    header = None if cut is None else str(len(head) if cut < 0 else cut)
+    try:
+        array = parse(head + (binary if header is not None else b""), header)
+    except ClientError as error:
+        assert 400 <= error.status < 500
+    else:
+        assert array.dtype == np.uint8 and array.shape[1:] == (28, 28) and 1 <= len(array) <= 64
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.binary(max_size=200), header=st.text(max_size=6) | st.none())
+def test_any_bytes_are_an_input_or_a_4xx(body, header):
+    try:
+        parse(body, header)
+    except ClientError as error:
+        assert 400 <= error.status < 500
