@@ -118,9 +118,9 @@ bench-model: install-dev  ## in-process images/s of each model variant and provi
 	$(BIN)/python benchmarks/bench_model.py $(BENCH_ARGS)
 
 FUZZ_EXAMPLES ?= 20000
-fuzz: install-dev  ## property-based fuzzing of decoding and preprocessing (FUZZ_EXAMPLES=20000 per property)
+fuzz: install-dev  ## property-based fuzzing of decoding, preprocessing and V2 request parsing (FUZZ_EXAMPLES=20000 per property)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_MAX_PIXELS=25000000 $(BIN)/python -m pytest -p no:locust -q \
-		tests/unit/test_fuzz.py --hypothesis-show-statistics
+		tests/unit/test_fuzz.py tests/unit/test_open_inference_parsing.py --hypothesis-show-statistics
 
 SOAK_ARGS ?=
 soak: $(VENV)/.installed-loadtest  ## steady load below capacity for 10 min; fails on memory growth or any error (soak.py)
