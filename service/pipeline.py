@@ -48,8 +48,14 @@ class Pipeline:
         return self.runtime.logits(inputs)
 
     async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight."""
-        return softmax(await self.batcher(self.runtime.model_input(pixels)))
+        """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction
+        counted on /metrics (digit, confidence)."""
+        probabilities = softmax(await self.batcher(self.runtime.model_input(pixels)))
+        for p in probabilities:
+            digit = int(p.argmax())
+            metrics.digit_counter(digit).inc()
+            metrics.confidence.observe(float(p[digit]))
+        return probabilities
 
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
         """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
@@ -76,8 +82,6 @@ class Pipeline:
         for n, (image, p) in enumerate(zip(pixels, probabilities, strict=True)):
             digit = int(p.argmax())
             confidence = float(p[digit])
-            metrics.digit_counter(digit).inc()
-            metrics.confidence.observe(confidence)
             # Built without validation: the values are the model's, the model (Prediction) is the document.
             result = Prediction.model_construct(
                 digit=digit, confidence=confidence, probabilities=p.tolist(), model_version=version

@@ -149,6 +149,13 @@ def test_concurrent_protocol_requests_share_batches_with_the_other_routes(client
     label = 'digitserve_requests_total{endpoint="/v2/models/{model}/infer",status="200"}'
     assert label in after
 
+    def predicted(text: str) -> float:
+        return sum(
+            float(r.rsplit(" ", 1)[1]) for r in text.splitlines() if r.startswith("digitserve_predictions_total")
+        )
+
+    assert predicted(after) - predicted(before) == 24  # the digits model's predictions are counted too
+
 
 def pixels_request(shape: list[int], datatype: str = "UINT8", data: list | None = None) -> dict:
     count = int(np.prod(shape)) if shape else 1
