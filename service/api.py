@@ -1,5 +1,5 @@
 """The HTTP API: request parsing owned here, so that every client mistake becomes a 4xx with a JSON body (BentoML's
-own parsers answer some of them with a 500). `create_app(settings, pipeline)` builds it with explicit settings:
+own parsers answer some of them with a 500). `create_app(pipeline)` builds it with explicit settings (the pipeline's):
 service/app.py mounts it on the BentoML service, and the tests call it in-process.
 """
 
@@ -20,7 +20,7 @@ from service import metrics, open_inference
 from service.bodies import media_type, read_body
 from service.errors import ClientError
 from service.middleware import record_digits
-from service.pipeline import Pipeline
+from service.pipeline import Pipeline, pipeline_of
 from service.pixels import parse_pixels
 from service.responses import Prediction, PredictionList, documented_responses, json_response
 
@@ -79,10 +79,6 @@ async def read_uploads(request: Request, field: str, limit: int, max_bytes: int)
     if len(values) > limit:
         raise ClientError(413, f"{len(values)} images in one request, more than the limit of {limit}")
     return [await v.read() for v in values]
-
-
-def pipeline_of(request: Request) -> Pipeline:
-    return request.app.state.pipeline
 
 
 router = APIRouter()

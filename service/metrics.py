@@ -34,6 +34,7 @@ PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels
 # The Open Inference Protocol's inference routes (service/open_inference.py), one per model and version.
 V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 V2_INFER_LABEL = "/v2/models/{model}/infer"
+PREDICTION_LABELS = PREDICTION_ROUTES | {V2_INFER_LABEL}  # the endpoint labels of the routes that run the model
 # BentoML's tracing skips URLs matching these (unless DIGITSERVE_TRACING=true): the prediction routes.
 UNTRACED = [f"{route}$" for route in sorted(PREDICTION_ROUTES)] + [f"{V2_INFER.pattern}$"]
 
@@ -90,8 +91,7 @@ def endpoint_label(path: str) -> str:
 @cache
 def _children(name: str, status: int) -> tuple:
     """The label children an (endpoint, status) pair writes to: `labels()` takes a lock and builds a key."""
-    predicting = name in PREDICTION_ROUTES or name == V2_INFER_LABEL
-    refused = shed.labels(str(status)) if status in SHED and predicting else None
+    refused = shed.labels(str(status)) if status in SHED and name in PREDICTION_LABELS else None
     return requests.labels(name, str(status)), latency.labels(name), refused
 
 

@@ -19,6 +19,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated
 
 import numpy as np
@@ -31,7 +32,7 @@ from service.bodies import read_body
 from service.errors import ClientError
 from service.lifecycle import draining
 from service.middleware import record_digits
-from service.pipeline import Pipeline
+from service.pipeline import Pipeline, pipeline_of
 from service.responses import ErrorBody, documented_responses
 from service.runtime import CUDA
 
@@ -76,7 +77,9 @@ class Model:
     outputs: tuple[Tensor, ...]
 
 
+@lru_cache(maxsize=1)  # a worker has one pipeline; a bound keeps no other (a test's) alive
 def models(pipeline: Pipeline) -> dict[str, Model]:
+    """The models this worker's pipeline serves (made once: they follow from its card)."""
     card = pipeline.runtime.card
     raw = Model(
         card["name"],
@@ -93,14 +96,11 @@ def models(pipeline: Pipeline) -> dict[str, Model]:
     return {raw.name: raw, pixels.name: pixels}
 
 
-def pipeline_of(request: Request) -> Pipeline:
-    return request.app.state.pipeline
-
-
 def find_model(request: Request, name: str, model_version: str | None) -> Model:
-    model = models(pipeline_of(request)).get(name)
+    served = models(pipeline_of(request))
+    model = served.get(name)
     if model is None:
-        raise ClientError(404, f"unknown model {name!r}: this server has {', '.join(models(pipeline_of(request)))}")
+        raise ClientError(404, f"unknown model {name!r}: this server has {', '.join(served)}")
     if model_version not in (None, "", model.version):
         raise ClientError(404, f"model {name!r} has version {model.version!r} only, not {model_version!r}")
     return model
@@ -293,10 +293,11 @@ def requested_outputs(model: Model, request: dict) -> list[tuple[Tensor, bool]]:
 # Answers ----------------------------------------------------------------------------------------------------------
 
 
-def answer(model: Model, request: dict, values: dict[str, np.ndarray]) -> Response:
-    """$inference_response as JSON, or JSON followed by the binary outputs (binary tensor data extension)."""
+def answer(model: Model, request: dict, chosen: list[tuple[Tensor, bool]], values: dict[str, np.ndarray]) -> Response:
+    """$inference_response with the `chosen` outputs (requested_outputs) as JSON, or JSON followed by the binary
+    outputs (binary tensor data extension)."""
     outputs, blobs = [], []
-    for tensor, binary in requested_outputs(model, request):
+    for tensor, binary in chosen:
         array = np.ascontiguousarray(values[tensor.name], DTYPES[tensor.datatype])
         output = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(array.shape)}
         if binary:
@@ -418,7 +419,7 @@ async def infer(request: Request, model: str, model_version: str | None) -> Resp
         body = await read_body(request, limits.max_bytes)
         inference, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         array = checked_input(found, read_inputs(inference, binary), limits.max_batch)
-        requested_outputs(found, inference)  # an unknown output is refused before the model runs
+        chosen = requested_outputs(found, inference)  # an unknown output is refused before the model runs
         if found.name == PIXELS_MODEL:
             probabilities = await pipeline.probabilities(array)
             digits = probabilities.argmax(1)
@@ -428,4 +429,4 @@ async def infer(request: Request, model: str, model_version: str | None) -> Resp
             logits = await pipeline.batcher(np.ascontiguousarray(array))
             values = {found.outputs[0].name: logits}
             record_digits(request.scope, logits.argmax(1).tolist())  # softmax keeps the order
-    return answer(found, inference, values)
+    return answer(found, inference, chosen, values)

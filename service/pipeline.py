@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+from starlette.requests import Request
 
 from service import metrics
 from service.batching import Batcher
@@ -24,6 +25,11 @@ from service.runtime import ModelRuntime, softmax
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
 # other requests meanwhile (measured: docs/benchmarks.md, "Photos").
 INLINE_BYTES = 32_000
+
+
+def pipeline_of(request: Request) -> Pipeline:
+    """The worker's pipeline, which the app holds (service/api.py: create_app; service/app.py attaches it)."""
+    return request.app.state.pipeline
 
 
 def encode_png_base64(pixels: np.ndarray) -> str:
