@@ -15,23 +15,14 @@ from harness.digits import as_png, encode, on_canvas, on_paper, rendered
 from harness.in_process import in_process
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
-from training.data import load_split
 
 pytestmark = pytest.mark.integration
-
-N = 1000
 
 
 @pytest.fixture(scope="module")
 def client():
     with in_process(DIGITSERVE_MAX_BATCH="64") as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    test = load_split("test", mnist_dir)
-    return test.images[:N], test.labels[:N]
 
 
 def classify_all(client, bodies: Iterable[bytes]) -> list[int]:

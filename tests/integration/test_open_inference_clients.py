@@ -12,21 +12,12 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from harness.server import running_service
 from service.contract import read_card, read_normalisation, to_model_input
 from tests.conftest import MODEL
-from training.data import load_split
 
 pytestmark = pytest.mark.integration
 
 CARD = json.loads(MODEL.with_suffix(".json").read_text())
-N = 1000
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_service({"DIGITSERVE_WORKERS": "1"}) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +25,6 @@ def triton(url):
     client = httpclient.InferenceServerClient(url=urlsplit(url).netloc, network_timeout=60)
     yield client
     client.close()
-
-
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    test = load_split("test", mnist_dir)
-    return test.images[:N], test.labels[:N]
 
 
 def test_health_metadata_and_config(triton):
@@ -57,7 +42,7 @@ def test_health_metadata_and_config(triton):
 def test_1000_digits_as_pixels(triton, digits, binary):
     images, labels = digits
     found = []
-    for start in range(0, N, 50):
+    for start in range(0, len(images), 50):
         batch = np.ascontiguousarray(images[start : start + 50])
         tensor = httpclient.InferInput("pixels", list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch, binary_data=binary)

@@ -17,26 +17,12 @@ from PIL import Image
 
 from harness.digits import as_png, encode
 from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set, photo_stream
-from harness.server import running_service
-from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Photos per condition (12 MP ones are slower to make); `make bench-photos` runs 1,000 of each.
 PHOTOS = int(os.environ.get("PHOTO_DIGITS", "100"))
 PHOTOS_12MP = int(os.environ.get("PHOTO_DIGITS_12MP", "60"))
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_service({"DIGITSERVE_WORKERS": "1"}) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def test_set(mnist_dir):
-    test = load_split("test", mnist_dir)
-    return test.images, test.labels
 
 
 def classify(url: str, body: bytes, debug: bool = False, content_type: str = "image/jpeg") -> dict:
@@ -56,8 +42,8 @@ def overlap(a, b) -> float:
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_photos_are_read_under_every_condition(url, test_set, condition):
-    images, labels = test_set
+def test_photos_are_read_under_every_condition(url, mnist_test_set, condition):
+    images, labels = mnist_test_set
     n = PHOTOS_12MP if condition == "12mp" else PHOTOS
     photos = []  # sent as they are made: the server reads while the next are drawn
 
@@ -77,8 +63,8 @@ def test_photos_are_read_under_every_condition(url, test_set, condition):
 
 
 @pytest.mark.parametrize(("fmt", "content_type"), [("HEIF", "image/heic"), ("AVIF", "image/avif")])
-def test_phone_formats_are_read_upright(url, test_set, fmt, content_type):
-    images, labels = test_set
+def test_phone_formats_are_read_upright(url, mnist_test_set, fmt, content_type):
+    images, labels = mnist_test_set
     for i in range(3):
         data, box = photo_and_box(images[i], "plain", seed=i)
         picture = Image.open(io.BytesIO(data))
@@ -97,8 +83,8 @@ def test_phone_formats_are_read_upright(url, test_set, fmt, content_type):
         assert multipart.status_code == 200 and multipart.json()["digit"] == labels[i]
 
 
-def test_a_12_megapixel_photo_cut_short_is_a_400(url, test_set):
-    images, labels = test_set
+def test_a_12_megapixel_photo_cut_short_is_a_400(url, mnist_test_set):
+    images, labels = mnist_test_set
     data = photo_set(images[:1], "12mp", workers=1)[0][0]
     assert classify(url, data)["digit"] == labels[0]
     for cut in (data[: len(data) // 2], data[:1000] + bytes(100)):
@@ -107,11 +93,11 @@ def test_a_12_megapixel_photo_cut_short_is_a_400(url, test_set):
 
 
 @pytest.mark.timing
-def test_photos_do_not_stall_small_requests(url, test_set):
+def test_photos_do_not_stall_small_requests(url, mnist_test_set):
     """One worker, 4 clients sending 12 MP photos back to back: a fifth client's small PNGs still answered at
     their idle speed, give or take (`make bench-photos` prints the ratio; this bound is generous for shared CI
     cores, where the clients themselves take CPU from the server)."""
-    images = test_set[0]
+    images = mnist_test_set[0]
     small = as_png(images[0])
     large = [data for data, _ in photo_set(images[:4], "12mp", workers=1)]
     idle = statistics.median(classify_latency(url, small, 100))

@@ -16,11 +16,9 @@ from harness.digits import as_png
 from harness.server import running_service
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
-from training.data import load_split
 
 pytestmark = pytest.mark.integration
 
-N = 1000
 RAW = {"Content-Type": "application/octet-stream"}
 
 
@@ -34,12 +32,6 @@ def url():
 def client(url):
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    test = load_split("test", mnist_dir)
-    return test.images[:N], test.labels[:N]
 
 
 def classify_all(url: str, bodies: list[bytes]) -> list[int]:
