@@ -8,11 +8,13 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pillow_heif
 from PIL import Image
 
+Made = TypeVar("Made")
 pillow_heif.register_heif_opener()  # encode() writes HEIC/HEIF too, as phones do
 
 
@@ -60,8 +62,12 @@ def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def rendered(render: Callable[..., bytes], *columns: Iterable, workers: int = 2) -> Iterator[bytes]:
-    """`render(*row)` for each row of `columns`, in `workers` spawned processes, in order, each as soon as it is
-    made: whoever sends them works meanwhile (`render` must be a module-level function, to be sent to them)."""
+def rendered(render: Callable[..., Made], *columns: Iterable, workers: int = 2, chunksize: int = 16) -> Iterator[Made]:
+    """`render(*row)` for each row of `columns`, in `workers` spawned processes (spawned: the caller may hold
+    threads, a server client or ONNX Runtime), in order, each as soon as it is made: whoever sends them works
+    meanwhile (`render` must be a module-level function, to be sent to them). `workers` <= 1: here, in turn."""
+    if workers <= 1:
+        yield from map(render, *columns)
+        return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(render, *columns, chunksize=16)
+        yield from pool.map(render, *columns, chunksize=chunksize)

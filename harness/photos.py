@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import http.client
 import io
-import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 from PIL import Image, ImageFilter
+
+from harness.digits import rendered
 
 CONDITIONS = ("plain", "shadowed", "ruled", "blue_ink", "12mp")
 SIZES = ((640, 480), (1024, 768), (1280, 960), (1600, 1200))
@@ -156,7 +156,7 @@ def photo_and_box(pixels: np.ndarray, condition: str, seed: int) -> tuple[bytes,
 
 def photo_set(images: np.ndarray, condition: str, workers: int = 2) -> list[tuple[bytes, tuple[int, int, int, int]]]:
     """Photos (and boxes) of each of `images` under one condition, photo i with seed i, made in `workers`
-    processes (spawned: the caller may hold threads, a server client or ONNX Runtime)."""
+    processes."""
     return list(photo_stream(images, condition, workers))
 
 
@@ -165,16 +165,8 @@ def photo_stream(
 ) -> Iterator[tuple[bytes, tuple[int, int, int, int]]]:
     """`photo_set`'s photos in order, each as soon as it is made: a consumer (a client sending them) works while
     the next ones are made."""
-    jobs = [(pixels, condition, i) for i, pixels in enumerate(images)]
-    if workers <= 1:
-        yield from (photo_and_box(*job) for job in jobs)
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(_photo_job, jobs, chunksize=4)
-
-
-def _photo_job(job: tuple[np.ndarray, str, int]) -> tuple[bytes, tuple[int, int, int, int]]:
-    return photo_and_box(*job)
+    count = len(images)
+    return rendered(photo_and_box, images, [condition] * count, range(count), workers=workers, chunksize=4)
 
 
 def classify_latency(url: str, body: bytes, count: int, content_type: str = "image/png") -> list[float]:
