@@ -99,10 +99,12 @@ def export(
             f"parity on {PARITY_IMAGES} test images: max |diff| {max_diff:.2e}; "
             f"test accuracy {100 * report['accuracy']:.2f}%"
         )
-        embed_metadata(path, out.stem, version, report, ckpt["config"])
+        commit = source_commit()  # the file's metadata and its card name the same commit
+        embed_metadata(path, out.stem, version, report, ckpt["config"], commit)
         out.parent.mkdir(parents=True, exist_ok=True)
         path.replace(out)
-    card = model_card(out, version, report, ckpt, {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol})
+    parity = {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol}
+    card = model_card(out, version, report, ckpt, parity, commit)
     card["reproduce"] = reproduce_commands(ckpt["config"], checkpoint, out, version)
     card_path(out).write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -117,7 +119,7 @@ def verify_graph(model: torch.nn.Module, path: Path, data_dir: str | None, atol:
     return check_parity(expected, run_logits(cpu_session(path), inputs), atol)
 
 
-def embed_metadata(path: Path, name: str, version: str, report: dict, config: dict) -> None:
+def embed_metadata(path: Path, name: str, version: str, report: dict, config: dict, commit: str) -> None:
     """The contract inside the file too, for tools that see only the .onnx (Netron, other servers); digitserve
     itself reads the card."""
     metadata = {
@@ -128,7 +130,7 @@ def embed_metadata(path: Path, name: str, version: str, report: dict, config: di
         "labels": json.dumps(LABELS),
         "test_accuracy": str(report["accuracy"]),
         "training_config": json.dumps(config),
-        "source_commit": source_commit(),
+        "source_commit": commit,
     }
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, metadata)
@@ -136,7 +138,7 @@ def embed_metadata(path: Path, name: str, version: str, report: dict, config: di
     onnx.save(proto, str(path))
 
 
-def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict) -> dict:
+def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict, commit: str) -> dict:
     train_metrics = ckpt["metrics"]
     return {
         "name": out.stem,
@@ -169,7 +171,7 @@ def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict) 
             "images_per_second": train_metrics["images_per_second"],
             "torch": train_metrics["torch_version"],
         },
-        "source_commit": source_commit(),
+        "source_commit": commit,
         "created": datetime.date.today().isoformat(),
     }
 

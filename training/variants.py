@@ -79,8 +79,9 @@ def float_first_block(model: onnx.ModelProto) -> list[str]:
     return [conv.name, pool.name, relu.name]
 
 
-def quantize_int8(fp32: Path, out: Path, data_dir: str | None = None) -> None:
-    mean, std = read_normalisation(read_card(fp32))
+def quantize_int8(fp32: Path, out: Path, scale: tuple[float, float], data_dir: str | None = None) -> None:
+    """`scale`: the fp32 card's (mean, std), to normalise the calibration images as the model expects."""
+    mean, std = scale
     train = data.load_split("train", data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -106,13 +107,14 @@ def convert_fp16(fp32: Path, out: Path) -> None:
 
 def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
     """Write `<fp32>_<variant>.onnx` and its card once its check passes; return the card."""
-    card = read_card(fp32)
+    card = read_card(fp32)  # checked against the file once; its normalisation serves every step below
+    scale = read_normalisation(card)
     out = variant_path(fp32, variant)
-    reference, labels = predict_test_set(fp32, data_dir)
+    reference, labels = predict_test_set(fp32, data_dir, scale)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / out.name
         if variant == "int8":
-            quantize_int8(fp32, path, data_dir)
+            quantize_int8(fp32, path, scale, data_dir)
         elif variant == "fp16":
             convert_fp16(fp32, path)
         else:
@@ -123,7 +125,7 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
         onnx.helper.set_model_props(proto, {**source, "name": out.stem, "variant": variant})
         onnx.save(proto, str(path))
 
-        predictions, _ = predict_test_set(path, data_dir, read_normalisation(card))
+        predictions, _ = predict_test_set(path, data_dir, scale)
         report = accuracy_report(labels, predictions)
         changed = int((predictions != reference).sum())
         drop = card["test_accuracy"] - report["accuracy"]
