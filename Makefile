@@ -20,7 +20,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos fuzz browser soak coverage
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -87,6 +87,25 @@ bench: $(VENV)/.installed-bench  ## HTTP vs FastAPI and LitServe (needs wrk), th
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_photos.py
+
+# MLServer and perf_analyzer get an environment of their own: MLServer pins what serving pins otherwise (uvloop
+# < 0.22), and perf_analyzer comes out of the tritonclient 2.40.0 wheel with a CUDA runtime library beside it.
+BENCH_V2 := .venv-bench-v2
+$(BENCH_V2)/.installed: requirements/bench-v2.txt
+	$(PYTHON) -m venv $(BENCH_V2)
+	$(BENCH_V2)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/bench-v2.txt
+	$(BENCH_V2)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps tritonclient==2.40.0 \
+		-d $(BENCH_V2)/wheels
+	$(BENCH_V2)/bin/python -c "import zipfile, glob; \
+		wheel = zipfile.ZipFile(glob.glob('$(BENCH_V2)/wheels/tritonclient-2.40.0-*.whl')[0]); \
+		open('$(BENCH_V2)/bin/perf_analyzer', 'wb').write(wheel.read('tritonclient-2.40.0.data/data/bin/perf_analyzer'))"
+	chmod +x $(BENCH_V2)/bin/perf_analyzer
+	@touch $@
+
+bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_analyzer, and against MLServer (needs wrk, libb64-0d)
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	@/sbin/ldconfig -p | grep -q libb64.so.0d || { echo "perf_analyzer needs libb64: apt-get install libb64-0d"; exit 1; }
+	$(BIN)/python benchmarks/bench_v2.py $(BENCH_ARGS)
 
 bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)

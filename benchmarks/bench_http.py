@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_report.lua")
 
 
-def wrk(url: str, body: Path, content_type: str, connections: int, seconds: int) -> dict:
-    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
+def wrk(
+    url: str, body: Path, content_type: str, connections: int, seconds: int, headers: dict[str, str] | None = None
+) -> dict:
+    lines = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type, "HEADERS": lines}
     out = subprocess.run(
         ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
         env=env,
@@ -78,6 +81,7 @@ class Target:
     body: Path
     content_type: str
     pid: int  # the server's top process: its tree's CPU time is charged to the requests
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections: int) -> dict[str, dict]:
@@ -88,7 +92,8 @@ def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections
             for name, target in targets.items():
                 only(target, targets.values())
                 before = cpu_seconds(target.pid)
-                result = wrk(target.url, target.body, target.content_type, connections, seconds if round else 2)
+                length = seconds if round else 2
+                result = wrk(target.url, target.body, target.content_type, connections, length, target.headers)
                 result["cpu_us"] = (cpu_seconds(target.pid) - before) / max(result["requests"], 1) * 1e6
                 if round:
                     runs[name].append(result)

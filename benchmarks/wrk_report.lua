@@ -1,9 +1,14 @@
--- wrk script: POST the file named by BODY_FILE with CONTENT_TYPE; print one JSON line of results at the end.
+-- wrk script: POST the file named by BODY_FILE with CONTENT_TYPE (and HEADERS: "Name: value" lines, if set);
+-- print one JSON line of results at the end.
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*all")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
+for line in string.gmatch(os.getenv("HEADERS") or "", "[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 
 function done(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read

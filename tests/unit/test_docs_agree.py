@@ -1,5 +1,6 @@
 """The README agrees with the code: its configuration table lists exactly the settings service/config.py reads, with
-the same defaults, and its install table names every package of each extra of pyproject.toml."""
+the same defaults, and its install table names every package of each extra of pyproject.toml and of make bench-v2's
+environment."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def test_the_install_table_names_every_package_of_each_extra():
         assert row is not None, f"no README row {install}"
         for requirement in requirements:
             assert Requirement(requirement).name in row, f"{requirement} missing from the README row {install}"
+    bench_v2 = "| `requirements/bench-v2.txt` |"
+    row = next(line for line in readme.splitlines() if line.startswith(bench_v2))
+    for line in (ROOT / "requirements" / "bench-v2.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert Requirement(line).name in row, f"{line} missing from the README row {bench_v2}"
 
 
 def card(variant: str = "") -> dict:

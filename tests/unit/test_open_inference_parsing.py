@@ -71,3 +71,13 @@ def test_any_bytes_are_an_input_or_a_4xx(body, header):
         parse(body, header)
     except ClientError as error:
         assert 400 <= error.status < 500
+
+
+def test_the_benchmarks_bodies_are_what_the_service_reads():
+    """make bench-v2 measures these requests: they must be valid ones, not a fast path of 400s."""
+    from benchmarks.bench_v2 import v2_binary, v2_json
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    body, headers = v2_binary("pixels", "UINT8", pixels)
+    assert np.array_equal(parse(body, headers["Inference-Header-Content-Length"]), pixels)
+    assert np.array_equal(parse(v2_json("pixels", "UINT8", pixels), None), pixels)
