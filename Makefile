@@ -20,7 +20,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 fuzz browser soak coverage
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 ops-tools fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -158,8 +158,17 @@ browser:  ## Debian's chromium + chromium-driver for the browser tests (installs
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip" \
 		"(sudo apt-get install chromium chromium-driver)"; fi
 
+ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and the rule tests (as root or with sudo)
+	@if command -v haproxy >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null; \
+	else echo "haproxy/promtool missing and not root: their tests will skip" \
+		"(sudo apt-get install haproxy prometheus)"; fi
+
 # The tests that compare latencies (marker `timing`) run alone, after the others: a test beside them would skew them.
-test: lint browser  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
+test: lint browser ops-tools  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
 	$(PYTEST) -m "not timing" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:locust -m timing $(PYTEST_ARGS)
 
