@@ -20,7 +20,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 ops-tools fuzz browser soak coverage
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -132,6 +132,22 @@ container: bento  ## the CPU container image digitserve:latest (needs a Docker e
 
 container-gpu: bento-gpu  ## the GPU container image digitserve-gpu:latest (needs a Docker engine)
 	$(BIN)/bentoml containerize digitserve-gpu:latest --image-tag digitserve-gpu:latest
+
+# Replicas behind HAProxy, Prometheus scraping them (deploy/local/); runs/cluster/ holds their configs and logs.
+REPLICAS ?= 2
+CLUSTER_PORT ?= 8080
+cluster: $(VENV)/.installed-loadtest ops-tools  ## REPLICAS replicas behind HAProxy on CLUSTER_PORT, Prometheus on 9090; returns once serving
+	$(BIN)/python deploy/local/cluster.py start --replicas $(REPLICAS) --port $(CLUSTER_PORT)
+
+cluster-stop:  ## stop what make cluster started
+	$(BIN)/python deploy/local/cluster.py stop
+
+rollout: $(VENV)/.installed-loadtest ops-tools  ## restart each replica under locust load, then kill one: failures, gaps (docs/scaling.md)
+	$(BIN)/python deploy/local/rollout.py --replicas $(REPLICAS) --record
+
+bench-scaling: $(VENV)/.installed-loadtest ops-tools  ## one replica vs HAProxy + 1 vs HAProxy + 2, with wrk (docs/scaling.md)
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	$(BIN)/python deploy/local/bench_scaling.py $(BENCH_ARGS)
 
 bench-model: install-dev  ## in-process images/s of each model variant and provider by batch size; start-up time
 	$(BIN)/python benchmarks/bench_model.py $(BENCH_ARGS)

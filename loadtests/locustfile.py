@@ -12,6 +12,9 @@ its body is well-formed with the right digit for the image (the samples are real
 With DIGITSERVE_USER_RATE=r each user sends r requests per second at most (locust's constant_throughput): the
 soak's steady load (loadtests/soak.py).
 
+With DIGITSERVE_ANSWER_LOG=path every answer is appended to that file as it arrives: "<unix time> ok|fail
+<status> <name>" (deploy/local/rollout.py finds the failures and the longest gap between answers in it).
+
 With DIGITSERVE_SHED_OK=1 (the overload scenario) 429 (BentoML's max_concurrency) and 503 (the batcher's latency
 limit) are the expected answers to excess load: they are reported under their own name ("... [shed]") so that they
 neither fail the run nor mix into the latency of the requests served.
@@ -22,9 +25,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 
-from locust import FastHttpUser, between, constant_throughput, tag, task
+from locust import FastHttpUser, between, constant_throughput, events, tag, task
 from urllib3 import encode_multipart_formdata
 
 SAMPLES = Path(__file__).with_name("samples")
@@ -40,6 +44,14 @@ USER_RATE = float(os.environ.get("DIGITSERVE_USER_RATE") or 0)
 # The MNIST digits must come back right (the model gets all of these); photos and canvases are not MNIST and
 # only need a well-formed answer, since the service's reframing gets them right almost always, not always.
 STRICT = {name for name, _, _ in IMAGES if name.startswith("mnist_")}
+
+if os.environ.get("DIGITSERVE_ANSWER_LOG"):
+    answers = open(os.environ["DIGITSERVE_ANSWER_LOG"], "a", buffering=1)  # noqa: SIM115 (open while locust runs)
+
+    @events.request.add_listener
+    def log_answer(name: str, response=None, exception=None, **_) -> None:
+        status = getattr(response, "status_code", 0) or 0
+        answers.write(f"{time.time():.4f} {'fail' if exception else 'ok'} {status} {name}\n")
 
 
 def content_type(name: str) -> str:

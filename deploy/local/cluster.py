@@ -1,0 +1,341 @@
+"""`make cluster`: replicas of the service behind HAProxy, with Prometheus scraping them, on this machine.
+
+    python deploy/local/cluster.py start [--replicas 2] [--port 8080]    # returns once every replica is in rotation
+    python deploy/local/cluster.py status
+    python deploy/local/cluster.py stop
+
+Each replica is `bentoml serve` with one worker on a port of its own, draining for DIGITSERVE_DRAIN_SECONDS on
+SIGTERM (longer than HAProxy takes to see /readyz fail). HAProxy (Debian's haproxy; deploy/local/haproxy.cfg)
+balances them, health-checked on /readyz, with the per-client timeouts the service leaves to a proxy. Prometheus
+(Debian's prometheus) scrapes every replica as job "digitserve" and HAProxy's exporter as job "haproxy", with
+deploy/prometheus/rules.yml loaded. Their configs, logs and the cluster's state (ports, process ids) are in
+runs/cluster/; the processes outlive this command until `stop`. deploy/local/rollout.py restarts and kills
+replicas under load; `make ops-tools` installs haproxy and prometheus (as root or with sudo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from string import Template
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+FOLDER = ROOT / "runs" / "cluster"
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+CHECK_MS = 500  # HAProxy's /readyz check interval: a replica leaves the rotation within 2 checks (fall 2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    pid: int = 0
+
+
+@dataclass
+class Cluster:
+    """What runs: read from and written to runs/cluster/state.json, so that any command can act on it."""
+
+    host: str
+    port: int  # HAProxy's frontend: the cluster's URL
+    stats_port: int  # HAProxy's stats page and Prometheus exporter
+    prometheus_port: int  # 0: no Prometheus
+    drain_seconds: float
+    replicas: list[Replica] = field(default_factory=list)
+    haproxy: int = 0
+    prometheus: int = 0
+    folder: Path = FOLDER
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # State ---------------------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {**asdict(self), "folder": str(self.folder)}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path = FOLDER) -> Cluster:
+        path = folder / "state.json"
+        if not path.exists():
+            sys.exit(f"no cluster in {folder}: `make cluster` starts one")
+        state = json.loads(path.read_text())
+        replicas = [Replica(**r) for r in state.pop("replicas")]
+        return cls(**{**state, "folder": Path(state["folder"])}, replicas=replicas)
+
+    # Processes -----------------------------------------------------------------------------------------------
+
+    def spawn(self, command: list[str], log: str, env: dict[str, str] | None = None) -> int:
+        """Start `command` in its own session (it outlives this process), its output appended to `log`."""
+        with open(self.folder / log, "a") as out:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return process.pid
+
+    def start_replica(self, replica: Replica) -> None:
+        env = {
+            **os.environ,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "DIGITSERVE_WORKERS": "1",
+            "DIGITSERVE_DRAIN_SECONDS": str(self.drain_seconds),
+        }
+        command = [BENTOML, "serve", "service.app:DigitService", "--host", self.host, "--port", str(replica.port)]
+        replica.pid = self.spawn(command, f"{replica.name}.log", env)
+
+    def wait_ready(self, replica: Replica, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready(f"http://{self.host}:{replica.port}/readyz"):
+            if not alive(replica.pid):
+                sys.exit(f"{replica.name} exited; its log: {self.folder / replica.name}.log")
+            if time.monotonic() > deadline:
+                sys.exit(f"{replica.name} not ready after {timeout} s; its log: {self.folder / replica.name}.log")
+            time.sleep(0.2)
+
+    def wait_in_rotation(self, names: set[str], up: bool = True, timeout: float = 30) -> float:
+        """Until HAProxy reports each of `names` UP (or, with up=False, not UP); the seconds it took."""
+        start = time.monotonic()
+        while True:
+            states = self.server_states()
+            if all((states.get(name, "").startswith("UP")) == up for name in names):
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"HAProxy still reports {states} after {timeout} s")
+            time.sleep(0.05)
+
+    # HAProxy -------------------------------------------------------------------------------------------------
+
+    def write_haproxy_config(self) -> Path:
+        servers = "\n".join(f"    server {r.name} {self.host}:{r.port} check" for r in self.replicas)
+        text = Template((HERE / "haproxy.cfg").read_text()).substitute(
+            folder=self.folder,
+            host=self.host,
+            port=self.port,
+            stats_port=self.stats_port,
+            check_ms=CHECK_MS,
+            servers=servers,
+        )
+        path = self.folder / "haproxy.cfg"
+        path.write_text(text)
+        return path
+
+    def haproxy_command(self, what: str, *args: str) -> str:
+        """One command on HAProxy's runtime API (its stats socket)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.folder / "haproxy.sock"))
+            sock.sendall(f"{what} {' '.join(args)}\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_stats(self) -> dict[str, dict[str, str]]:
+        """HAProxy's `show stat` for the replicas: status (UP, DOWN, ...), scur (connections now), stot, ..."""
+        text = self.haproxy_command("show stat").lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND",)}
+
+    def server_states(self) -> dict[str, str]:
+        try:
+            return {name: row["status"] for name, row in self.server_stats().items()}
+        except OSError:  # HAProxy not (yet) listening on its socket
+            return {}
+
+    # Prometheus ----------------------------------------------------------------------------------------------
+
+    def write_prometheus_config(self) -> Path:
+        config = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "rule_files": [str(ROOT / "deploy" / "prometheus" / "rules.yml")],
+            "scrape_configs": [
+                {
+                    "job_name": "digitserve",
+                    "static_configs": [{"targets": [f"{self.host}:{r.port}" for r in self.replicas]}],
+                },
+                {"job_name": "haproxy", "static_configs": [{"targets": [f"{self.host}:{self.stats_port}"]}]},
+            ],
+        }
+        path = self.folder / "prometheus.yml"
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        return path
+
+    def prometheus_query(self, query: str) -> list[dict]:
+        url = f"http://{self.host}:{self.prometheus_port}/api/v1/query"
+        return httpx.get(url, params={"query": query}, timeout=10).json()["data"]["result"]
+
+    # The whole ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for tool in ("haproxy", *(["prometheus"] if self.prometheus_port else [])):
+            if not shutil.which(tool):
+                sys.exit(
+                    f"{tool} not found: `make ops-tools` (Debian's haproxy and prometheus), or without root "
+                    "a static build from haproxy.org / prometheus.io on PATH"
+                )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for replica in self.replicas:
+            self.start_replica(replica)
+        self.save()  # from here `stop` finds them, whatever fails next
+        for replica in self.replicas:
+            self.wait_ready(replica)
+        config = self.write_haproxy_config()
+        self.haproxy = self.spawn(["haproxy", "-db", "-f", str(config)], "haproxy.log")
+        self.save()
+        self.wait_in_rotation({r.name for r in self.replicas})
+        if self.prometheus_port:
+            shutil.rmtree(self.folder / "prometheus-data", ignore_errors=True)  # no series of an earlier cluster
+            command = [
+                "prometheus",
+                f"--config.file={self.write_prometheus_config()}",
+                f"--storage.tsdb.path={self.folder / 'prometheus-data'}",
+                f"--web.listen-address={self.host}:{self.prometheus_port}",
+                "--log.level=warn",
+            ]
+            self.prometheus = self.spawn(command, "prometheus.log")
+            self.save()
+            deadline = time.monotonic() + 60
+            while not ready(f"http://{self.host}:{self.prometheus_port}/-/ready"):
+                if time.monotonic() > deadline:
+                    sys.exit(f"Prometheus not ready; its log: {self.folder / 'prometheus.log'}")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        for pid in [self.prometheus, self.haproxy, *(r.pid for r in self.replicas)]:
+            stop_group(pid)
+        (self.folder / "state.json").unlink(missing_ok=True)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ChildProcessError):  # started by this process: reap it, or it stays a zombie
+            os.waitpid(pid, os.WNOHANG)
+        if not alive(pid):
+            break
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_group(pid: int, timeout: float = 30) -> None:
+    """SIGTERM to the process (the arbiter passes it on to its workers) and its group; SIGKILL to whatever of
+    its tree is still there after `timeout` (BentoML's workers lead sessions of their own)."""
+    if not pid:
+        return
+    if not alive(pid):
+        wait_gone(pid, 0)  # reaped, if it was this process's child
+        return
+    tree = process_tree(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    if not wait_gone(pid, timeout):
+        kill_tree(tree)
+    for process in tree:
+        wait_gone(process.pid, timeout)
+    kill_tree(tree)
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(tree: list[psutil.Process]) -> None:
+    """SIGKILL to each process of a tree taken before (a dead parent's children are no longer its children)."""
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def new_cluster(replicas: int, port: int, prometheus_port: int, drain_seconds: float, folder: Path) -> Cluster:
+    host = "127.0.0.1"
+    return Cluster(
+        host=host,
+        port=port or free_port(),
+        stats_port=free_port(),
+        prometheus_port=prometheus_port,
+        drain_seconds=drain_seconds,
+        replicas=[Replica(f"replica{n + 1}", free_port()) for n in range(replicas)],
+        folder=folder,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("start", "status", "stop"))
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8080, help="HAProxy's port: the cluster's URL")
+    parser.add_argument("--prometheus-port", type=int, default=9090, help="0: no Prometheus")
+    parser.add_argument("--drain-seconds", type=float, default=3.0, help="each replica's DIGITSERVE_DRAIN_SECONDS")
+    parser.add_argument("--folder", type=Path, default=FOLDER, help="configs, logs and state")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "start":
+        if (args.folder / "state.json").exists():
+            sys.exit(f"a cluster runs already ({args.folder / 'state.json'}): `make cluster-stop` first")
+        cluster = new_cluster(args.replicas, args.port, args.prometheus_port, args.drain_seconds, args.folder)
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        print(f"{len(cluster.replicas)} replicas behind HAProxy at {cluster.url}")
+        print(f"HAProxy's stats: http://{cluster.host}:{cluster.stats_port}/")
+        if cluster.prometheus_port:
+            print(f"Prometheus: http://{cluster.host}:{cluster.prometheus_port}/ (rules: deploy/prometheus/rules.yml)")
+        print(f"logs and state: {cluster.folder}; `make cluster-stop` stops it")
+    elif args.command == "status":
+        cluster = Cluster.load(args.folder)
+        print(f"{cluster.url}: " + ", ".join(f"{n} {s}" for n, s in cluster.server_states().items()))
+    else:
+        Cluster.load(args.folder).stop()
+        print("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""`make rollout`: the cluster's replicas restarted one at a time under locust load, then one killed, and what the
+clients saw: a rolling restart must fail no request; a killed replica may fail at most the requests it held.
+
+    python deploy/local/rollout.py [--replicas 2] [--users 10] [--record]
+
+It starts a cluster of its own (deploy/local/cluster.py, in runs/rollout/) and locust against HAProxy, with every
+answer logged (loadtests/locustfile.py, DIGITSERVE_ANSWER_LOG). Then, for each replica: SIGTERM to its arbiter
+(as Kubernetes signals PID 1) -> it drains (/readyz 503, still serving) -> HAProxy takes it out of rotation ->
+it exits -> a new one starts on its port -> ready -> HAProxy puts it back. Then SIGKILL to one replica's processes:
+HAProxy's checks find it down, a replacement starts and serves. Prints the figures (failures, the longest gap
+between answers, how long each step took); --record writes them into docs/scaling.md. Exits 1 if the rolling
+restart failed any request or the kill failed more than the requests in flight on the killed replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.local.cluster import ROOT, Cluster, kill_tree, new_cluster, process_tree, wait_gone
+from harness.report import write_section
+
+FOLDER = ROOT / "runs" / "rollout"
+
+
+@dataclass
+class Answer:
+    time: float
+    ok: bool
+    status: int
+    name: str
+
+
+def read_answers(path: Path) -> list[Answer]:
+    answers = []
+    for line in path.read_text().splitlines():
+        stamp, outcome, status, name = line.split(" ", 3)
+        answers.append(Answer(float(stamp), outcome == "ok", int(status), name))
+    return sorted(answers, key=lambda a: a.time)
+
+
+@contextmanager
+def locust_load(url: str, users: int, log: Path, folder: Path):
+    """locust (its own process: it gevent-patches whatever imports it) sending the mix to `url` until the block
+    ends; every answer appended to `log`."""
+    env = {**os.environ, "DIGITSERVE_ANSWER_LOG": str(log)}
+    command = [
+        sys.executable,
+        *("-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless"),
+        *("--users", str(users), "--spawn-rate", str(users), "--host", url, "--only-summary"),
+    ]
+    with open(folder / "locust.log", "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)  # locust stops its users and exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def restart_each(cluster: Cluster) -> list[dict]:
+    """Each replica in turn: SIGTERM, out of rotation, exited, replaced, ready, back in rotation."""
+    steps = []
+    for replica in cluster.replicas:
+        start = time.monotonic()
+        os.kill(replica.pid, signal.SIGTERM)  # the arbiter only: it passes the signal on to its worker
+        out_of_rotation = cluster.wait_in_rotation({replica.name}, up=False)
+        if not wait_gone(replica.pid, 60):
+            raise TimeoutError(f"{replica.name} did not exit within 60 s of SIGTERM")
+        exited = time.monotonic() - start
+        cluster.start_replica(replica)
+        cluster.save()
+        cluster.wait_ready(replica)
+        ready = time.monotonic() - start
+        back = ready + cluster.wait_in_rotation({replica.name})
+        steps.append({"replica": replica.name, "out": out_of_rotation, "exited": exited, "ready": ready, "back": back})
+        print(
+            f"  {replica.name}: out of rotation {out_of_rotation:.1f} s after SIGTERM, exited at {exited:.1f} s, "
+            f"replacement ready at {ready:.1f} s, in rotation at {back:.1f} s",
+            flush=True,
+        )
+    return steps
+
+
+def kill_one(cluster: Cluster) -> dict:
+    """SIGKILL to one replica's processes, then a replacement, as a supervisor would."""
+    victim = cluster.replicas[0]
+    in_flight = int(cluster.server_stats()[victim.name]["scur"])  # HAProxy's connections to it now
+    start = time.monotonic()
+    kill_tree(process_tree(victim.pid))  # the arbiter and its worker (which leads its own session)
+    detected = cluster.wait_in_rotation({victim.name}, up=False)
+    wait_gone(victim.pid, 10)
+    cluster.start_replica(victim)
+    cluster.save()
+    cluster.wait_ready(victim)
+    back = time.monotonic() - start + cluster.wait_in_rotation({victim.name})
+    served = int(cluster.server_stats()[victim.name]["hrsp_2xx"])  # counted per server since HAProxy started
+    deadline = time.monotonic() + 30
+    while int(cluster.server_stats()[victim.name]["hrsp_2xx"]) == served and time.monotonic() < deadline:
+        time.sleep(0.05)
+    serving = time.monotonic() - start
+    print(
+        f"  SIGKILL {victim.name} ({in_flight} connections on it): out of rotation after {detected:.1f} s, "
+        f"replacement in rotation at {back:.1f} s, answering at {serving:.1f} s",
+        flush=True,
+    )
+    return {"replica": victim.name, "in_flight": in_flight, "detected": detected, "back": back, "serving": serving}
+
+
+def window(answers: list[Answer], start: float, end: float) -> dict:
+    """Failures and gaps between successive answers in [start, end] (unix times)."""
+    inside = [a for a in answers if start <= a.time <= end]
+    ok = [a.time for a in inside if a.ok]
+    gaps = [b - a for a, b in itertools.pairwise(ok)]
+    return {
+        "answers": len(inside),
+        "failures": sum(not a.ok for a in inside),
+        "failed": sorted({f"{a.name} {a.status}" for a in inside if not a.ok}),
+        "longest_gap": max(gaps, default=float("inf")),
+        "median_gap": statistics.median(gaps) if gaps else float("inf"),
+        "seconds": end - start,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    folder = args.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "state.json").exists():  # a run that did not finish: its processes
+        Cluster.load(folder).stop()
+    prometheus_port = args.prometheus_port if args.prometheus else 0
+    cluster = new_cluster(args.replicas, 0, prometheus_port, args.drain_seconds, folder)
+    log = folder / "answers.log"
+    log.unlink(missing_ok=True)
+    print(f"starting {args.replicas} replicas behind HAProxy ...", flush=True)
+    try:
+        cluster.start()
+        with locust_load(cluster.url, args.users, log, folder):
+            time.sleep(args.warmup)
+            steady_start = time.time() - args.warmup / 2
+            steady_end = rollout_start = time.time()
+            print("rolling restart under load ...", flush=True)
+            steps = restart_each(cluster)
+            time.sleep(args.settle)
+            rollout_end = kill_start = time.time()
+            killed = None
+            if not args.no_kill:
+                print("one replica killed under load ...", flush=True)
+                killed = kill_one(cluster)
+                time.sleep(args.settle)
+            kill_end = time.time()
+        scraped = None
+        if prometheus_port:
+            scraped = {r["metric"]["instance"]: r["value"][1] for r in cluster.prometheus_query('up{job="digitserve"}')}
+    finally:
+        cluster.stop()
+    answers = read_answers(log)
+    return {
+        "replicas": args.replicas,
+        "users": args.users,
+        "steady": window(answers, steady_start, steady_end),
+        "rollout": window(answers, rollout_start, rollout_end),
+        "steps": steps,
+        "kill": window(answers, kill_start, kill_end) if killed else None,
+        "killed": killed,
+        "prometheus_up": scraped,
+    }
+
+
+def report(result: dict) -> list[str]:
+    steady, rollout = result["steady"], result["rollout"]
+    lines = [
+        f"{result['replicas']} replicas (1 worker each) behind HAProxy, {result['users']} locust users (the mix):",
+        "",
+        "| phase | seconds | answers | failed | longest gap between answers | median gap |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    phases = {"steady load": steady, "rolling restart": rollout}
+    if result["kill"]:
+        phases["one replica killed (SIGKILL) and replaced"] = result["kill"]
+    for name, w in phases.items():
+        lines.append(
+            f"| {name} | {w['seconds']:.1f} | {w['answers']} | {w['failures']} | {w['longest_gap'] * 1000:.0f} ms "
+            f"| {w['median_gap'] * 1000:.1f} ms |"
+        )
+    lines += ["", "Each restart, in seconds from its SIGTERM:", ""]
+    lines += [
+        "| replica | out of rotation | exited | replacement ready | back in rotation |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in result["steps"]:
+        lines.append(f"| {s['replica']} | {s['out']:.1f} | {s['exited']:.1f} | {s['ready']:.1f} | {s['back']:.1f} |")
+    if killed := result["killed"]:
+        lines += [
+            "",
+            f"The kill: {killed['in_flight']} connection(s) on {killed['replica']} when it was killed; HAProxy took it "
+            f"out of rotation after {killed['detected']:.1f} s; its replacement was in rotation at "
+            f"{killed['back']:.1f} s and answering at {killed['serving']:.1f} s.",
+        ]
+    if result["prometheus_up"]:
+        up = ", ".join(f"{instance} {value}" for instance, value in sorted(result["prometheus_up"].items()))
+        lines += ["", f'Prometheus\' `up{{job="digitserve"}}` at the end: {up}.']
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--users", type=int, default=10, help="locust users")
+    parser.add_argument("--warmup", type=float, default=10, help="seconds of load before the first restart")
+    parser.add_argument("--settle", type=float, default=5, help="seconds of load after each phase")
+    parser.add_argument("--drain-seconds", type=float, default=3.0)
+    parser.add_argument("--no-kill", action="store_true", help="the rolling restart only")
+    parser.add_argument("--no-prometheus", dest="prometheus", action="store_false")
+    parser.add_argument("--prometheus-port", type=int, default=9091)
+    parser.add_argument("--folder", type=Path, default=FOLDER)
+    parser.add_argument("--record", action="store_true", help="write the figures into docs/scaling.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    text = "\n".join(report(result))
+    print(text)
+    if args.record:
+        section = (
+            f"{START}\nMeasured {time.strftime('%Y-%m-%d')} on this machine (2 cores: the replicas, HAProxy, "
+            f"Prometheus and locust share them).\n\n{text}\n\nCommand: `make rollout`.\n{END}"
+        )
+        write_section(
+            ROOT / "docs" / "scaling.md",
+            section,
+            START,
+            END,
+            "## Rolling restart and a killed replica",
+            title="# Scaling out",
+        )
+    failed = result["rollout"]["failures"] > 0
+    if result["killed"]:
+        failed |= result["kill"]["failures"] > result["killed"]["in_flight"]
+    return 1 if failed else 0
+
+
+START, END = "<!-- rollout:start -->", "<!-- rollout:end -->"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Replicas behind a real HAProxy (deploy/local): a rolling restart under locust load fails no request, and a
+replica killed with SIGKILL fails at most the requests it held, then is replaced and serves again."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from deploy.local import rollout
+from harness.server import free_port
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing (`make ops-tools` installs it)"),
+]
+
+
+def test_a_rolling_restart_under_load_fails_nothing_and_a_killed_replica_is_replaced(tmp_path):
+    options = ["--replicas", "2", "--users", "4", "--warmup", "3", "--settle", "2", "--drain-seconds", "2"]
+    options += ["--folder", str(tmp_path), "--prometheus-port", str(free_port())]
+    if shutil.which("prometheus") is None:
+        options.append("--no-prometheus")
+    result = rollout.run(rollout.parse_args(options))
+
+    print("\n".join(rollout.report(result)))  # pytest -s shows the figures
+    steady, restart, kill = result["steady"], result["rollout"], result["kill"]
+    assert steady["answers"] > 0 and steady["failures"] == 0
+    assert restart["answers"] > 50 and restart["failures"] == 0, restart["failed"]
+    # Each replica left the rotation before it exited (the drain), and its replacement joined it again.
+    assert all(step["out"] < step["exited"] < step["ready"] <= step["back"] for step in result["steps"])
+    killed = result["killed"]
+    assert kill["failures"] <= killed["in_flight"], kill["failed"]
+    assert killed["detected"] < killed["back"] <= killed["serving"]
+    assert kill["answers"] > 0 and rollout.window(rollout.read_answers(tmp_path / "answers.log"), 0, 1e12)["answers"]
+    if result["prometheus_up"] is not None:
+        assert list(result["prometheus_up"].values()).count("1") >= 2  # it scraped the replicas
