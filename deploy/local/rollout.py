@@ -202,11 +202,12 @@ def report(result: dict) -> list[str]:
     for s in result["steps"]:
         lines.append(f"| {s['replica']} | {s['out']:.1f} | {s['exited']:.1f} | {s['ready']:.1f} | {s['back']:.1f} |")
     if killed := result["killed"]:
+        failed = ", ".join(result["kill"]["failed"]) or "none"
         lines += [
             "",
-            f"The kill: {killed['in_flight']} connection(s) on {killed['replica']} when it was killed; HAProxy took it "
-            f"out of rotation after {killed['detected']:.1f} s; its replacement was in rotation at "
-            f"{killed['back']:.1f} s and answering at {killed['serving']:.1f} s.",
+            f"The kill: {killed['in_flight']} connection(s) on {killed['replica']} when it was killed (failed: "
+            f"{failed}); HAProxy took it out of rotation after {killed['detected']:.1f} s; its replacement was in "
+            f"rotation at {killed['back']:.1f} s and answering at {killed['serving']:.1f} s.",
         ]
     if result["prometheus_up"]:
         up = ", ".join(f"{instance} {value}" for instance, value in sorted(result["prometheus_up"].items()))
