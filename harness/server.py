@@ -140,7 +140,11 @@ def serving(
     command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with (
         tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log,
-        started(command, f"{url}/readyz", environment, cwd, log, timeout) as process,
+        # A BENTOML_HOME of its own unless `env` names one (a Bento's store): BentoML keeps the workers' Prometheus
+        # files in $BENTOML_HOME/prometheus_multiproc_dir and empties it when a server starts, so servers sharing
+        # one would wipe, and sum, each other's metrics.
+        nullcontext(env["BENTOML_HOME"]) if env and "BENTOML_HOME" in env else tempfile.TemporaryDirectory() as home,
+        started(command, f"{url}/readyz", {**environment, "BENTOML_HOME": home}, cwd, log, timeout) as process,
     ):
         yield Server(url, process, log)
 

@@ -103,6 +103,9 @@ class Cluster:
             "BENTOML_DO_NOT_TRACK": "true",
             "DIGITSERVE_WORKERS": "1",
             "DIGITSERVE_DRAIN_SECONDS": str(self.drain_seconds),
+            # Its own: BentoML keeps the workers' Prometheus files in $BENTOML_HOME/prometheus_multiproc_dir and
+            # empties it when a server starts, so replicas sharing one would wipe, and sum, each other's metrics.
+            "BENTOML_HOME": str(self.folder / replica.name),
         }
         command = [BENTOML, "serve", "service.app:DigitService", "--host", self.host, "--port", str(replica.port)]
         replica.pid = self.spawn(command, f"{replica.name}.log", env)

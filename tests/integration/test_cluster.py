@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import shutil
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.local import cluster as cluster_module
 from deploy.local import rollout
 from harness.server import free_port
+
+RAW = {"Content-Type": "application/octet-stream"}
 
 pytestmark = [
     pytest.mark.integration,
@@ -36,3 +41,27 @@ def test_a_rolling_restart_under_load_fails_nothing_and_a_killed_replica_is_repl
     assert kill["answers"] > 0 and rollout.window(rollout.read_answers(tmp_path / "answers.log"), 0, 1e12)["answers"]
     if result["prometheus_up"] is not None:
         assert list(result["prometheus_up"].values()).count("1") >= 2  # it scraped the replicas
+
+
+def test_each_replica_counts_its_own_requests_only(tmp_path, digits):
+    """Replicas on one host must not share BentoML's Prometheus files: each one's /metrics is its own."""
+    cluster = cluster_module.new_cluster(2, 0, 0, 0.0, tmp_path)
+    try:
+        cluster.start()
+        first, second = (f"http://{cluster.host}:{r.port}" for r in cluster.replicas)
+        for image in digits[0][:5]:
+            answer = httpx.post(f"{first}/classify_pixels", content=image.tobytes(), headers=RAW, timeout=30)
+            assert answer.status_code == 200
+        counted = {url: served(httpx.get(f"{url}/metrics", timeout=10).text) for url in (first, second)}
+    finally:
+        cluster.stop()
+    assert counted == {first: 5, second: 0}
+
+
+def served(exposition: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "digitserve_requests_total" and sample.labels["endpoint"] == "/classify_pixels"
+    )
