@@ -183,18 +183,19 @@ ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and t
 	else echo "haproxy/promtool missing and not root: their tests will skip" \
 		"(sudo apt-get install haproxy prometheus)"; fi
 
-# The tests that compare latencies (marker `timing`) run alone, after the others: a test beside them would skew them.
+# The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
+# under load) run alone, after the others: a test beside them would skew them, or be starved by them.
 test: lint browser ops-tools  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
-	$(PYTEST) -m "not timing" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:locust -m timing $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing and not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(PYTEST_ARGS)
 
 test-fast: install-dev  ## the tests not marked slow
-	$(PYTEST) -m "not slow and not timing" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not timing and not alone" $(PYTEST_ARGS)
 
 COVERAGE := --cov=service --cov=training --cov-report=term
 coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)
-	$(PYTEST) -m "not timing" $(COVERAGE) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:locust -m timing $(COVERAGE) --cov-append $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing and not alone" $(COVERAGE) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(COVERAGE) --cov-append $(PYTEST_ARGS)
 
 format: install-dev
 	$(BIN)/ruff check --fix .

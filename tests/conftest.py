@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,14 @@ def mnist_dir() -> Path:
         ).exists():
             return Path(candidate)
     pytest.fail("MNIST files not found: set MNIST_DIR to the folder holding the four IDX files")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip a test whose system tools are missing, except under CI, where `make test` installs them (make
+    ops-tools): there a skip would hide a broken setup, so it fails."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (`make ops-tools`: Debian's haproxy and prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -6,28 +6,22 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tools
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "digitserve.json"
 # Grafana's variables, as the dashboard's defaults resolve them.
 VARIABLES = {"$__rate_interval": "1m", "$job": "digitserve", "$instance": ".*"}
 
-promtool = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    promtool is None, reason="promtool missing (Debian's prometheus; `make test` installs it as root)"
-)
-
 
 def run_promtool(*args: str, cwd: Path = PROMETHEUS) -> str:
-    done = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    require_tools("promtool")
+    done = subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -53,13 +47,11 @@ def metric_names(query: str) -> set[str]:
     return set(re.findall(r"\b(digitserve_[a-z_]+|digitserve:[a-z0-9_:]+|up)\b", query))
 
 
-@needs_promtool
 def test_the_rules_parse_and_their_unit_tests_pass():
     assert "SUCCESS" in run_promtool("check", "rules", "rules.yml")
     run_promtool("test", "rules", "rules_test.yml")
 
 
-@needs_promtool
 def test_every_dashboard_query_parses(tmp_path):
     # promtool parses PromQL where rules hold it: each query becomes a recording rule of a scratch file.
     checked = [{"record": f"dashboard:query_{n}", "expr": query} for n, query in enumerate(panel_queries())]
