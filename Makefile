@@ -165,23 +165,22 @@ lint: install-dev  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-browser:  ## Debian's chromium + chromium-driver for the browser tests (installs them as root or with sudo)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# $(call debian,COMMANDS,PACKAGES,WITHOUT): install Debian's PACKAGES unless every one of COMMANDS is on PATH, as root
+# or with password-less sudo; otherwise say what WITHOUT them means.
+define debian
+	@if $(foreach c,$(1),command -v $(c) >/dev/null &&) true; then :; \
 	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
 	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
-	else echo "chromium/chromedriver missing and not root: the browser tests will skip" \
-		"(sudo apt-get install chromium chromium-driver)"; fi
+		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
+	else echo "$(1) missing and not root: $(3) (sudo apt-get install $(2))"; fi
+endef
+
+browser:  ## Debian's chromium + chromium-driver for the browser tests (installs them as root or with sudo)
+	$(call debian,chromium chromedriver,chromium chromium-driver,the browser tests will skip)
 
 ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and the rule tests (as root or with sudo)
-	@if command -v haproxy >/dev/null && command -v promtool >/dev/null; then :; \
-	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null; \
-	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null; \
-	else echo "haproxy/promtool missing and not root: their tests will skip" \
-		"(sudo apt-get install haproxy prometheus)"; fi
+	$(call debian,haproxy promtool,haproxy prometheus,their tests will skip)
 
 # The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
 # under load) run alone, after the others: a test beside them would skew them, or be starved by them.
