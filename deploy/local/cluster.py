@@ -34,17 +34,11 @@ from string import Template
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.server import BENTOML, ROOT, free_port
+
 HERE = Path(__file__).resolve().parent
 FOLDER = ROOT / "runs" / "cluster"
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
 CHECK_MS = 500  # HAProxy's /readyz check interval: a replica leaves the rotation within 2 checks (fall 2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -110,13 +104,17 @@ class Cluster:
         command = [BENTOML, "serve", "service.app:DigitService", "--host", self.host, "--port", str(replica.port)]
         replica.pid = self.spawn(command, f"{replica.name}.log", env)
 
-    def wait_ready(self, replica: Replica, timeout: float = 120) -> None:
+    def wait_ready(self, replica: Replica) -> None:
+        self.wait_answering(f"http://{self.host}:{replica.port}/readyz", replica.pid, f"{replica.name}.log")
+
+    def wait_answering(self, url: str, pid: int, log: str, timeout: float = 120) -> None:
+        """Until GET `url` answers 200; exits, naming the process's log, if it dies or times out first."""
         deadline = time.monotonic() + timeout
-        while not ready(f"http://{self.host}:{replica.port}/readyz"):
-            if not alive(replica.pid):
-                sys.exit(f"{replica.name} exited; its log: {self.folder / replica.name}.log")
+        while not ready(url):
+            if not alive(pid):
+                sys.exit(f"{url}: its process exited; its log: {self.folder / log}")
             if time.monotonic() > deadline:
-                sys.exit(f"{replica.name} not ready after {timeout} s; its log: {self.folder / replica.name}.log")
+                sys.exit(f"{url} not ready after {timeout} s; its log: {self.folder / log}")
             time.sleep(0.2)
 
     def wait_in_rotation(self, names: set[str], up: bool = True, timeout: float = 30) -> float:
@@ -220,11 +218,7 @@ class Cluster:
             ]
             self.prometheus = self.spawn(command, "prometheus.log")
             self.save()
-            deadline = time.monotonic() + 60
-            while not ready(f"http://{self.host}:{self.prometheus_port}/-/ready"):
-                if time.monotonic() > deadline:
-                    sys.exit(f"Prometheus not ready; its log: {self.folder / 'prometheus.log'}")
-                time.sleep(0.2)
+            self.wait_answering(f"http://{self.host}:{self.prometheus_port}/-/ready", self.prometheus, "prometheus.log")
 
     def stop(self) -> None:
         for pid in [self.prometheus, self.haproxy, *(r.pid for r in self.replicas)]:
@@ -264,17 +258,14 @@ def stop_group(pid: int, timeout: float = 30) -> None:
     its tree is still there after `timeout` (BentoML's workers lead sessions of their own)."""
     if not pid:
         return
-    if not alive(pid):
-        wait_gone(pid, 0)  # reaped, if it was this process's child
-        return
     tree = process_tree(pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    if not wait_gone(pid, timeout):
-        kill_tree(tree)
+    deadline = time.monotonic() + timeout
     for process in tree:
-        wait_gone(process.pid, timeout)
+        wait_gone(process.pid, max(0.0, deadline - time.monotonic()))
     kill_tree(tree)
+    wait_gone(pid, 10)  # reaped, if it was this process's child
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

@@ -1,6 +1,6 @@
 """The alert rules (deploy/prometheus) and the Grafana dashboard (deploy/grafana) with Prometheus' own tool:
 promtool parses every rule and every panel's query, and runs the rules' unit tests. That the metric names they use
-are the ones a live replica exports is tests/integration/test_metrics.py's to check."""
+are the ones a live replica exports is tests/integration/test_operations.py's to check."""
 
 from __future__ import annotations
 
