@@ -33,3 +33,9 @@ def require_tools(*tools: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def requirement_lines(path: Path) -> list[str]:
+    """The requirements of a pip requirements file, comments and blank lines left out."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]

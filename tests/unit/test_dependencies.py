@@ -7,12 +7,11 @@ from __future__ import annotations
 import ast
 import sys
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, requirement_lines
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 FIRST_PARTY = {"service", "training", "harness", "benchmarks", "loadtests", "deploy", "tests"}
@@ -42,11 +41,6 @@ def declared(requirements: list[str]) -> set[str]:
     return {Requirement(r).name.lower().replace("_", "-") for r in requirements}
 
 
-def listed(requirements_file: Path) -> list[str]:
-    lines = (line.split("#")[0].strip() for line in requirements_file.read_text().splitlines())
-    return [line for line in lines if line]
-
-
 def project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -59,7 +53,7 @@ def test_serving_imports_are_base_dependencies():
 def test_every_import_is_declared_somewhere():
     spec = project()
     everything = declared(spec["dependencies"]).union(*(declared(r) for r in spec["optional-dependencies"].values()))
-    everything |= declared(listed(ROOT / "requirements" / "bench-v2.txt"))
+    everything |= declared(requirement_lines(ROOT / "requirements" / "bench-v2.txt"))
     needed = set()
     for folder in ("training", "harness", "benchmarks", "loadtests", "deploy", "tests"):
         needed |= distributions(top_level_imports(folder))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.config import DEFAULT_MODEL, Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, requirement_lines
 
 ROW = re.compile(r"^\| `(DIGITSERVE_[A-Z_]+)` \| ([^|]*) \|", re.MULTILINE)
 # What each default cell says, as the value Settings holds when the variable is unset.
@@ -67,9 +67,8 @@ def test_the_install_table_names_every_package_of_each_extra():
             assert Requirement(requirement).name in row, f"{requirement} missing from the README row {install}"
     bench_v2 = "| `requirements/bench-v2.txt` |"
     row = next(line for line in readme.splitlines() if line.startswith(bench_v2))
-    for line in (ROOT / "requirements" / "bench-v2.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            assert Requirement(line).name in row, f"{line} missing from the README row {bench_v2}"
+    for line in requirement_lines(ROOT / "requirements" / "bench-v2.txt"):
+        assert Requirement(line).name in row, f"{line} missing from the README row {bench_v2}"
 
 
 def card(variant: str = "") -> dict:
