@@ -12,8 +12,9 @@ its body is well-formed with the right digit for the image (the samples are real
 With DIGITSERVE_USER_RATE=r each user sends r requests per second at most (locust's constant_throughput): the
 soak's steady load (loadtests/soak.py).
 
-With DIGITSERVE_ANSWER_LOG=path every answer is appended to that file as it arrives: "<unix time> ok|fail
-<status> <name>" (deploy/local/rollout.py finds the failures and the longest gap between answers in it).
+With DIGITSERVE_ANSWER_LOG=path every answer is appended to that file as it arrives: "<unix time> <response ms>
+ok|fail <status> <name>" (deploy/local/rollout.py finds the failures, when they were sent and the longest gap between
+answers in it).
 
 With DIGITSERVE_SHED_OK=1 (the overload scenario) 429 (BentoML's max_concurrency) and 503 (the batcher's latency
 limit) are the expected answers to excess load: they are reported under their own name ("... [shed]") so that they
@@ -49,9 +50,9 @@ if os.environ.get("DIGITSERVE_ANSWER_LOG"):
     answers = open(os.environ["DIGITSERVE_ANSWER_LOG"], "a", buffering=1)  # noqa: SIM115 (open while locust runs)
 
     @events.request.add_listener
-    def log_answer(name: str, response=None, exception=None, **_) -> None:
+    def log_answer(name: str, response_time: float, response=None, exception=None, **_) -> None:
         status = getattr(response, "status_code", 0) or 0
-        answers.write(f"{time.time():.4f} {'fail' if exception else 'ok'} {status} {name}\n")
+        answers.write(f"{time.time():.4f} {response_time:.1f} {'fail' if exception else 'ok'} {status} {name}\n")
 
 
 def content_type(name: str) -> str:

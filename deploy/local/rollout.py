@@ -9,7 +9,7 @@ answer logged (loadtests/locustfile.py, DIGITSERVE_ANSWER_LOG). Then, for each r
 it exits -> a new one starts on its port -> ready -> HAProxy puts it back. Then SIGKILL to one replica's processes:
 HAProxy's checks find it down, a replacement starts and serves. Prints the figures (failures, the longest gap
 between answers, how long each step took); --record writes them into docs/scaling.md. Exits 1 if the rolling
-restart failed any request or the kill failed more than the requests in flight on the killed replica.
+restart failed any request, or the kill failed more requests than were in flight when it died or any sent after.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local.cluster import ROOT, Cluster, kill_tree, new_cluster, process_tree, wait_gone
+from deploy.local.cluster import ROOT, Cluster, alive, kill_tree, new_cluster, process_tree, wait_gone
 from harness.report import write_section
 
 FOLDER = ROOT / "runs" / "rollout"
@@ -34,7 +34,8 @@ FOLDER = ROOT / "runs" / "rollout"
 
 @dataclass
 class Answer:
-    time: float
+    time: float  # unix time it arrived
+    sent: float  # unix time its request was sent
     ok: bool
     status: int
     name: str
@@ -43,8 +44,10 @@ class Answer:
 def read_answers(path: Path) -> list[Answer]:
     answers = []
     for line in path.read_text().splitlines():
-        stamp, outcome, status, name = line.split(" ", 3)
-        answers.append(Answer(float(stamp), outcome == "ok", int(status), name))
+        stamp, milliseconds, outcome, status, name = line.split(" ", 4)
+        answers.append(
+            Answer(float(stamp), float(stamp) - float(milliseconds) / 1000, outcome == "ok", int(status), name)
+        )
     return sorted(answers, key=lambda a: a.time)
 
 
@@ -97,9 +100,15 @@ def restart_each(cluster: Cluster) -> list[dict]:
 def kill_one(cluster: Cluster) -> dict:
     """SIGKILL to one replica's processes, then a replacement, as a supervisor would."""
     victim = cluster.replicas[0]
-    in_flight = int(cluster.server_stats()[victim.name]["scur"])  # HAProxy's connections to it now
-    start = time.monotonic()
-    kill_tree(process_tree(victim.pid))  # the arbiter and its worker (which leads its own session)
+    doomed = process_tree(victim.pid)  # the arbiter and its worker (which leads its own session)
+    start, at = time.monotonic(), time.time()
+    kill_tree(doomed)
+    # A killed process holds its sockets until its exit has torn down its memory (ms for a replica): what reaches
+    # them until then is in flight on it too.
+    deadline = time.monotonic() + 10
+    while any(alive(p.pid) for p in doomed) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    dead = time.time()
     detected = cluster.wait_in_rotation({victim.name}, up=False)
     wait_gone(victim.pid, 10)
     cluster.start_replica(victim)
@@ -112,11 +121,27 @@ def kill_one(cluster: Cluster) -> dict:
         time.sleep(0.05)
     serving = time.monotonic() - start
     print(
-        f"  SIGKILL {victim.name} ({in_flight} connections on it): out of rotation after {detected:.1f} s, "
-        f"replacement in rotation at {back:.1f} s, answering at {serving:.1f} s",
+        f"  SIGKILL {victim.name}: out of rotation after {detected:.1f} s, replacement in rotation at {back:.1f} s, "
+        f"answering at {serving:.1f} s",
         flush=True,
     )
-    return {"replica": victim.name, "in_flight": in_flight, "detected": detected, "back": back, "serving": serving}
+    return {
+        "replica": victim.name,
+        "at": at,
+        "dead": dead,
+        "detected": detected,
+        "back": back,
+        "serving": serving,
+    }
+
+
+def at_the_kill(answers: list[Answer], at: float, dead: float) -> dict:
+    """The clients' requests in flight (sent, not yet answered) while the replica was being killed, on any replica,
+    and the failures sent after it was dead: HAProxy must route those around it, so there should be none."""
+    return {
+        "in_flight": sum(a.sent <= dead and a.time >= at for a in answers),
+        "failed_later": sorted(f"{a.name} {a.status}" for a in answers if not a.ok and a.sent > dead),
+    }
 
 
 def window(answers: list[Answer], start: float, end: float) -> dict:
@@ -166,6 +191,8 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         cluster.stop()
     answers = read_answers(log)
+    if killed:
+        killed |= at_the_kill(answers, killed["at"], killed["dead"])
     return {
         "replicas": args.replicas,
         "users": args.users,
@@ -205,8 +232,9 @@ def report(result: dict) -> list[str]:
         failed = ", ".join(result["kill"]["failed"]) or "none"
         lines += [
             "",
-            f"The kill: {killed['in_flight']} connection(s) on {killed['replica']} when it was killed (failed: "
-            f"{failed}); HAProxy took it out of rotation after {killed['detected']:.1f} s; its replacement was in "
+            f"The kill: {killed['in_flight']} request(s) in flight on the replicas when {killed['replica']} was "
+            f"killed; failed: {failed} ({len(killed['failed_later'])} of them sent after the kill). HAProxy took it "
+            f"out of rotation after {killed['detected']:.1f} s; its replacement was in "
             f"rotation at {killed['back']:.1f} s and answering at {killed['serving']:.1f} s.",
         ]
     if result["prometheus_up"]:
@@ -250,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     failed = result["rollout"]["failures"] > 0
     if result["killed"]:
-        failed |= result["kill"]["failures"] > result["killed"]["in_flight"]
+        failed |= result["kill"]["failures"] > result["killed"]["in_flight"] or bool(result["killed"]["failed_later"])
     return 1 if failed else 0
 
 
