@@ -6,8 +6,9 @@ service/app.py mounts it on the BentoML service, and the tests call it in-proces
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -83,6 +84,32 @@ async def read_uploads(request: Request, field: str, limit: int, max_bytes: int)
 
 router = APIRouter()
 
+MinConfidence = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="answer 422 below this confidence (default: DIGITSERVE_MIN_CONFIDENCE, 0: never)"),
+]
+
+
+def refuse_unsure(results: list[Prediction], asked: float | None, default: float, single: bool = False) -> None:
+    """422 "not confidently a digit" when a prediction's confidence is below the threshold (the request's, else
+    the service's), with the probabilities so that nothing the model said is lost."""
+    threshold = default if asked is None else asked
+    unsure = [n for n, r in enumerate(results) if r.confidence < threshold]
+    if not unsure:
+        return
+    if single:
+        (result,) = results
+        details = {"confidence": result.confidence, "min_confidence": threshold, "probabilities": result.probabilities}
+        raise ClientError(422, "not confidently a digit", details)
+    details = {
+        "not_confident": unsure,
+        "min_confidence": threshold,
+        "probabilities": [r.probabilities for r in results],
+    }
+    raise ClientError(
+        422, f"not confidently a digit: image(s) {', '.join(map(str, unsure))} of {len(results)}", details
+    )
+
 
 def prediction_route(path: str, body: dict, answer: type[BaseModel], summary: str):
     """A POST route that reads its own body, documented with that body, its answer and every error status."""
@@ -90,10 +117,11 @@ def prediction_route(path: str, body: dict, answer: type[BaseModel], summary: st
 
 
 @prediction_route("/classify", IMAGE_BODY, Prediction, "Classify one image file (multipart or raw body)")
-async def classify(request: Request, debug: bool = False) -> Response:
+async def classify(request: Request, debug: bool = False, min_confidence: MinConfidence = None) -> Response:
     """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
     raw body with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG) and
-    the box where the digit was found."""
+    the box where the digit was found. `?min_confidence=0.9`: below that confidence, 422 "not confidently a
+    digit" with the probabilities instead of a digit."""
     pipeline = pipeline_of(request)
     limits = pipeline.settings
     with pipeline.batcher.request():
@@ -106,32 +134,37 @@ async def classify(request: Request, debug: bool = False) -> Response:
             raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
         pixels, boxes = await pipeline.read_digits([data])
         (prediction,) = await pipeline.classify(pixels, debug, boxes)
+    refuse_unsure([prediction], min_confidence, limits.min_confidence, single=True)
     record_digits(request.scope, [prediction.digit])
     return json_response(prediction)
 
 
 @prediction_route("/classify_batch", BATCH_BODY, PredictionList, "Classify several image files")
-async def classify_batch(request: Request, debug: bool = False) -> Response:
-    """Several image files in the multipart field `images`; results in the same order."""
+async def classify_batch(request: Request, debug: bool = False, min_confidence: MinConfidence = None) -> Response:
+    """Several image files in the multipart field `images`; results in the same order. With `min_confidence`,
+    one image below it makes the answer 422, naming it, with every image's probabilities."""
     pipeline = pipeline_of(request)
     limits = pipeline.settings
     with pipeline.batcher.request():
         files = await read_uploads(request, "images", limits.max_batch, limits.max_bytes)
         pixels, boxes = await pipeline.read_digits(files)
         results = await pipeline.classify(pixels, debug, boxes)
+    refuse_unsure(results, min_confidence, limits.min_confidence)
     record_digits(request.scope, [r.digit for r in results])
     return json_response(PredictionList.model_construct(results=results))
 
 
 @prediction_route("/classify_pixels", PIXELS_BODY, PredictionList, "Classify images already in MNIST format")
-async def classify_pixels(request: Request) -> Response:
+async def classify_pixels(request: Request, min_confidence: MinConfidence = None) -> Response:
     """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
-    (N x 784, application/octet-stream) or a .npy array (application/x-npy)."""
+    (N x 784, application/octet-stream) or a .npy array (application/x-npy). `min_confidence` as for
+    /classify_batch."""
     pipeline = pipeline_of(request)
     limits = pipeline.settings
     with pipeline.batcher.request():
         body = await read_body(request, limits.max_bytes)
         results = await pipeline.classify(parse_pixels(body, media_type(request), limits.max_batch))
+    refuse_unsure(results, min_confidence, limits.min_confidence)
     record_digits(request.scope, [r.digit for r in results])
     return json_response(PredictionList.model_construct(results=results))
 
@@ -154,7 +187,7 @@ async def redirect_to_ui() -> RedirectResponse:
 
 
 async def answer_client_error(_: Request, exc: ClientError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status)
 
 
 async def answer_invalid_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -24,7 +24,6 @@ from service.lifecycle import drain_on_sigterm, draining
 from service.middleware import RequestMiddleware
 from service.pipeline import Pipeline
 from service.pixels import check_pixels
-from service.runtime import softmax
 
 # At import, in the process that runs `bentoml serve`: BentoML's decorators below need the settings, and a bad
 # setting or a model that does not match its card stops the server at once, with the reason, not in every worker.
@@ -98,7 +97,8 @@ class DigitService:
         """BentoML's own typed API, for BentoML clients (`bentoml.SyncHTTPClient(url).probabilities(pixels=...)`):
         MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
         [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
-        return softmax(self.pipeline.infer(self.pipeline.runtime.model_input(pixels)))
+        runtime = self.pipeline.runtime
+        return runtime.confidences(self.pipeline.infer(runtime.model_input(pixels)))
 
 
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s

@@ -35,6 +35,13 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = int,
     return value
 
 
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default, float, minimum=0)
+    if value > 1:
+        raise ConfigError(f"{name}={value} must be between 0 and 1")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -65,6 +72,7 @@ class Settings:
     access_log: bool
     tracing: bool  # OpenTelemetry spans for the prediction routes too (BentoML traces every route otherwise)
     drain_seconds: float  # on SIGTERM: not ready, still serving, for this long before stopping (lifecycle.py)
+    min_confidence: float  # below it a prediction is answered 422 "not confidently a digit"; 0: never (api.py)
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
     @classmethod
@@ -101,6 +109,7 @@ class Settings:
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
             drain_seconds=_number(env, "DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
+            min_confidence=_fraction(env, "DIGITSERVE_MIN_CONFIDENCE", 0.0),
             access_log=_flag(env, "DIGITSERVE_ACCESS_LOG", True),
             # Off by default: a span per request is the largest per-request cost BentoML adds
             # (docs/benchmarks.md, "Per-request overhead"); turn on where traces are exported.

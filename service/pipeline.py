@@ -19,7 +19,7 @@ from service.batching import Batcher
 from service.config import Settings
 from service.preprocess import Digit, read_digit
 from service.responses import Prediction
-from service.runtime import ModelRuntime, softmax
+from service.runtime import ModelRuntime
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
@@ -56,7 +56,7 @@ class Pipeline:
     async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction
         counted on /metrics (digit, confidence)."""
-        probabilities = softmax(await self.batcher(self.runtime.model_input(pixels)))
+        probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(pixels)))
         for p in probabilities:
             digit = int(p.argmax())
             metrics.digit_counter(digit).inc()

@@ -109,6 +109,12 @@ class ModelRuntime:
             how,
         )
         self.normalisation = read_normalisation(self.card)
+        # Temperature scaling (training/calibration.py): confidences that say how often the model is right.
+        self.temperature = float(self.card.get("calibration", {}).get("temperature", 1.0))
+
+    def confidences(self, logits: np.ndarray) -> np.ndarray:
+        """Logits [N, 10] -> calibrated probabilities [N, 10]: softmax(logits / the card's temperature)."""
+        return softmax(logits / self.temperature)
 
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28], white ink on black -> the model's input, normalised as its card says."""
@@ -119,8 +125,8 @@ class ModelRuntime:
         return self.session.run([OUTPUT], {INPUT: inputs})[0]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, 28, 28], white ink on black -> softmax probabilities [N, 10]."""
-        return softmax(self.logits(self.model_input(pixels)))
+        """uint8 [N, 28, 28], white ink on black -> calibrated probabilities [N, 10]."""
+        return self.confidences(self.logits(self.model_input(pixels)))
 
     def describe(self) -> dict:
         card = self.card
@@ -130,6 +136,7 @@ class ModelRuntime:
             "variant": self.variant,
             "sha256": card["sha256"],
             "test_accuracy": card["test_accuracy"],
+            "temperature": self.temperature,
             "parameters": card["parameters"],
             "provider": self.provider,
             "input": card["input"],

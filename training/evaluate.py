@@ -1,4 +1,5 @@
-"""Accuracy of an ONNX model on the MNIST test set through ONNX Runtime, overall and per class."""
+"""Accuracy of an ONNX model on the MNIST test set through ONNX Runtime, overall and per class; with --corruptions,
+under the 15 corruptions of MNIST-C too (training/corruptions.py), written into the model's card."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.contract import INPUT, OUTPUT, read_card, read_normalisation, to_model_input
+from service.contract import INPUT, OUTPUT, card_path, read_card, read_normalisation, to_model_input
+from service.runtime import softmax
 from training import data
+from training.corruptions import CORRUPTIONS, corrupt
 from training.metrics import accuracy_report, format_report
 
 
@@ -41,12 +44,90 @@ def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, 
     return accuracy_report(labels, predictions)
 
 
+def corrupted_sets(data_dir: str | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The test set under each corruption (uint8 [10000, 28, 28] each, the same for the same seed), and its labels."""
+    from tqdm import tqdm
+
+    test = data.load_split("test", data_dir)
+    names = tqdm(CORRUPTIONS, desc="corrupting", unit="corruption", leave=False)
+    return {name: corrupt(test.images, name, seed) for name in names}, test.labels
+
+
+def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Accuracy per corruption, their mean and worst, and the expected calibration error over all of them before
+    and after the card's temperature (training/calibration.py); and the logits of all of them, in order."""
+    from training.calibration import expected_calibration_error
+
+    card = read_card(Path(model_path))
+    mean, std = read_normalisation(card)
+    temperature = card.get("calibration", {}).get("temperature", 1.0)
+    session = cpu_session(model_path)
+    logits = {name: run_logits(session, to_model_input(images, mean, std)) for name, images in sets.items()}
+    accuracy = {name: round(float((z.argmax(1) == labels).mean()), 4) for name, z in logits.items()}
+    every = np.concatenate(list(logits.values()))
+    repeated = np.tile(labels, len(logits))
+    return {
+        "temperature": temperature,
+        "benchmark": "MNIST-C's 15 corruptions of the MNIST test set, written here (training/corruptions.py), seed 0",
+        "accuracy": accuracy,
+        "mean_accuracy": round(float(np.mean(list(accuracy.values()))), 4),
+        "worst": min(accuracy, key=accuracy.get),
+        "worst_accuracy": min(accuracy.values()),
+        "ece_before": round(expected_calibration_error(softmax(every), repeated), 5),
+        "ece_after": round(expected_calibration_error(softmax(every / temperature), repeated), 5),
+    }, every
+
+
+def format_corruptions(report: dict, baseline: dict | None = None) -> str:
+    head = "| corruption | accuracy |" + (" baseline |" if baseline else "")
+    lines = [head, "|---|---:|" + ("---:|" if baseline else "")]
+    for name, value in [*report["accuracy"].items(), ("**mean**", report["mean_accuracy"])]:
+        other = baseline["accuracy"].get(name, baseline["mean_accuracy"]) if baseline else None
+        lines.append(f"| {name} | {100 * value:.2f}% |" + (f" {100 * other:.2f}% |" if baseline else ""))
+    lines.append(
+        f"\nworst: {report['worst']} {100 * report['worst_accuracy']:.2f}%; expected calibration error over all of "
+        f"them {100 * report['ece_before']:.2f}% before temperature scaling, {100 * report['ece_after']:.2f}% after"
+    )
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="an ONNX file, e.g. models/mnist_cnn.onnx")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--corruptions", action="store_true", help="also the 15 MNIST-C corruptions: printed and written into the card"
+    )
+    parser.add_argument("--baseline", type=Path, help="with --corruptions: another ONNX model to compare and plot")
+    parser.add_argument(
+        "--plots", type=Path, help="with --corruptions: write corruptions.png and reliability.png into this folder"
+    )
 
 
 def main(args: argparse.Namespace) -> None:
     report = evaluate(args.model, args.data_dir)
     print(json.dumps(report, indent=2) if args.json else f"{args.model}: {format_report(report)}")
+    if not args.corruptions:
+        return
+    sets, labels = corrupted_sets(args.data_dir)
+    found, logits = corruption_report(args.model, sets, labels)
+    baseline = corruption_report(args.baseline, sets, labels)[0] if args.baseline else None
+    print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline))
+    card = read_card(args.model)
+    card["corruptions"] = found
+    card_path(args.model).write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote the corruption figures into {card_path(args.model)}")
+    if args.plots:
+        from training.plots import plot_corruptions, plot_reliability
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        from training.calibration import split_logits
+
+        names = (args.model.name, args.baseline.name if args.baseline else None)
+        plot_corruptions(found, baseline, *names, args.plots / "corruptions.png")
+        panels = {
+            "MNIST test set": split_logits(args.model, "test", args.data_dir),
+            "the 15 corruptions": (logits, np.tile(labels, len(sets))),
+        }
+        plot_reliability(panels, found["temperature"], args.plots / "reliability.png")
+        print(f"wrote {args.plots / 'corruptions.png'} and {args.plots / 'reliability.png'}")

@@ -17,6 +17,7 @@ import torch
 
 from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to_model_input
 from training import data
+from training.calibration import calibrate
 from training.evaluate import cpu_session, evaluate, run_logits
 from training.train import load_checkpoint
 from training.variants import VariantError, make_variant
@@ -76,7 +77,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"python -m training train --steps {config['steps']} --batch-size {config['batch_size']} "
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
-        + (" --augment" if config["augment"] else "")
+        + (f" --augment {config['augment']}" if config["augment"] not in ("none", False) else "")
         + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")
         + (f" --eval-subset {config['eval_subset']}" if config.get("eval_subset") else "")
         + f" --out {checkpoint.parent}"
@@ -105,6 +106,11 @@ def export(
         path.replace(out)
     parity = {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol}
     card = model_card(out, version, report, ckpt, parity, commit)
+    card["calibration"] = calibrate(out, data_dir, scale)
+    print(
+        f"temperature {card['calibration']['temperature']} (validation split): test ECE "
+        f"{100 * card['calibration']['test_ece_before']:.2f}% -> {100 * card['calibration']['test_ece_after']:.2f}%"
+    )
     card["reproduce"] = reproduce_commands(ckpt["config"], checkpoint, out, version)
     card_path(out).write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -1,4 +1,5 @@
-"""The two pictures of a training run: learning curves and the test-set confusion matrix."""
+"""The pictures of a training run (learning curves, the test-set confusion matrix) and of an evaluation
+(accuracy under each corruption, reliability diagrams)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,56 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
             colour = "white" if true == pred else "black"
             ax.text(pred, true, str(count), ha="center", va="center", fontsize=8, color=colour)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_corruptions(report: dict, baseline: dict | None, name: str, baseline_name: str | None, path: Path) -> None:
+    """Accuracy under each corruption, horizontal bars, the baseline model's beside."""
+    names = [*report["accuracy"], "mean"]
+    values = [*report["accuracy"].values(), report["mean_accuracy"]]
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    height = 0.4 if baseline else 0.7
+    if baseline:
+        before = [*baseline["accuracy"].values(), baseline["mean_accuracy"]]
+        ax.barh(y + height / 2, [100 * v for v in before], height, color="lightgrey", label=baseline_name)
+    ax.barh(y - (height / 2 if baseline else 0), [100 * v for v in values], height, color="tab:blue", label=name)
+    for i, v in enumerate(values):
+        ax.text(100 * v + 0.5, i - (height / 2 if baseline else 0), f"{100 * v:.1f}", va="center", fontsize=7)
+    ax.set(yticks=y, yticklabels=names, xlim=(0, 108), xlabel="accuracy (%)", title="MNIST test set, corrupted")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(panels: dict[str, tuple[np.ndarray, np.ndarray]], temperature: float, path: Path) -> None:
+    """One reliability diagram per (logits, labels) set: accuracy against confidence in 15 bins, before and after
+    temperature scaling; the diagonal is perfect calibration."""
+    from service.runtime import softmax
+    from training.calibration import expected_calibration_error, reliability
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, (logits, labels)) in zip(axes[0], panels.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        for label, t, colour in (("softmax", 1.0, "tab:orange"), (f"T = {temperature:g}", temperature, "tab:blue")):
+            probabilities = softmax(logits / t)
+            bars = [b for b in reliability(probabilities, labels) if b["count"]]
+            ece = expected_calibration_error(probabilities, labels)
+            ax.plot(
+                [b["confidence"] for b in bars],
+                [b["accuracy"] for b in bars],
+                marker="o",
+                color=colour,
+                label=f"{label}: ECE {100 * ece:.2f}%",
+            )
+        ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

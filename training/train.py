@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from service.contract import standardise
 from training import data
-from training.augment import random_affine
+from training.augment import RECIPES, augment
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
 from training.plots import plot_confusion, plot_curves
@@ -33,7 +33,7 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": decay to 0 over the run
     dropout: float = 0.5
     seed: int = 0
-    augment: bool = False
+    augment: str = "none"  # training/augment.py: "affine" or "robust"
     eval_every: int = 1000
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
     eval_subset: int = 0  # 0: all validation and test images; else the first N of each (quick runs and tests)
@@ -158,7 +158,7 @@ def batches(
         for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
             index = order[start : start + config.batch_size].to(x.device)
             batch = x[index]
-            yield (random_affine(batch, generator) if config.augment else batch), y[index]
+            yield augment(batch, config.augment, generator), y[index]
 
 
 class Window:
@@ -217,7 +217,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=defaults.schedule)
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--augment", action="store_true", help="random shifts, rotations and scaling")
+    parser.add_argument(
+        "--augment",
+        choices=RECIPES,
+        nargs="?",
+        const="affine",
+        default="none",
+        help="affine: random shifts, rotations and scaling (also plain --augment); robust: affine plus elastic "
+        "distortion, stroke thickness, blur, a wiped strip, contrast and noise (training/augment.py)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--eval-subset", type=int, default=0, help="evaluate on the first N validation and test images")

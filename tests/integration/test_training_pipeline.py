@@ -45,7 +45,9 @@ def test_checkpoint_round_trip_with_weights_only(run, mnist_dir):
 
 
 def test_same_seed_same_weights_on_cpu(mnist_dir, tmp_path):
-    config = TrainConfig(steps=20, eval_every=20, train_subset=500, eval_subset=500, augment=True, seed=3, device="cpu")
+    config = TrainConfig(
+        steps=20, eval_every=20, train_subset=500, eval_subset=500, augment="robust", seed=3, device="cpu"
+    )
     first = train(config, tmp_path / "a", str(mnist_dir), progress=False)
     second = train(config, tmp_path / "b", str(mnist_dir), progress=False)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]

@@ -65,6 +65,16 @@ def test_settings_from_environment(monkeypatch):
         Settings.from_env()
 
 
+def test_min_confidence_is_off_by_default_and_a_fraction(monkeypatch):
+    assert Settings.from_env().min_confidence == 0
+    monkeypatch.setenv("DIGITSERVE_MIN_CONFIDENCE", "0.9")
+    assert Settings.from_env().min_confidence == 0.9
+    for wrong, message in (("1.5", "between 0 and 1"), ("-0.1", "at least 0"), ("high", "not a number")):
+        monkeypatch.setenv("DIGITSERVE_MIN_CONFIDENCE", wrong)
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env()
+
+
 def test_switches_are_true_or_false(monkeypatch):
     assert (Settings.from_env().tracing, Settings.from_env().access_log) == (False, True)
     monkeypatch.setenv("DIGITSERVE_TRACING", "TRUE")
