@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 export BENTOML_DO_NOT_TRACK := true
 
 # The recipe of the shipped model (models/mnist_cnn.json, "reproduce"). The reference recipe is `--steps 20000`.
-TRAIN_ARGS ?= --steps 30000 --augment --lr 1e-3 --schedule cosine --out runs/mnist_cnn
+TRAIN_ARGS ?= --steps 30000 --augment robust --lr 1e-3 --schedule cosine --out runs/mnist_cnn
 EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
@@ -20,7 +20,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -82,6 +82,13 @@ export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card 
 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime
 	$(BIN)/python -m training evaluate $(MODEL)
+
+corruptions: install-train  ## MODEL under the 15 MNIST-C corruptions (vs BASELINE=old.onnx): its card, README, docs/training
+	$(BIN)/python -m training evaluate $(MODEL) --corruptions --plots docs/training --record README.md \
+		$(if $(BASELINE),--baseline $(BASELINE))
+
+bench-unsure: install-dev  ## what min_confidence refuses: non-digit images vs MNIST test digits (README table)
+	$(BIN)/python benchmarks/bench_unsure.py
 
 bench: $(VENV)/.installed-bench  ## HTTP vs FastAPI and LitServe (needs wrk), then bench-photos; docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }

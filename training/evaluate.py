@@ -44,11 +44,16 @@ def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, 
     return accuracy_report(labels, predictions)
 
 
-def corrupted_sets(data_dir: str | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The test set under each corruption (uint8 [10000, 28, 28] each, the same for the same seed), and its labels."""
+def corrupted_sets(
+    data_dir: str | None = None, seed: int = 0, images: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The test set (its first `images`; 0: all 10,000) under each corruption (uint8 [N, 28, 28] each, the same for
+    the same seed), and its labels."""
     from tqdm import tqdm
 
     test = data.load_split("test", data_dir)
+    if images:
+        test = data.Split(test.images[:images], test.labels[:images])
     names = tqdm(CORRUPTIONS, desc="corrupting", unit="corruption", leave=False)
     return {name: corrupt(test.images, name, seed) for name in names}, test.labels
 
@@ -69,6 +74,7 @@ def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.
     return {
         "temperature": temperature,
         "benchmark": "MNIST-C's 15 corruptions of the MNIST test set, written here (training/corruptions.py), seed 0",
+        "images": len(labels),
         "accuracy": accuracy,
         "mean_accuracy": round(float(np.mean(list(accuracy.values()))), 4),
         "worst": min(accuracy, key=accuracy.get),
@@ -91,6 +97,9 @@ def format_corruptions(report: dict, baseline: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+RECORD = ("<!-- corruptions:start -->", "<!-- corruptions:end -->")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="an ONNX file, e.g. models/mnist_cnn.onnx")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
@@ -98,9 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corruptions", action="store_true", help="also the 15 MNIST-C corruptions: printed and written into the card"
     )
+    parser.add_argument("--images", type=int, default=0, help="with --corruptions: the first N test images only")
     parser.add_argument("--baseline", type=Path, help="with --corruptions: another ONNX model to compare and plot")
     parser.add_argument(
         "--plots", type=Path, help="with --corruptions: write corruptions.png and reliability.png into this folder"
+    )
+    parser.add_argument(
+        "--record", type=Path, help="with --corruptions: write the table into this document (README.md)"
     )
 
 
@@ -109,7 +122,7 @@ def main(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2) if args.json else f"{args.model}: {format_report(report)}")
     if not args.corruptions:
         return
-    sets, labels = corrupted_sets(args.data_dir)
+    sets, labels = corrupted_sets(args.data_dir, images=args.images)
     found, logits = corruption_report(args.model, sets, labels)
     baseline = corruption_report(args.baseline, sets, labels)[0] if args.baseline else None
     print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline))
@@ -117,6 +130,15 @@ def main(args: argparse.Namespace) -> None:
     card["corruptions"] = found
     card_path(args.model).write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote the corruption figures into {card_path(args.model)}")
+    if args.record:
+        from harness.report import write_section
+
+        against = f", beside {args.baseline.name} (the model it replaced)" if args.baseline else ""
+        section = (
+            f"{RECORD[0]}\n{args.model.name} v{card['version']}{against}, on {len(labels):,} test images under each "
+            f"corruption:\n\n{format_corruptions(found, baseline)}\n\nCommand: `make corruptions`.\n{RECORD[1]}"
+        )
+        write_section(args.record, section, *RECORD, "### Corruptions", "# digitserve")
     if args.plots:
         from training.plots import plot_corruptions, plot_reliability
 

@@ -1,14 +1,20 @@
 """A short real training run on real MNIST, its checkpoint, and its export to ONNX."""
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from service.contract import file_sha256, to_model_input
+from tests.conftest import MODEL
 from training import data
+from training.calibration import negative_log_likelihood, split_logits
+from training.corruptions import CORRUPTIONS
 from training.evaluate import evaluate
 from training.export import ExportError, export
 from training.train import TrainConfig, load_checkpoint, predict, train
@@ -20,7 +26,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def run(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     # The first 2,000 validation and test images: the export still evaluates on all 10,000 (the card).
-    config = TrainConfig(steps=200, eval_every=100, train_subset=3000, eval_subset=2000, lr=1e-3, seed=0)
+    config = TrainConfig(
+        steps=200, eval_every=100, train_subset=3000, eval_subset=2000, lr=1e-3, seed=0, augment="robust"
+    )
     return out, train(config, out, str(mnist_dir), progress=False)
 
 
@@ -96,10 +104,50 @@ def test_export_embeds_metadata_and_writes_a_matching_card(exported, run):
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}
     assert card["input"] == {"name": "image", "dtype": "float32", "shape": ["N", 1, 28, 28]}
-    assert any("python -m training train" in c and "--train-subset 3000" in c for c in card["reproduce"])
+    assert any("python -m training train" in c and "--train-subset 3000 " in c for c in card["reproduce"])
+    assert any("--augment robust" in c for c in card["reproduce"])
     # ONNX Runtime agrees with PyTorch (the parity above); on all 10,000 images the model is as good as on the
     # run's 2,000 within sampling error.
     assert card["test_total"] == 10_000 and abs(card["test_accuracy"] - run[1]["test"]["accuracy"]) < 0.03
+
+
+def test_export_fits_a_temperature_on_the_validation_split(exported, mnist_dir):
+    path, card = exported
+    calibration = card["calibration"]
+    logits, labels = split_logits(path, "validation", str(mnist_dir))
+    fitted = calibration["temperature"]
+    # The fitted temperature is the minimum of the validation loss: a little either way is worse.
+    loss = negative_log_likelihood(logits, labels, fitted)
+    assert loss < negative_log_likelihood(logits, labels, fitted * 1.1)
+    assert loss < negative_log_likelihood(logits, labels, fitted / 1.1)
+    assert 0 <= calibration["test_ece_after"] < 1 and calibration["ece_bins"] == 15
+
+
+def test_evaluate_corruptions_writes_the_card_the_table_and_the_plots(exported, mnist_dir, tmp_path):
+    path, _ = exported
+    readme = tmp_path / "README.md"
+    readme.write_text("# digitserve\n\nkept\n")
+    command = [sys.executable, "-m", "training", "evaluate", str(path), "--corruptions", "--images", "300"]
+    command += [
+        "--data-dir",
+        str(mnist_dir),
+        "--plots",
+        str(tmp_path),
+        "--record",
+        str(readme),
+        "--baseline",
+        str(MODEL),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(path.with_suffix(".json").read_text())["corruptions"]
+    assert list(found["accuracy"]) == list(CORRUPTIONS) and found["images"] == 300
+    assert found["mean_accuracy"] == pytest.approx(np.mean(list(found["accuracy"].values())), abs=1e-4)
+    assert found["worst_accuracy"] == min(found["accuracy"].values())
+    text = readme.read_text()
+    assert text.startswith("# digitserve\n\nkept") and "| shot_noise |" in text and "beside mnist_cnn.onnx" in text
+    for picture in ("corruptions.png", "reliability.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_reproduces_the_card(exported, mnist_dir):
