@@ -48,3 +48,23 @@ def test_evaluate_cli_reproduces_the_card_on_all_10000_test_images(mnist_dir):
     assert report["correct"] == CARD["test_correct"]
     assert report["accuracy"] == CARD["test_accuracy"]
     assert report["per_class_accuracy"] == CARD["per_class_accuracy"]
+
+
+@pytest.mark.integration
+def test_the_cards_temperature_is_the_one_the_validation_split_gives(mnist_dir):
+    from training.calibration import calibrate
+
+    assert calibrate(MODEL, str(mnist_dir)) == CARD["calibration"]
+    assert CARD["calibration"]["test_ece_after"] <= 0.005
+
+
+def test_the_card_has_the_corruption_benchmark_and_the_readme_its_table():
+    from training.corruptions import CORRUPTIONS
+
+    found = CARD["corruptions"]
+    assert list(found["accuracy"]) == list(CORRUPTIONS) and found["images"] == 10_000
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- corruptions:start -->")[1].split("<!-- corruptions:end -->")[0]
+    for name, accuracy in found["accuracy"].items():
+        assert f"| {name} | {100 * accuracy:.2f}% |" in table, name
+    assert f"| **mean** | {100 * found['mean_accuracy']:.2f}% |" in table

@@ -94,6 +94,16 @@ def test_the_model_table_says_what_the_card_says():
     config = fp32["training"]["config"]
     assert f"| trained | {config['steps']:,} steps of batch {config['batch_size']} " in readme
     assert f"; {round(fp32['training']['seconds']):,} s on " in readme
+    corruptions, calibration = fp32["corruptions"], fp32["calibration"]
+    assert (
+        f"| under corruption | **{corruptions['mean_accuracy'] * 100:.2f} %** mean over MNIST-C's 15 corruptions, "
+        f"worst {corruptions['worst_accuracy'] * 100:.2f} % ({corruptions['worst']});"
+    ) in readme
+    assert (
+        f"| confidence | temperature {calibration['temperature']} (fitted on the validation split); expected "
+        f"calibration error {calibration['test_ece_after'] * 100:.2f} % on the test set, "
+        f"{corruptions['ece_after'] * 100:.2f} % under the corruptions |"
+    ) in readme
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8", "fp16"])
