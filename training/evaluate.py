@@ -84,8 +84,9 @@ def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.
     }, every
 
 
-def format_corruptions(report: dict, baseline: dict | None = None) -> str:
-    head = "| corruption | accuracy |" + (" baseline |" if baseline else "")
+def format_corruptions(report: dict, baseline: dict | None = None, names: tuple[str, str] = ("accuracy", "")) -> str:
+    """The markdown table: accuracy per corruption and the mean, `baseline`'s beside; `names` head the columns."""
+    head = f"| corruption | {names[0]} |" + (f" {names[1]} |" if baseline else "")
     lines = [head, "|---|---:|" + ("---:|" if baseline else "")]
     for name, value in [*report["accuracy"].items(), ("**mean**", report["mean_accuracy"])]:
         other = baseline["accuracy"].get(name, baseline["mean_accuracy"]) if baseline else None
@@ -125,7 +126,8 @@ def main(args: argparse.Namespace) -> None:
     sets, labels = corrupted_sets(args.data_dir, images=args.images)
     found, logits = corruption_report(args.model, sets, labels)
     baseline = corruption_report(args.baseline, sets, labels)[0] if args.baseline else None
-    print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline))
+    names = (args.model.stem, args.baseline.stem if args.baseline else "")
+    print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline, names))
     card = read_card(args.model)
     card["corruptions"] = found
     card_path(args.model).write_text(json.dumps(card, indent=2) + "\n")
@@ -136,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
         against = f", beside {args.baseline.name} (the model it replaced)" if args.baseline else ""
         section = (
             f"{RECORD[0]}\n{args.model.name} v{card['version']}{against}, on {len(labels):,} test images under each "
-            f"corruption:\n\n{format_corruptions(found, baseline)}\n\nCommand: `make corruptions`.\n{RECORD[1]}"
+            f"corruption:\n\n{format_corruptions(found, baseline, names)}\n\nCommand: `make corruptions`.\n{RECORD[1]}"
         )
         write_section(args.record, section, *RECORD, "### Corruptions", "# digitserve")
     if args.plots:
