@@ -38,34 +38,36 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return round(math.exp((low + high) / 2), 4)
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
-    """Over `bins` equal-width confidence bins: the mean |accuracy - confidence|, weighted by the bin's share."""
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:
+    """Per equal-width confidence bin: its range, count, mean confidence and accuracy (the reliability diagram)."""
     confidence = probabilities.max(1)
     correct = probabilities.argmax(1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
+    found = []
     for b in range(bins):
         inside = which == b
-        if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+        found.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "count": int(inside.sum()),
+                "confidence": float(confidence[inside].mean()) if inside.any() else None,
+                "accuracy": float(correct[inside].mean()) if inside.any() else None,
+            }
+        )
+    return found
 
 
-def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:
-    """Per confidence bin: its range, count, mean confidence and accuracy (the reliability diagram's bars)."""
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    return [
-        {
-            "low": b / bins,
-            "high": (b + 1) / bins,
-            "count": int((which == b).sum()),
-            "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
-            "accuracy": float(correct[which == b].mean()) if (which == b).any() else None,
-        }
-        for b in range(bins)
-    ]
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """Over `bins` equal-width confidence bins: the mean |accuracy - confidence|, weighted by the bin's share."""
+    total = len(labels)
+    return float(
+        sum(
+            b["count"] / total * abs(b["accuracy"] - b["confidence"])
+            for b in reliability(probabilities, labels, bins)
+            if b["count"]
+        )
+    )
 
 
 def split_logits(model_path: Path, split: str, data_dir: str | None = None, scale=None) -> tuple[np.ndarray, ...]:
