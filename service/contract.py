@@ -63,6 +63,11 @@ def read_normalisation(card: dict) -> tuple[float, float]:
     return float(card["preprocessing"]["mean"]), float(card["preprocessing"]["std"])
 
 
+def read_temperature(card: dict) -> float:
+    """The card's calibration temperature (training/calibration.py); 1, plain softmax, for a card without one."""
+    return float(card.get("calibration", {}).get("temperature", 1.0))
+
+
 def standardise(unit: Array, mean: float, std: float) -> Array:
     """Intensities in [0, 1] -> the model's scale. Training applies it to augmented tensors, the service (through
     `to_model_input`) to pixels: one formula."""

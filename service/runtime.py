@@ -10,7 +10,15 @@ import numpy as np
 import onnxruntime as ort
 
 from service.config import Provider
-from service.contract import INPUT, OUTPUT, ModelLoadError, read_card, read_normalisation, to_model_input
+from service.contract import (
+    INPUT,
+    OUTPUT,
+    ModelLoadError,
+    read_card,
+    read_normalisation,
+    read_temperature,
+    to_model_input,
+)
 
 logger = logging.getLogger("bentoml.digitserve")  # under "bentoml": BentoML's log handlers show it
 
@@ -110,7 +118,7 @@ class ModelRuntime:
         )
         self.normalisation = read_normalisation(self.card)
         # Temperature scaling (training/calibration.py): confidences that say how often the model is right.
-        self.temperature = float(self.card.get("calibration", {}).get("temperature", 1.0))
+        self.temperature = read_temperature(self.card)
 
     def confidences(self, logits: np.ndarray) -> np.ndarray:
         """Logits [N, 10] -> calibrated probabilities [N, 10]: softmax(logits / the card's temperature)."""

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.contract import read_card, read_normalisation, to_model_input
 from service.runtime import softmax
-from training import data
-from training.evaluate import cpu_session, run_logits
+from training.evaluate import split_logits
 
 BINS = 15
 
@@ -68,13 +66,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
             if b["count"]
         )
     )
-
-
-def split_logits(model_path: Path, split: str, data_dir: str | None = None, scale=None) -> tuple[np.ndarray, ...]:
-    """The model's logits for a whole MNIST split through ONNX Runtime, and the labels."""
-    mean, std = scale or read_normalisation(read_card(Path(model_path)))
-    images = data.load_split(split, data_dir)
-    return run_logits(cpu_session(model_path), to_model_input(images.images, mean, std)), images.labels
 
 
 def calibrate(model_path: Path, data_dir: str | None = None, scale=None) -> dict:

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.contract import INPUT, OUTPUT, card_path, read_card, read_normalisation, to_model_input
+from service.contract import (
+    INPUT,
+    OUTPUT,
+    card_path,
+    read_card,
+    read_normalisation,
+    read_temperature,
+    to_model_input,
+)
 from service.runtime import softmax
 from training import data
 from training.corruptions import CORRUPTIONS, corrupt
@@ -29,14 +37,22 @@ def run_logits(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 1
     )
 
 
+def split_logits(
+    model_path: Path, split: str, data_dir: str | None = None, scale: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits for a whole MNIST split through ONNX Runtime, and the labels. `scale`: the (mean, std) of
+    its card unless given (the export evaluates a model before it writes the card)."""
+    mean, std = scale or read_normalisation(read_card(Path(model_path)))
+    images = data.load_split(split, data_dir)
+    return run_logits(cpu_session(model_path), to_model_input(images.images, mean, std)), images.labels
+
+
 def predict_test_set(
     model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The model's predicted digits for the 10,000 test images, and the true labels. `scale`: the (mean, std) of
-    its card unless given (the export evaluates a model before it writes the card)."""
-    mean, std = scale or read_normalisation(read_card(Path(model_path)))
-    test = data.load_split("test", data_dir)
-    return run_logits(cpu_session(model_path), to_model_input(test.images, mean, std)).argmax(1), test.labels
+    """The model's predicted digits for the 10,000 test images, and the true labels."""
+    logits, labels = split_logits(model_path, "test", data_dir, scale)
+    return logits.argmax(1), labels
 
 
 def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None) -> dict:
@@ -65,7 +81,7 @@ def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.
 
     card = read_card(Path(model_path))
     mean, std = read_normalisation(card)
-    temperature = card.get("calibration", {}).get("temperature", 1.0)
+    temperature = read_temperature(card)
     session = cpu_session(model_path)
     logits = {name: run_logits(session, to_model_input(images, mean, std)) for name, images in sets.items()}
     accuracy = {name: round(float((z.argmax(1) == labels).mean()), 4) for name, z in logits.items()}
@@ -126,8 +142,8 @@ def main(args: argparse.Namespace) -> None:
     sets, labels = corrupted_sets(args.data_dir, images=args.images)
     found, logits = corruption_report(args.model, sets, labels)
     baseline = corruption_report(args.baseline, sets, labels)[0] if args.baseline else None
-    names = (args.model.stem, args.baseline.stem if args.baseline else "")
-    print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline, names))
+    columns = (args.model.stem, args.baseline.stem if args.baseline else "")
+    print(json.dumps(found, indent=2) if args.json else format_corruptions(found, baseline, columns))
     card = read_card(args.model)
     card["corruptions"] = found
     card_path(args.model).write_text(json.dumps(card, indent=2) + "\n")
@@ -136,19 +152,18 @@ def main(args: argparse.Namespace) -> None:
         from harness.report import write_section
 
         against = f", beside {args.baseline.name} (the model it replaced)" if args.baseline else ""
+        table = format_corruptions(found, baseline, columns)
         section = (
             f"{RECORD[0]}\n{args.model.name} v{card['version']}{against}, on {len(labels):,} test images under each "
-            f"corruption:\n\n{format_corruptions(found, baseline, names)}\n\nCommand: `make corruptions`.\n{RECORD[1]}"
+            f"corruption:\n\n{table}\n\nCommand: `make corruptions`.\n{RECORD[1]}"
         )
         write_section(args.record, section, *RECORD, "### Corruptions", "# digitserve")
     if args.plots:
         from training.plots import plot_corruptions, plot_reliability
 
         args.plots.mkdir(parents=True, exist_ok=True)
-        from training.calibration import split_logits
-
-        names = (args.model.name, args.baseline.name if args.baseline else None)
-        plot_corruptions(found, baseline, *names, args.plots / "corruptions.png")
+        legend = (args.model.name, args.baseline.name if args.baseline else None)
+        plot_corruptions(found, baseline, *legend, args.plots / "corruptions.png")
         panels = {
             "MNIST test set": split_logits(args.model, "test", args.data_dir),
             "the 15 corruptions": (logits, np.tile(labels, len(sets))),

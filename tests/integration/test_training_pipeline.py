@@ -13,9 +13,9 @@ import torch
 from service.contract import file_sha256, to_model_input
 from tests.conftest import MODEL
 from training import data
-from training.calibration import negative_log_likelihood, split_logits
+from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
-from training.evaluate import evaluate
+from training.evaluate import evaluate, split_logits
 from training.export import ExportError, export
 from training.train import TrainConfig, load_checkpoint, predict, train
 
