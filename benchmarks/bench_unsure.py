@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.not_digits import KINDS, not_digits
 from harness.report import write_section
-from service.config import DEFAULT_MODEL
+from service.config import DEFAULT_MODEL, Settings
 from service.errors import ClientError
 from service.preprocess import read_digit
 from service.runtime import ModelRuntime
@@ -34,9 +34,10 @@ START, END = "<!-- bench_unsure:start -->", "<!-- bench_unsure:end -->"
 def not_digit_confidences(runtime: ModelRuntime) -> dict[str, list[float]]:
     """Per kind, each image's confidence; 0 for an image in which the service finds no mark."""
     found: dict[str, list[float]] = collections.defaultdict(list)
+    max_pixels = Settings.from_env({}).max_pixels  # the service's default limit
     for kind, _, data in not_digits():
         try:
-            pixels = read_digit(data, 25_000_000).pixels
+            pixels = read_digit(data, max_pixels).pixels
         except ClientError:
             found[kind].append(0.0)
             continue
@@ -66,7 +67,7 @@ def table(runtime: ModelRuntime, data_dir: str | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--out", type=Path, default=ROOT / "README.md")
     args = parser.parse_args()

@@ -5,7 +5,6 @@ them (dark ink on light paper, 112x112). Seeded: the same set every time.
 
 from __future__ import annotations
 
-import io
 import string
 from pathlib import Path
 
@@ -13,18 +12,14 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from harness.digits import encode
+
 SIZE = 112
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # shipped with matplotlib: the same on every machine
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "cmr10.ttf")
 LETTERS = string.ascii_letters
 SYMBOLS = "+-=×÷?!@#$%&*()[]{}<>/\\~^_|πΣΩλµ€£¥§¶©®→←↑↓★♥♦♣♠☺✓✗∞≈≠≤≥∑√∫"
 KINDS = ("letter", "symbol", "shape", "noise", "texture")
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def rendered(char: str, font_file: str) -> Image.Image | None:
@@ -93,10 +88,10 @@ def not_digits(seed: int = 0, per_generated_kind: int = 60) -> list[tuple[str, s
         seen = set()  # a font without a glyph draws the same placeholder box for each: keep one
         for kind, chars in (("letter", LETTERS), ("symbol", SYMBOLS)):
             for char in chars:
-                if (image := rendered(char, font_file)) is not None and (data := png(image)) not in seen:
+                if (image := rendered(char, font_file)) is not None and (data := encode(image)) not in seen:
                     seen.add(data)
                     items.append((kind, f"{char} {font_file}", data))
     rng = np.random.default_rng(seed)
     for kind, make in (("shape", shape), ("noise", noise), ("texture", texture)):
-        items += [(kind, f"{kind} {i}", png(make(rng))) for i in range(per_generated_kind)]
+        items += [(kind, f"{kind} {i}", encode(make(rng))) for i in range(per_generated_kind)]
     return items

@@ -240,7 +240,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
+    """Until the process is gone (or a zombie: its exit is done), reaping it if it is this process's child."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(ChildProcessError):  # started by this process: reap it, or it stays a zombie
@@ -249,7 +250,7 @@ def wait_gone(pid: int, timeout: float) -> bool:
             break
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(poll)
     return True
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local.cluster import ROOT, Cluster, alive, kill_tree, new_cluster, process_tree, wait_gone
+from deploy.local.cluster import ROOT, Cluster, kill_tree, new_cluster, process_tree, wait_gone
 from harness.report import write_section
 
 FOLDER = ROOT / "runs" / "rollout"
@@ -104,13 +104,12 @@ def kill_one(cluster: Cluster) -> dict:
     start, at = time.monotonic(), time.time()
     kill_tree(doomed)
     # A killed process holds its sockets until its exit has torn down its memory (ms for a replica): what reaches
-    # them until then is in flight on it too.
+    # them until then is in flight on it too. Polled every ms: `dead` bounds which requests count as in flight.
     deadline = time.monotonic() + 10
-    while any(alive(p.pid) for p in doomed) and time.monotonic() < deadline:
-        time.sleep(0.001)
+    for process in doomed:
+        wait_gone(process.pid, max(0.0, deadline - time.monotonic()), poll=0.001)
     dead = time.time()
     detected = cluster.wait_in_rotation({victim.name}, up=False)
-    wait_gone(victim.pid, 10)
     cluster.start_replica(victim)
     cluster.save()
     cluster.wait_ready(victim)

@@ -44,7 +44,8 @@ def test_probabilities_are_softmax_of_logits_over_the_cards_temperature(tmp_path
     card["calibration"] = {**card.get("calibration", {}), "temperature": 3.0}
     model.with_suffix(".json").write_text(json.dumps(card))
     images = digits[0][:8]
-    logits = ModelRuntime(MODEL, "cpu").logits(ModelRuntime(MODEL, "cpu").model_input(images))
+    runtime = ModelRuntime(MODEL, "cpu")
+    logits = runtime.logits(runtime.model_input(images))
     with in_process(DIGITSERVE_MODEL=str(model)) as hot:
         answer = hot.post("/classify_pixels", content=images.tobytes(), headers=RAW).json()["results"]
         assert hot.get("/model").json()["temperature"] == 3.0
