@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from service import json_arrays
 from service.errors import ClientError
 
 PIXELS = 28 * 28
@@ -36,12 +37,20 @@ def check_pixels(array: np.ndarray, max_batch: int) -> np.ndarray:
     return np.rint(array).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8)
 
 
+def read_json(body: bytes) -> np.ndarray:
+    try:
+        document = json_arrays.parse(body)
+    except ValueError:  # not strict JSON; the json module also reads NaN and Infinity, which json.dumps writes
+        document = json.loads(body)
+    return json_arrays.to_array(document, np.dtype(np.float64))
+
+
 def parse_pixels(body: bytes, content_type: str, max_batch: int) -> np.ndarray:
     if not body:
         raise ClientError(400, "empty body: send pixels as JSON, raw uint8 bytes or .npy")
     if content_type in JSON_TYPES:
         try:
-            array = np.asarray(json.loads(body), dtype=np.float64)
+            array = read_json(body)
         except (ValueError, TypeError, RecursionError):
             raise ClientError(400, "body is not a JSON array of numbers of a regular shape") from None
         return check_pixels(array, max_batch)

@@ -1,0 +1,84 @@
+"""service/json_arrays.py reads JSON arrays as numpy would from json.loads' lists: the same values, shapes and
+refusals, through simdjson's copy where it can."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service import json_arrays
+
+CASES = [
+    (b"[1, 0.5, 2]", np.float32),
+    (b"[[1, 2], [3, 4]]", np.uint8),
+    (b"[[[1]], [[2]]]", np.int32),
+    (b"[[1, 2], [3]]", np.float32),  # ragged
+    (b"[[1, 2], 3]", np.float32),
+    (b"[[1, 2], [3, [4, 5]]]", np.float32),
+    (b"[300]", np.uint8),  # out of range
+    (b"[-1]", np.uint8),
+    (b"[9223372036854775807]", np.int64),
+    (b"[18446744073709551615]", np.uint64),  # past int64: the exact path
+    (b"[1.5, 2]", np.int32),
+    (b"[true, false]", np.bool_),
+    (b"[true, 2]", np.float32),
+    (b'["a"]', np.float32),
+    (b'[{"a": 1}]', np.float32),
+    (b"[]", np.float32),
+    (b"[[], []]", np.float64),
+    (b"5", np.float32),
+    (b'{"a": 1}', np.float32),
+]
+
+
+def read_both(body: bytes, dtype) -> tuple[object, object]:
+    outcomes = []
+    for read in (
+        lambda: json_arrays.to_array(json_arrays.parse(body), np.dtype(dtype)),
+        lambda: np.asarray(json.loads(body), dtype),
+    ):
+        try:
+            outcomes.append(read())
+        except (ValueError, TypeError, OverflowError) as exc:
+            outcomes.append(exc)
+    return tuple(outcomes)
+
+
+@pytest.mark.parametrize("body, dtype", CASES)
+def test_reads_what_numpy_reads_and_refuses_what_it_refuses(body, dtype):
+    ours, numpys = read_both(body, dtype)
+    if isinstance(numpys, Exception):
+        assert isinstance(ours, Exception), (ours, numpys)
+    else:
+        assert ours.dtype == numpys.dtype and ours.shape == numpys.shape
+        np.testing.assert_array_equal(ours, numpys)
+
+
+def test_numbers_take_the_fast_path():
+    images = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
+    flat = json_arrays.parse(json.dumps(images.ravel().tolist()).encode())
+    nested = json_arrays.parse(json.dumps(images.tolist()).encode())
+    np.testing.assert_array_equal(json_arrays.read_numbers(flat, np.dtype(np.float32)), images.ravel())
+    np.testing.assert_array_equal(json_arrays.read_numbers(nested, np.dtype(np.float32)), images)
+    pixels = json_arrays.parse(json.dumps([[0, 255], [7, 8]]).encode())
+    assert json_arrays.read_numbers(pixels, np.dtype(np.uint8)).tolist() == [[0, 255], [7, 8]]
+
+
+def test_the_one_irregular_array_it_takes():
+    """A one-number array among numbers is read as that number (numpy refuses it): documented in the module."""
+    assert json_arrays.to_array(json_arrays.parse(b"[1, [2], 3]"), np.dtype(np.float32)).tolist() == [1, 2, 3]
+
+
+def test_members_keep_views_only_where_asked():
+    document = json_arrays.parse(b'{"inputs": [{"data": [1, 2]}], "outputs": [{"name": "x"}], "id": "7"}')
+    request = json_arrays.members(document, keep=("inputs",))
+    assert isinstance(request["inputs"], json_arrays.Array)
+    assert request["outputs"] == [{"name": "x"}] and request["id"] == "7"
+
+
+def test_not_json_is_a_value_error():
+    for body in (b"{", b"", b"[1,]", b"\xff"):
+        with pytest.raises(ValueError):
+            json_arrays.parse(body)
