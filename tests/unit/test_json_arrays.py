@@ -82,3 +82,12 @@ def test_not_json_is_a_value_error():
     for body in (b"{", b"", b"[1,]", b"\xff"):
         with pytest.raises(ValueError):
             json_arrays.parse(body)
+
+
+def test_a_body_parsed_while_views_of_the_last_are_alive():
+    """Requests overlap: one holds views of its document while the next body is parsed; both stay readable."""
+    first = json_arrays.parse(b"[1, 2, 3]")
+    second = json_arrays.parse(b"[4, 5]")
+    assert json_arrays.plain(first) == [1, 2, 3] and json_arrays.plain(second) == [4, 5]
+    del first, second
+    assert json_arrays.plain(json_arrays.parse(b"[6]")) == [6]
