@@ -31,11 +31,26 @@ def parse(body: bytes) -> object:
     parser = getattr(_local, "parser", None)
     if parser is not None:
         try:
-            return parser.parse(body)
-        except RuntimeError:  # views of its last document are still alive
+            return parse_with(parser, body)
+        except ParserBusy:
             pass
     _local.parser = simdjson.Parser()
-    return _local.parser.parse(body)
+    return parse_with(_local.parser, body)
+
+
+class ParserBusy(Exception):
+    pass
+
+
+def parse_with(parser: simdjson.Parser, body: bytes) -> object:
+    try:
+        return parser.parse(body)
+    except RuntimeError as exc:
+        # simdjson raises RuntimeError both for a parser that views of its last document still hold (tested in
+        # tests/unit/test_json_arrays.py) and for some malformed documents (integers past 64 bits).
+        if "re-use a parser" in str(exc):
+            raise ParserBusy from None
+        raise ValueError(str(exc)) from None
 
 
 def plain(value: object) -> object:

@@ -4,9 +4,12 @@ refusals, through simdjson's copy where it can."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import json_arrays
 
@@ -79,7 +82,7 @@ def test_members_keep_views_only_where_asked():
 
 
 def test_not_json_is_a_value_error():
-    for body in (b"{", b"", b"[1,]", b"\xff"):
+    for body in (b"{", b"", b"[1,]", b"\xff", b"[123456789012345678901234567890]"):
         with pytest.raises(ValueError):
             json_arrays.parse(body)
 
@@ -91,3 +94,31 @@ def test_a_body_parsed_while_views_of_the_last_are_alive():
     assert json_arrays.plain(first) == [1, 2, 3] and json_arrays.plain(second) == [4, 5]
     del first, second
     assert json_arrays.plain(json_arrays.parse(b"[6]")) == [6]
+
+
+# Integers within 64 bits: past them simdjson refuses the whole document, as orjson did (test_not_json_...).
+integers = st.integers(-(2**63), 2**64 - 1)
+numbers = integers | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
+arrays = st.recursive(
+    st.lists(numbers, max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.lists(inner | numbers | st.text(max_size=2), max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@given(value=arrays, dtype=st.sampled_from([np.float32, np.float64, np.uint8, np.int32, np.int64, np.uint64]))
+def test_any_array_reads_as_numpy_reads_it(value, dtype):
+    body = json.dumps(value).encode()
+    ours, numpys = read_both(body, dtype)
+    if isinstance(numpys, Exception):
+        # The one array numpy refuses that the fast path takes: a one-number array among numbers ([1, [2], 3]).
+        assert isinstance(ours, Exception) or ours.size == np.asarray(flatten(value)).size, (body, ours)
+    else:
+        assert not isinstance(ours, Exception), (body, ours, numpys)
+        assert ours.dtype == numpys.dtype and ours.shape == numpys.shape
+        np.testing.assert_array_equal(ours, numpys)
+
+
+def flatten(value):
+    return [x for item in value for x in flatten(item)] if isinstance(value, list) else [value]
