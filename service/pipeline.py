@@ -18,7 +18,6 @@ from service import metrics
 from service.batching import Batcher
 from service.config import Settings
 from service.preprocess import Digit, read_digit
-from service.responses import Prediction
 from service.runtime import ModelRuntime
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
@@ -57,10 +56,7 @@ class Pipeline:
         """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction
         counted on /metrics (digit, confidence)."""
         probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(pixels)))
-        for p in probabilities:
-            digit = int(p.argmax())
-            metrics.digit_counter(digit).inc()
-            metrics.confidence.observe(float(p[digit]))
+        metrics.record_predictions(probabilities)
         return probabilities
 
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
@@ -80,20 +76,20 @@ class Pipeline:
 
     async def classify(
         self, pixels: np.ndarray, debug: bool = False, boxes: list[list[int]] | None = None
-    ) -> list[Prediction]:
-        """uint8 [N, 28, 28] -> one prediction per image, batched with other requests in flight."""
+    ) -> list[dict]:
+        """uint8 [N, 28, 28] -> one prediction per image (a dict shaped as responses.Prediction), batched with
+        other requests in flight."""
         probabilities = await self.probabilities(pixels)
+        digits = probabilities.argmax(1)
+        confidences = probabilities[np.arange(len(digits)), digits]
         version = self.runtime.card["version"]
-        results = []
-        for n, (image, p) in enumerate(zip(pixels, probabilities, strict=True)):
-            digit = int(p.argmax())
-            confidence = float(p[digit])
-            # Built without validation: the values are the model's, the model (Prediction) is the document.
-            result = Prediction.model_construct(
-                digit=digit, confidence=confidence, probabilities=p.tolist(), model_version=version
-            )
-            if debug:
-                result.image = encode_png_base64(image)
-                result.box = boxes[n] if boxes is not None else None
-            results.append(result)
+        results = [
+            {"digit": digit, "confidence": confidence, "probabilities": p, "model_version": version}
+            for digit, confidence, p in zip(digits.tolist(), confidences.tolist(), probabilities.tolist(), strict=True)
+        ]
+        if debug:
+            for n, result in enumerate(results):
+                result["image"] = encode_png_base64(pixels[n])
+                if boxes is not None:
+                    result["box"] = boxes[n]
         return results

@@ -1,7 +1,9 @@
-"""What the prediction routes answer: these models are both the JSON sent and the OpenAPI document."""
+"""What the prediction routes answer: these models are the OpenAPI document of the JSON sent, which the routes build as
+plain dicts (json_response)."""
 
 from __future__ import annotations
 
+import orjson
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -44,7 +46,8 @@ def documented_responses(model: type[BaseModel]) -> dict:
     }
 
 
-def json_response(answer: BaseModel) -> Response:
-    """Serialised by pydantic's core in one step, leaving out the debug fields not asked for. (FastAPI's own path
-    for a returned model validates it again and encodes it twice.)"""
-    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+def json_response(answer: dict) -> Response:
+    """An answer built as plain dicts and lists in the shape of the models above (Prediction, PredictionList: the
+    document), serialised by orjson: building 64 pydantic models cost more than the rest of the answer
+    (benchmarks/bench_answers.py). tests/integration/test_api.py validates the answers against the models."""
+    return Response(orjson.dumps(answer), media_type="application/json")

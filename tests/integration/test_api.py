@@ -14,6 +14,7 @@ from PIL import Image
 from harness.digits import as_png, encode, on_canvas, on_paper, rendered
 from harness.in_process import in_process
 from service.contract import read_card
+from service.responses import Prediction, PredictionList
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
@@ -64,6 +65,28 @@ def test_strokes_on_a_transparent_canvas(client, digits):
     images, labels = digits
     served = np.array(classify_all(client, rendered(on_canvas, images)))
     assert (served == labels).mean() >= 0.97
+
+
+def test_answers_are_what_the_openapi_document_says(client, digits):
+    """The routes build their answers as dicts (service/responses.py): each one validates against its model, with
+    no field the model does not name."""
+    images, _ = digits
+    png = ("d.png", as_png(images[0]))
+    singles = [
+        client.post("/classify", files={"image": png}),
+        client.post("/classify?debug=true", files={"image": png}),
+    ]
+    lists = [
+        client.post("/classify_batch", params={"debug": "true"}, files=[("images", png)] * 2),
+        client.post(
+            "/classify_pixels", content=images[:3].tobytes(), headers={"content-type": "application/octet-stream"}
+        ),
+    ]
+    for answer, model in [(a, Prediction) for a in singles] + [(a, PredictionList) for a in lists]:
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        parsed = model.model_validate(body)
+        assert parsed.model_dump(exclude_none=True) == body
 
 
 def test_classify_response_and_debug_image(client, digits):
