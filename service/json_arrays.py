@@ -1,6 +1,6 @@
 """JSON bodies whose bulk is arrays of numbers (V2 JSON tensors, /classify_pixels' JSON), parsed by simdjson: the
 numbers go from the parser straight into a numpy array, never through a Python float each; the rest of the document
-becomes Python objects on demand. A 64-image V2 request (1 MB of JSON) is read in about half the time orjson and
+becomes Python objects on demand. A 64-image V2 request (1 MB of JSON) is read in under a third of the time orjson and
 numpy's conversion of its lists took (docs/benchmarks.md, "Reading the V2 figures").
 
 Arrays that are not plain numbers in a regular shape are read the exact way (`np.asarray` on Python lists), so that
