@@ -142,6 +142,13 @@ def test_bentoml_typed_api_with_its_own_client(url, digits):
     assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95
 
 
+def test_bentoml_typed_api_counts_its_predictions(client, digits):
+    before = metric_sum(client.get("/metrics").text, "digitserve_predictions_total")
+    pixels = digits[0][:3].reshape(3, 784).tolist()
+    assert client.post("/probabilities", json={"pixels": pixels}).status_code == 200
+    assert metric_sum(client.get("/metrics").text, "digitserve_predictions_total") - before == 3
+
+
 @pytest.mark.parametrize(
     "pixels",
     [[[0] * 783], [[300] * 784], [[-1] * 784], [], "not pixels", [[0] * 784] * 65],
