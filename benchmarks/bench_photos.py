@@ -25,8 +25,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from harness.digits import as_png, on_canvas, on_paper
-from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_load, photo_set
+from harness.digits import as_png, on_canvas
+from harness.photos import accuracy_sets, classify_latency, photo_and_box, photo_load
 from harness.report import write_section
 from harness.server import serving
 from service.decode import decode_image
@@ -120,13 +120,7 @@ def main() -> None:
     test = load_split("test", args.data_dir)
     images, labels = test.images[: args.digits], test.labels[: args.digits]
     print(f"making {args.digits} photos per condition ...", flush=True)
-    suites = {condition: [data for data, _ in photo_set(images, condition)] for condition in CONDITIONS}
-    rng = np.random.default_rng(0)
-    clean = {
-        "MNIST PNG (28×28)": [as_png(p) for p in images],
-        "dark ink on light paper (280×280 JPEG)": [on_paper(p, rng) for p in images],
-        "canvas strokes (280×280 RGBA PNG)": [on_canvas(p) for p in images],
-    }
+    sets = dict(accuracy_sets(images))
     medium = []  # 1280x960 photos, for their latency
     for i in range(400):
         data = photo_and_box(test.images[i], "plain", seed=i)[0]
@@ -138,7 +132,7 @@ def main() -> None:
 
     with serving({"DIGITSERVE_WORKERS": "1"}) as server:
         url = server.url
-        large = suites["12mp"][:10]
+        large = sets["photos: 12mp"][:10]
         for body in large[:3] + medium[:3]:  # warm-up
             classify_latency(url, body, 1, "image/jpeg")
         twelve = [t for body in large for t in classify_latency(url, body, args.requests // 10, "image/jpeg")]
@@ -158,7 +152,7 @@ def main() -> None:
         (worker,) = server.workers()
         growth, served = rss_growth_under(url, worker, [large[i % len(large)] for i in range(16)], 10)
         rows = ["| set | images | accuracy |", "|---|---:|---:|"]
-        for name, bodies in {**{f"photos: {c}": suites[c] for c in CONDITIONS}, **clean}.items():
+        for name, bodies in sets.items():
             rows.append(f"| {name} | {len(bodies)} | {accuracy(url, bodies, labels) * 100:.2f} % |")
             print(rows[-1], flush=True)
 

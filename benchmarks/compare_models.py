@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from harness.digits import as_png, on_canvas, on_paper
-from harness.photos import CONDITIONS, photo_set
+from harness.photos import accuracy_sets
 from harness.report import write_section
+from service.config import Settings
 from service.preprocess import read_digit
 from service.runtime import ModelRuntime
 from training.data import load_split
 
-MAX_PIXELS = 25_000_000  # the service's default (DIGITSERVE_MAX_PIXELS)
 START, END = "<!-- compare_models:start -->", "<!-- compare_models:end -->"
 
 
@@ -37,16 +35,6 @@ def mcnemar_p(only_first: int, only_second: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(only_first, only_second) + 1)) / 2**n
     return min(1.0, 2 * tail)
-
-
-def input_sets(images: np.ndarray) -> Iterator[tuple[str, list[bytes]]]:
-    """The sets, one at a time (2,000 12 MP photos are 4 GB)."""
-    for condition in CONDITIONS:
-        yield f"photos: {condition}", [data for data, _ in photo_set(images, condition)]
-    rng = np.random.default_rng(0)  # as bench_photos.py makes them
-    yield "MNIST PNG (28×28)", [as_png(p) for p in images]
-    yield "dark ink on light paper (280×280 JPEG)", [on_paper(p, rng) for p in images]
-    yield "canvas strokes (280×280 RGBA PNG)", [on_canvas(p) for p in images]
 
 
 def main() -> None:
@@ -65,8 +53,9 @@ def main() -> None:
     only = " | ".join(f"right only with {name}" for name in names)
     rows = [f"| set | images | {names[0]} | {names[1]} | {only} | McNemar p |", "|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(rows), flush=True)
-    for name, bodies in input_sets(images):
-        pixels = np.stack([read_digit(body, MAX_PIXELS).pixels for body in bodies])
+    max_pixels = Settings.from_env({}).max_pixels  # the service's default limit
+    for name, bodies in accuracy_sets(images):
+        pixels = np.stack([read_digit(body, max_pixels).pixels for body in bodies])
         right = [m.logits(m.model_input(pixels)).argmax(1) == labels for m in models]
         first, second = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
         accuracies = " | ".join(f"{r.mean():.2%}" for r in right)

@@ -12,8 +12,9 @@ add what makes photos hard:
     12mp       a 4032x3024 (12-megapixel) phone JPEG, with everything above at random
 
 `photo(pixels, condition, seed)` returns the JPEG bytes, `photo_and_box` also where the digit is, `photo_set`
-makes many in parallel. Only ever feed it MNIST *test* digits: the model never saw them. `classify_latency` and
-`photo_load` measure the service with them (the tests and `make bench-photos`).
+makes many in parallel, `accuracy_sets` the photo suite and the clean sets that accuracy is measured on. Only ever
+feed it MNIST *test* digits: the model never saw them. `classify_latency` and `photo_load` measure the service
+with them (the tests and `make bench-photos`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageFilter
 
-from harness.digits import rendered
+from harness.digits import as_png, on_canvas, on_paper, rendered
 
 CONDITIONS = ("plain", "shadowed", "ruled", "blue_ink", "12mp")
 SIZES = ((640, 480), (1024, 768), (1280, 960), (1600, 1200))
@@ -158,6 +159,18 @@ def photo_set(images: np.ndarray, condition: str, workers: int = 2) -> list[tupl
     """Photos (and boxes) of each of `images` under one condition, photo i with seed i, made in `workers`
     processes."""
     return list(photo_stream(images, condition, workers))
+
+
+def accuracy_sets(images: np.ndarray) -> Iterator[tuple[str, list[bytes]]]:
+    """(name, image files) of the sets accuracy is measured on (`make bench-photos`, benchmarks/compare_models.py):
+    a photo of each of `images` under each condition, then the same digits as 28x28 PNGs, as dark ink on light
+    paper and as canvas strokes. One set at a time: 2,000 12 MP photos are 4 GB."""
+    for condition in CONDITIONS:
+        yield f"photos: {condition}", [data for data, _ in photo_set(images, condition)]
+    rng = np.random.default_rng(0)
+    yield "MNIST PNG (28×28)", [as_png(p) for p in images]
+    yield "dark ink on light paper (280×280 JPEG)", [on_paper(p, rng) for p in images]
+    yield "canvas strokes (280×280 RGBA PNG)", [on_canvas(p) for p in images]
 
 
 def photo_stream(
