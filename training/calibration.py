@@ -68,14 +68,20 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     )
 
 
+def errors_before_and_after(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[float, float]:
+    """The expected calibration error of softmax(logits), and of softmax(logits / temperature), rounded as cards
+    keep them."""
+    return tuple(round(expected_calibration_error(softmax(logits / t), labels), 5) for t in (1.0, temperature))
+
+
 def calibrate(model_path: Path, data_dir: str | None = None, scale=None) -> dict:
     """T fitted on the validation split; the test set's ECE before and after: the card's "calibration"."""
     temperature = fit_temperature(*split_logits(model_path, "validation", data_dir, scale))
-    logits, labels = split_logits(model_path, "test", data_dir, scale)
+    before, after = errors_before_and_after(*split_logits(model_path, "test", data_dir, scale), temperature)
     return {
         "temperature": temperature,
         "fitted_on": "the validation split (5,000 training images held out), negative log-likelihood",
         "ece_bins": BINS,
-        "test_ece_before": round(expected_calibration_error(softmax(logits), labels), 5),
-        "test_ece_after": round(expected_calibration_error(softmax(logits / temperature), labels), 5),
+        "test_ece_before": before,
+        "test_ece_after": after,
     }

@@ -19,7 +19,6 @@ from service.contract import (
     read_temperature,
     to_model_input,
 )
-from service.runtime import softmax
 from training import data
 from training.corruptions import CORRUPTIONS, corrupt
 from training.metrics import accuracy_report, format_report
@@ -77,7 +76,7 @@ def corrupted_sets(
 def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.ndarray) -> tuple[dict, np.ndarray]:
     """Accuracy per corruption, their mean and worst, and the expected calibration error over all of them before
     and after the card's temperature (training/calibration.py); and the logits of all of them, in order."""
-    from training.calibration import expected_calibration_error
+    from training.calibration import errors_before_and_after
 
     card = read_card(Path(model_path))
     mean, std = read_normalisation(card)
@@ -86,7 +85,7 @@ def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.
     logits = {name: run_logits(session, to_model_input(images, mean, std)) for name, images in sets.items()}
     accuracy = {name: round(float((z.argmax(1) == labels).mean()), 4) for name, z in logits.items()}
     every = np.concatenate(list(logits.values()))
-    repeated = np.tile(labels, len(logits))
+    before, after = errors_before_and_after(every, np.tile(labels, len(logits)), temperature)
     return {
         "temperature": temperature,
         "benchmark": "MNIST-C's 15 corruptions of the MNIST test set, written here (training/corruptions.py), seed 0",
@@ -95,8 +94,8 @@ def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.
         "mean_accuracy": round(float(np.mean(list(accuracy.values()))), 4),
         "worst": min(accuracy, key=accuracy.get),
         "worst_accuracy": min(accuracy.values()),
-        "ece_before": round(expected_calibration_error(softmax(every), repeated), 5),
-        "ece_after": round(expected_calibration_error(softmax(every / temperature), repeated), 5),
+        "ece_before": before,
+        "ece_after": after,
     }, every
 
 
