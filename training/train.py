@@ -203,6 +203,9 @@ def _without(d: dict, key: str) -> dict:
 def load_checkpoint(path: str | Path) -> tuple[MnistCNN, dict]:
     """The trained model (eval mode) and the checkpoint's config and metrics."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    config = checkpoint["config"]
+    if isinstance(config["augment"], bool):  # checkpoints from before the recipes: --augment was a flag for affine
+        config["augment"] = "affine" if config["augment"] else "none"
     model = MnistCNN(dropout=checkpoint["config"]["dropout"], reference_init=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint

@@ -29,3 +29,20 @@ def test_dropout_only_in_training_mode():
     assert torch.equal(model(x), model(x))
     model.train()
     assert not torch.equal(model(x), model(x))
+
+
+def test_a_checkpoint_from_before_the_recipes_reproduces_with_its_recipe(tmp_path):
+    """Older checkpoints stored --augment as a flag (True: affine); their card's command names the recipe."""
+    from dataclasses import asdict
+
+    from training.export import reproduce_commands
+    from training.train import TrainConfig, load_checkpoint
+
+    for flag, recipe in ((True, "affine"), (False, "none")):
+        config = {**asdict(TrainConfig()), "augment": flag}
+        path = tmp_path / f"{flag}.pt"
+        torch.save({"state_dict": MnistCNN().state_dict(), "config": config}, path)
+        _, checkpoint = load_checkpoint(path)
+        assert checkpoint["config"]["augment"] == recipe
+        (train, *_) = reproduce_commands(checkpoint["config"], path, tmp_path / "m.onnx", "1.0.0")
+        assert ("--augment affine" in train) == flag and "True" not in train and "False" not in train
