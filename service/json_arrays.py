@@ -80,8 +80,10 @@ def to_array(value: object, dtype: np.dtype) -> np.ndarray:
 def read_numbers(array: Array, dtype: np.dtype) -> np.ndarray | None:
     """The fast path: a regular array of numbers that fit `dtype`, copied out of the parser's tape; None for
     anything else (booleans, strings, ragged nesting, integers out of range, fractions for an integer type)."""
+    if dtype.kind not in "fiu":
+        return None
     shape = regular_shape(array)
-    if shape is None or dtype.kind not in "fiu":
+    if shape is None:
         return None
     try:
         # simdjson copies numbers out as float64 or int64, flattening nested arrays (their shape is checked above).
