@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.client import HTTPConnection
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 
 from harness.digits import as_png
-from harness.server import running_service
+from harness.server import Server, running_service, serving
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
@@ -23,9 +26,14 @@ RAW = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture(scope="module")
-def url():
-    with running_service({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": "64"}) as url:
-        yield url
+def server():
+    with serving({"DIGITSERVE_WORKERS": "2", "DIGITSERVE_MAX_BATCH": "64"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url(server):
+    return server.url
 
 
 @pytest.fixture(scope="module")
@@ -113,21 +121,54 @@ def simultaneous(url: str, path: str, bodies: list[bytes], content_type: str) ->
     return answers
 
 
-def test_concurrent_requests_are_batched_and_answered_alike(url, client, digits):
+def test_concurrent_requests_are_batched_and_answered_alike(server, client, digits):
+    """24 keep-alive connections (as clients' pools and proxies hold them) each send one request alone, then one
+    more each while the workers are paused (SIGSTOP): each worker finds its share waiting at once, as requests pile
+    up behind a busy worker under load. Sent to running workers, on a loaded machine each request could wake a
+    worker and be served before the next lands, and the test would say nothing about batching. (New connections
+    would not do either: uvloop takes a burst of them one per loop turn, so they never overlap.)"""
     images = digits[0][:24]  # within DIGITSERVE_MAX_CONCURRENCY (32 a worker), however they land
-    alone = [client.post("/classify_pixels", content=image.tobytes(), headers=RAW).json() for image in images]
+    address = urlsplit(server.url)
+    connections = [HTTPConnection(address.hostname, address.port, timeout=30) for _ in images]
+
+    def answer(connection: HTTPConnection) -> dict:
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        return json.loads(response.read())
 
     def batched_calls() -> float:  # ONNX Runtime calls with more than one image, all workers
         text = client.get("/metrics").text
         single = metric_sum(text, 'digitserve_batch_size_bucket{le="1.0"')
         return metric_sum(text, "digitserve_batch_size_count") - single
 
+    alone = []
+    for connection, image in zip(connections, images, strict=True):
+        connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
+        alone.append(answer(connection))
     before = batched_calls()
-    together = simultaneous(url, "/classify_pixels", [image.tobytes() for image in images], RAW["Content-Type"])
+    with paused(server):
+        for connection, image in zip(connections, images, strict=True):
+            connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
+    together = [answer(connection) for connection in connections]
+    for connection in connections:
+        connection.close()
     for a, b in zip(alone, together, strict=True):
         assert a["results"][0]["digit"] == b["results"][0]["digit"]
         np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
     assert batched_calls() > before, "no two concurrent requests shared an ONNX Runtime call"
+
+
+@contextmanager
+def paused(server: Server) -> Iterator[None]:
+    workers = server.workers()
+    assert len(workers) == 2
+    for worker in workers:
+        worker.suspend()
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.resume()
 
 
 def test_bentoml_typed_api_with_its_own_client(url, digits):
