@@ -267,6 +267,10 @@ def service_rows(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str,
                 results["digitserve /classify, 1 connection"] = median_of(
                     [wrk(url + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
                 )
+                with running_service({**env, "DIGITSERVE_ALONE_THREADS": "1"}) as one_thread:
+                    results[ONE_THREAD] = median_of(
+                        [wrk(one_thread + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
+                    )
             results[f"{name} /classify_pixels"] = median_of(
                 [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
             )
@@ -314,12 +318,14 @@ def overhead_lines(changes: dict) -> list[str]:
 def service_lines(results: dict, in_process: float, args: argparse.Namespace) -> list[str]:
     pixels_ips = results["digitserve /classify_pixels"]["rps"] * args.pixels_batch
     unloaded = results["digitserve /classify, 1 connection"]["p50_ms"]
+    one_thread = results[ONE_THREAD]["p50_ms"]
     return [
         "digitserve, 2 workers, and the model variants:",
         "",
         *table(results),
         "",
-        f"- unloaded /classify (one connection): p50 **{unloaded:.2f} ms**",
+        f"- unloaded /classify (one connection): p50 **{unloaded:.2f} ms**; {one_thread:.2f} ms with a lone request "
+        "on one thread, as batches are (`DIGITSERVE_ALONE_THREADS=1`)",
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
         f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
         f"thread running at once, batch {args.pixels_batch}, without HTTP)",
@@ -376,6 +382,7 @@ def variant_line(results: dict, variant: str, per_request: int) -> str:
     )
 
 
+ONE_THREAD = "digitserve /classify, 1 connection, DIGITSERVE_ALONE_THREADS=1"
 START, END = "<!-- bench_http:start -->", "<!-- bench_http:end -->"
 
 

@@ -34,8 +34,16 @@ class Job:
 class Batcher:
     """`await batcher(images)`: `infer` on these images, together with those of other requests in flight."""
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int, max_latency_ms: int) -> None:
+    def __init__(
+        self,
+        infer: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_latency_ms: int,
+        infer_alone: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """`infer_alone`: what a request alone in the worker runs instead of `infer` (default `infer`)."""
         self.infer = infer
+        self.infer_alone = infer_alone or infer
         self.max_batch_size = max_batch_size
         self.max_wait = max_latency_ms / 1000
         self.waiting: deque[Job] = deque()
@@ -61,7 +69,7 @@ class Batcher:
         # Requests that arrived together were all scheduled at once: let them reach this point first.
         await asyncio.sleep(0)
         if self.requests <= 1 and not self.busy:
-            return self.infer(images)  # alone: nothing to batch with
+            return self.infer_alone(images)  # alone: nothing to batch with
         loop = asyncio.get_running_loop()
         job = Job(images, loop.create_future(), loop.time())
         self.waiting.append(job)

@@ -51,6 +51,11 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1", "yes")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     return _number(env, name, default, int, minimum)
 
@@ -62,6 +67,7 @@ class Settings:
     provider: Provider
     workers: int | str  # a count, or "cpu_count": BentoML counts the cores when the server starts
     threads: int  # ONNX Runtime intra-op threads per worker
+    alone_threads: int  # intra-op threads for a request alone in its worker (runtime.py); <= threads: off
     max_bytes: int
     max_pixels: int
     max_batch: int
@@ -93,6 +99,7 @@ class Settings:
             # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.
             workers=_int(env, "DIGITSERVE_WORKERS", 0) or "cpu_count",
             threads=_int(env, "DIGITSERVE_THREADS", 1),
+            alone_threads=_int(env, "DIGITSERVE_ALONE_THREADS", min(4, usable_cores()), minimum=0),
             max_bytes=_int(env, "DIGITSERVE_MAX_BYTES", 12_000_000),  # a 12-megapixel phone JPEG is 2-7 MB
             max_pixels=_int(env, "DIGITSERVE_MAX_PIXELS", 25_000_000),
             max_batch=_int(env, "DIGITSERVE_MAX_BATCH", 64),

@@ -41,9 +41,11 @@ class Pipeline:
     def __init__(self, settings: Settings, card: dict | None = None) -> None:
         """`card`: the model's card, already read and checked (sha256) by the caller; read here otherwise."""
         self.settings = settings
-        self.runtime = ModelRuntime(settings.model_path, settings.provider, settings.threads, settings.cache_dir, card)
+        self.runtime = ModelRuntime(
+            settings.model_path, settings.provider, settings.threads, settings.cache_dir, card, settings.alone_threads
+        )
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.
-        self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms)
+        self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone)
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
@@ -51,6 +53,11 @@ class Pipeline:
         """float32 [N, 1, 28, 28] -> logits [N, 10]; the batcher calls it on the images of many requests."""
         metrics.batch_size.observe(len(inputs))
         return self.runtime.logits(inputs)
+
+    def infer_alone(self, inputs: np.ndarray) -> np.ndarray:
+        """`infer` for a request alone in the worker: the idle cores may share its call."""
+        metrics.batch_size.observe(len(inputs))
+        return self.runtime.logits(inputs, alone=True)
 
     async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction

@@ -69,6 +69,14 @@ def test_a_lone_request_runs_at_once(runtime, images):
     assert model.sizes == [1] * 5
 
 
+def test_a_lone_request_takes_the_alone_call_and_concurrent_ones_the_batch_call(runtime, images):
+    batched, alone = Recorder(runtime), Recorder(runtime)
+    batcher = Batcher(batched, max_batch_size=64, max_latency_ms=5000, infer_alone=alone)
+    asyncio.run(serve(batcher, [images[:1]]))
+    asyncio.run(serve(batcher, [images[i : i + 1] for i in range(10)]))
+    assert alone.sizes == [1] and sum(batched.sizes) == 10
+
+
 def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images):
     def slow(pixels: np.ndarray) -> np.ndarray:
         time.sleep(0.05)

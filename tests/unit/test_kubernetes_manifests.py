@@ -99,6 +99,8 @@ def test_deployments_match_the_service_settings(overlay, name):
     # One worker per CPU of the limit (and, on CPU, one ONNX Runtime thread each).
     limits = container["resources"]["limits"]
     assert int(env["DIGITSERVE_WORKERS"]) * int(env.get("DIGITSERVE_THREADS", "1")) == int(limits["cpu"])
+    # Not the node's cores (which the default would count): the limit's.
+    assert int(env["DIGITSERVE_ALONE_THREADS"]) <= int(limits["cpu"])
     assert container["resources"]["requests"]["cpu"] == limits["cpu"]
     if name.endswith("gpu"):
         assert limits["nvidia.com/gpu"] == 1 and env["DIGITSERVE_PROVIDER"] == "cuda"

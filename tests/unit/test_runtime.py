@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, usable_cores
 from service.contract import ModelLoadError, read_card
 from service.metrics import UNTRACED
 from service.runtime import CPU, CUDA, ModelRuntime, optimised_session
@@ -21,6 +21,26 @@ def test_shipped_model_loads_on_cpu():
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert runtime.describe()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
+
+
+def test_a_lone_request_gets_a_session_of_its_own_on_more_threads_that_do_not_spin():
+    runtime = ModelRuntime(MODEL, provider="cpu", threads=1, alone_threads=2)
+    alone = runtime.alone.get_session_options()
+    assert runtime.alone is not runtime.session and alone.intra_op_num_threads == 2
+    assert alone.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert alone.get_session_config_entry("session.disable_prepacking") == "1"
+    inputs = runtime.model_input(np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8))
+    np.testing.assert_allclose(runtime.logits(inputs, alone=True), runtime.logits(inputs), atol=1e-4)
+    # No more threads than the batches get: no second session.
+    same = ModelRuntime(MODEL, provider="cpu", threads=2, alone_threads=2)
+    assert same.alone is same.session
+
+
+def test_lone_request_threads_default_to_the_usable_cores_up_to_4(monkeypatch):
+    monkeypatch.delenv("DIGITSERVE_ALONE_THREADS", raising=False)
+    assert Settings.from_env().alone_threads == min(4, usable_cores())
+    monkeypatch.setenv("DIGITSERVE_ALONE_THREADS", "0")
+    assert Settings.from_env().alone_threads == 0
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
