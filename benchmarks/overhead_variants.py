@@ -29,8 +29,8 @@ from service.preprocess import DARK
 class CorkBatcher(Batcher):
     """The batcher as it was: BentoML's CorkDispatcher when requests overlap, the model inline when alone."""
 
-    def __init__(self, infer, max_batch_size: int, max_latency_ms: int) -> None:
-        super().__init__(infer, max_batch_size, max_latency_ms)
+    def __init__(self, infer, max_batch_size: int, max_latency_ms: int, infer_alone=None) -> None:
+        super().__init__(infer, max_batch_size, max_latency_ms, infer_alone)
         self.dispatcher = CorkDispatcher(
             max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=self.shed, get_batch_size=len
         )
@@ -47,7 +47,7 @@ class CorkBatcher(Batcher):
     async def __call__(self, images: np.ndarray) -> np.ndarray:
         await asyncio.sleep(0)
         if self.requests <= 1:
-            return self.infer(images)
+            return self.infer_alone(images)
         return await self.batched(images)
 
 

@@ -4,7 +4,7 @@ Greedy, as Triton's dynamic batcher with no queue delay: while one batch runs (i
 ONNX Runtime releasing the GIL, so that the event loop keeps reading requests), the requests that arrive wait; the
 next batch takes all of them, up to `max_batch_size` images. Under load the batches grow by themselves, and no
 request ever waits for a timer: a lone request runs at once, on the loop (the hop to a thread would cost an idle
-service more than the call). A request still waiting for its batch after `max_latency_ms` is answered 503: under
+service more than the call), with `infer_alone` (the service's may use the idle cores). A request still waiting for its batch after `max_latency_ms` is answered 503: under
 overload the service sheds load rather than queueing it without bound.
 """
 

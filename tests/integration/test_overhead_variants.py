@@ -1,0 +1,44 @@
+"""`make bench`'s "Per-request overhead" rows start the service less one change (benchmarks/overhead_variants.py):
+each variant must still build its pipeline and answer, or the benchmark waits for a service whose workers crash."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+CLASSIFY = """
+import asyncio, numpy as np
+import benchmarks.overhead_variants
+from service.config import Settings
+from service.pipeline import Pipeline
+
+pipeline = Pipeline(Settings.from_env({"DIGITSERVE_PROVIDER": "cpu"}))
+print(type(pipeline.batcher).__name__)
+digit = np.zeros((1, 28, 28), np.uint8)
+digit[0, 4:24, 13:15] = 255  # a one
+
+
+async def requests():
+    async def one():
+        with pipeline.batcher.request():
+            return await pipeline.classify(digit)
+
+    return await asyncio.gather(*(one() for _ in range(3)))  # alone, then batched together
+
+
+print(sorted({answer[0]["digit"] for answer in asyncio.run(requests())}))
+"""
+
+
+@pytest.mark.parametrize(("undo", "batcher"), [("", "Batcher"), ("batcher", "CorkBatcher"), ("percentiles", "Batcher")])
+def test_each_variant_builds_its_pipeline_and_answers(undo, batcher):
+    env = {"OVERHEAD_UNDO": undo, "BENTOML_DO_NOT_TRACK": "true", "PATH": ""}
+    done = subprocess.run([sys.executable, "-c", CLASSIFY], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [batcher, "[1]"]
