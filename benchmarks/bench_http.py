@@ -63,13 +63,14 @@ def median_of(runs: list[dict]) -> dict:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and all its descendants so far."""
+    """User and system CPU time of a process and all its descendants so far, those that ended included (a worker
+    that a supervisor replaced mid-run: its time is in its parent's children_* once reaped)."""
     total = 0.0
     root = psutil.Process(pid)
     for process in [root, *root.children(recursive=True)]:
         try:
             times = process.cpu_times()
-            total += times.user + times.system
+            total += times.user + times.system + times.children_user + times.children_system
         except psutil.Error:  # gone meanwhile
             pass
     return total
