@@ -15,6 +15,7 @@ from bentoml.validators import DType, Shape
 from pydantic import AfterValidator
 
 from service import metrics
+from service.activity import Activity
 from service.api import create_app
 from service.api_document import correct_bentoml_openapi
 from service.config import Settings
@@ -62,7 +63,7 @@ ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so
 @bentoml.asgi_app(app, path="/")
 class DigitService:
     def __init__(self) -> None:
-        self.pipeline = Pipeline(settings, card)
+        self.pipeline = Pipeline(settings, card, Activity.of_this_worker(bentoml.server_context.worker_index))
         app.state.pipeline = self.pipeline  # one service instance per worker process: the routes answer with it
 
     @bentoml.on_startup

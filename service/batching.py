@@ -4,8 +4,9 @@ Greedy, as Triton's dynamic batcher with no queue delay: while one batch runs (i
 ONNX Runtime releasing the GIL, so that the event loop keeps reading requests), the requests that arrive wait; the
 next batch takes all of them, up to `max_batch_size` images. Under load the batches grow by themselves, and no
 request ever waits for a timer: a lone request runs at once, on the loop (the hop to a thread would cost an idle
-service more than the call), with `infer_alone` (the service's may use the idle cores). A request still waiting for its batch after `max_latency_ms` is answered 503: under
-overload the service sheds load rather than queueing it without bound.
+service more than the call), with `infer_alone` (the service's takes the idle cores when the other workers are idle
+too). A request still waiting for its batch after `max_latency_ms` is answered 503: under overload the service
+sheds load rather than queueing it without bound.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ class Batcher:
         max_batch_size: int,
         max_latency_ms: int,
         infer_alone: Callable[[np.ndarray], np.ndarray] | None = None,
+        on_busy: Callable[[bool], None] | None = None,
     ) -> None:
-        """`infer_alone`: what a request alone in the worker runs instead of `infer` (default `infer`)."""
+        """`infer_alone`: what a request alone in the worker runs instead of `infer` (default `infer`). `on_busy`:
+        told True when the worker takes its first request, False when it has none left."""
         self.infer = infer
         self.infer_alone = infer_alone or infer
+        self.on_busy = on_busy or (lambda busy: None)
         self.max_batch_size = max_batch_size
         self.max_wait = max_latency_ms / 1000
         self.waiting: deque[Job] = deque()
@@ -55,10 +59,14 @@ class Batcher:
     def request(self) -> Iterator[None]:
         """Wrap the handling of each request: how many overlap tells whether batching can pay."""
         self.requests += 1
+        if self.requests == 1:
+            self.on_busy(True)
         try:
             yield
         finally:
             self.requests -= 1
+            if not self.requests:
+                self.on_busy(False)
 
     @property
     def busy(self) -> bool:

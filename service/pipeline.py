@@ -15,6 +15,7 @@ from PIL import Image
 from starlette.requests import Request
 
 from service import metrics
+from service.activity import Activity
 from service.batching import Batcher
 from service.config import Settings
 from service.preprocess import Digit, read_digit
@@ -38,14 +39,18 @@ def encode_png_base64(pixels: np.ndarray) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, card: dict | None = None) -> None:
-        """`card`: the model's card, already read and checked (sha256) by the caller; read here otherwise."""
+    def __init__(self, settings: Settings, card: dict | None = None, activity: Activity | None = None) -> None:
+        """`card`: the model's card, already read and checked (sha256) by the caller; read here otherwise.
+        `activity`: this worker's busy flag among the server's workers (none: a worker alone, as in the tests)."""
         self.settings = settings
         self.runtime = ModelRuntime(
             settings.model_path, settings.provider, settings.threads, settings.cache_dir, card, settings.alone_threads
         )
+        self.activity = activity or Activity(None, 0)
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.
-        self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone)
+        self.batcher = Batcher(
+            self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone, self.activity.mark
+        )
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
@@ -55,9 +60,9 @@ class Pipeline:
         return self.runtime.logits(inputs)
 
     def infer_alone(self, inputs: np.ndarray) -> np.ndarray:
-        """`infer` for a request alone in the worker: the idle cores may share its call."""
+        """`infer` for a request alone in the worker: the idle cores share its call if the other workers are idle."""
         metrics.batch_size.observe(len(inputs))
-        return self.runtime.logits(inputs, alone=True)
+        return self.runtime.logits(inputs, alone=self.activity.others_idle())
 
     async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction

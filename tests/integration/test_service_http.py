@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.client import HTTPConnection
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from harness.digits import as_png
 from harness.server import Server, running_service, serving
+from service.activity import FILE
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
@@ -156,6 +159,31 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, client, digi
         assert a["results"][0]["digit"] == b["results"][0]["digit"]
         np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
     assert batched_calls() > before, "no two concurrent requests shared an ONNX Runtime call"
+
+
+def test_a_worker_serving_a_request_is_busy_to_the_others(server, digits):
+    """service/activity.py's flags, in the folder BentoML gives the workers: a request whose body has not come yet
+    holds its worker busy (one flag set); once answered, none is."""
+    (flags,) = {Path(w.environ()["PROMETHEUS_MULTIPROC_DIR"]) / FILE for w in server.workers()}
+
+    def busy_workers_become(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while flags.read_bytes().count(1) != count:
+            assert time.monotonic() < deadline, f"busy flags {flags.read_bytes().count(1)}, not {count}"
+            time.sleep(0.01)
+
+    busy_workers_become(0)
+    body = digits[0][0].tobytes()
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as held:
+        held.sendall(
+            f"POST /classify_pixels HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {RAW['Content-Type']}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        busy_workers_become(1)
+        held.sendall(body)
+        assert b" 200 " in held.recv(4096).split(b"\r\n", 1)[0]
+    busy_workers_become(0)
 
 
 @contextmanager

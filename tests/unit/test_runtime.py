@@ -7,9 +7,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service.activity import Activity
 from service.config import ConfigError, Settings, usable_cores
 from service.contract import ModelLoadError, read_card
 from service.metrics import UNTRACED
+from service.pipeline import Pipeline
 from service.runtime import CPU, CUDA, ModelRuntime, optimised_session
 from tests.conftest import MODEL, ROOT
 
@@ -34,6 +36,18 @@ def test_a_lone_request_gets_a_session_of_its_own_on_more_threads_that_do_not_sp
     # No more threads than the batches get: no second session.
     same = ModelRuntime(MODEL, provider="cpu", threads=2, alone_threads=2)
     assert same.alone is same.session
+
+
+def test_a_lone_request_takes_the_idle_cores_only_while_the_other_workers_are_idle(tmp_path, monkeypatch):
+    settings = Settings.from_env({"DIGITSERVE_PROVIDER": "cpu", "DIGITSERVE_ALONE_THREADS": "2"})
+    pipeline, other = Pipeline(settings, activity=Activity(tmp_path, 1)), Activity(tmp_path, 2)
+    calls = []
+    monkeypatch.setattr(pipeline.runtime, "logits", lambda inputs, alone=False: calls.append(alone))
+    inputs = np.zeros((1, 1, 28, 28), np.float32)
+    pipeline.infer_alone(inputs)
+    other.mark(True)
+    pipeline.infer_alone(inputs)
+    assert calls == [True, False]
 
 
 def test_lone_request_threads_default_to_the_usable_cores_up_to_4(monkeypatch):
