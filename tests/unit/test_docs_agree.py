@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import DEFAULT_MODEL, Settings
+from service.config import DEFAULT_MODEL, Settings, usable_cores
 from tests.conftest import ROOT, requirement_lines
 
 ROW = re.compile(r"^\| `(DIGITSERVE_[A-Z_]+)` \| ([^|]*) \|", re.MULTILINE)
@@ -18,6 +18,7 @@ ROW = re.compile(r"^\| `(DIGITSERVE_[A-Z_]+)` \| ([^|]*) \|", re.MULTILINE)
 SPOKEN = {
     "unset": "",
     "number of cores": "cpu_count",
+    "usable cores, at most 4": str(min(4, usable_cores())),
     "`models/mnist_cnn.onnx`": str(DEFAULT_MODEL.relative_to(ROOT)),
     "`$TMPDIR/digitserve`": str(Path(tempfile.gettempdir()) / "digitserve"),
 }
