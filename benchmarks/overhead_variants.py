@@ -29,8 +29,8 @@ from service.preprocess import DARK
 class CorkBatcher(Batcher):
     """The batcher as it was: BentoML's CorkDispatcher when requests overlap, the model inline when alone."""
 
-    def __init__(self, infer, max_batch_size: int, max_latency_ms: int, infer_alone=None) -> None:
-        super().__init__(infer, max_batch_size, max_latency_ms, infer_alone)
+    def __init__(self, infer, max_batch_size: int, max_latency_ms: int, infer_alone=None, on_busy=None) -> None:
+        super().__init__(infer, max_batch_size, max_latency_ms, infer_alone, on_busy)
         self.dispatcher = CorkDispatcher(
             max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=self.shed, get_batch_size=len
         )
