@@ -275,9 +275,9 @@ def service_rows(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str,
                     results[ONE_THREAD] = median_of(
                         [wrk(one_thread + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
                     )
-            results[f"{name} /classify_pixels"] = median_of(
-                [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
-            )
+            raw = "application/octet-stream"
+            runs = [wrk(url + "/classify_pixels", pixels, raw, 4, args.seconds) for _ in range(3)]
+            results[f"{name} /classify_pixels"] = {**median_of(runs), "rounds_rps": [r["rps"] for r in runs]}
             results[f"{name} /classify"] = median_of(
                 [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
             )
@@ -341,7 +341,9 @@ def service_lines(results: dict, in_process: float, args: argparse.Namespace) ->
         "on one thread, as batches are (`DIGITSERVE_ALONE_THREADS=1`)",
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
         f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
-        f"thread running at once, batch {args.pixels_batch}, without HTTP)",
+        f"thread running at once, batch {args.pixels_batch}, without HTTP); each round's requests/s: "
+        f"{rounds(results['digitserve /classify_pixels'])} (4 connections: when all 4 land on one worker, one "
+        "core serves them)",
         *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
     ]
 

@@ -38,16 +38,17 @@ def test_a_lone_request_gets_a_session_of_its_own_on_more_threads_that_do_not_sp
     assert same.alone is same.session
 
 
-def test_a_lone_request_takes_the_idle_cores_only_while_the_other_workers_are_idle(tmp_path, monkeypatch):
+def test_a_lone_image_takes_the_idle_cores_only_while_the_other_workers_are_idle(tmp_path, monkeypatch):
     settings = Settings.from_env({"DIGITSERVE_PROVIDER": "cpu", "DIGITSERVE_ALONE_THREADS": "2"})
     pipeline, other = Pipeline(settings, activity=Activity(tmp_path, 1)), Activity(tmp_path, 2)
     calls = []
     monkeypatch.setattr(pipeline.runtime, "logits", lambda inputs, alone=False: calls.append(alone))
     inputs = np.zeros((1, 1, 28, 28), np.float32)
     pipeline.infer_alone(inputs)
+    pipeline.infer_alone(np.zeros((2, 1, 28, 28), np.float32))  # more than one image: the batch session
     other.mark(True)
     pipeline.infer_alone(inputs)
-    assert calls == [True, False]
+    assert calls == [True, False, False]
 
 
 def test_lone_request_threads_default_to_the_usable_cores_up_to_4(monkeypatch):
