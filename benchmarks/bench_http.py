@@ -59,7 +59,8 @@ def wrk(
 
 
 def median_of(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    """Each figure's median over the runs, and each run's requests/s (`rounds_rps`), to show how they spread."""
+    return {**{k: statistics.median(r[k] for r in runs) for k in runs[0]}, "rounds_rps": [r["rps"] for r in runs]}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,10 +103,7 @@ def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections
     finally:
         for target in targets.values():
             os.killpg(target.pid, signal.SIGCONT)
-    medians = {name: median_of(results) for name, results in runs.items()}
-    for name, results in runs.items():
-        medians[name]["rounds_rps"] = [r["rps"] for r in results]
-    return medians
+    return {name: median_of(results) for name, results in runs.items()}
 
 
 def only(running: Target, targets) -> None:
@@ -275,9 +273,9 @@ def service_rows(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str,
                     results[ONE_THREAD] = median_of(
                         [wrk(one_thread + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
                     )
-            raw = "application/octet-stream"
-            runs = [wrk(url + "/classify_pixels", pixels, raw, 4, args.seconds) for _ in range(3)]
-            results[f"{name} /classify_pixels"] = {**median_of(runs), "rounds_rps": [r["rps"] for r in runs]}
+            results[f"{name} /classify_pixels"] = median_of(
+                [wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds) for _ in range(3)]
+            )
             results[f"{name} /classify"] = median_of(
                 [wrk(url + "/classify", png, "image/png", args.connections, args.seconds) for _ in range(args.repeats)]
             )

@@ -54,18 +54,18 @@ class Pipeline:
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 [N, 1, 28, 28] -> logits [N, 10]; the batcher calls it on the images of many requests."""
+    def infer(self, inputs: np.ndarray, alone: bool = False) -> np.ndarray:
+        """float32 [N, 1, 28, 28] -> logits [N, 10]; the batcher calls it on the images of many requests. `alone`:
+        on the session that takes the idle cores (runtime.py)."""
         metrics.batch_size.observe(len(inputs))
-        return self.runtime.logits(inputs)
+        return self.runtime.logits(inputs, alone)
 
     def infer_alone(self, inputs: np.ndarray) -> np.ndarray:
         """`infer` for a request alone in the worker: the idle cores share a one-image call if the other workers
         are idle. Only one image: its matrix-vector products gain most (1.3 -> 0.46 ms here, 2 threads), and the
         call is over before another worker is likely to need its core back; a 64-image call would hold both cores
         for 15 ms, time enough for the other worker to take work and find its core taken."""
-        metrics.batch_size.observe(len(inputs))
-        return self.runtime.logits(inputs, alone=len(inputs) == 1 and self.activity.others_idle())
+        return self.infer(inputs, alone=len(inputs) == 1 and self.activity.others_idle())
 
     async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction
