@@ -78,13 +78,21 @@ def address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def post_head(host: str, path: str, content_type: str, length: int, close: bool = False) -> bytes:
+    """The head of an HTTP/1.1 POST of `length` body bytes, for tests that write requests on raw sockets."""
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        f"{connection}\r\n"
+    ).encode()
+
+
 def trickled_classify(url: str, image: bytes, seconds: float, pieces: int) -> str:
     """POST /classify on a raw socket, its PNG body sent in `pieces` spread over `seconds`; the answer's status
     line. A server that gives up first (a timeout) may close the socket mid-upload: its answer is read anyway."""
     host, port = address(url)
-    head = f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n"
     with socket.create_connection((host, port), timeout=60) as sock:
-        sock.sendall(head.encode())
+        sock.sendall(post_head(host, "/classify", "image/png", len(image)))
         try:
             for i in range(pieces):
                 sock.sendall(image[i * len(image) // pieces : (i + 1) * len(image) // pieces])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from harness.digits import as_png
-from harness.server import Server, running_service, serving
+from harness.server import Server, post_head, running_service, serving
 from service.activity import FILE
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
@@ -109,11 +109,7 @@ def simultaneous(url: str, path: str, bodies: list[bytes], content_type: str) ->
     address = urlsplit(url)
     connections = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in bodies]
     for connection, body in zip(connections, bodies, strict=True):
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        connection.sendall(head.encode() + body)
+        connection.sendall(post_head(address.netloc, path, content_type, len(body), close=True) + body)
     answers = []
     for connection in connections:
         with connection, connection.makefile("rb") as stream:
@@ -176,10 +172,7 @@ def test_a_worker_serving_a_request_is_busy_to_the_others(server, digits):
     body = digits[0][0].tobytes()
     address = urlsplit(server.url)
     with socket.create_connection((address.hostname, address.port), timeout=30) as held:
-        held.sendall(
-            f"POST /classify_pixels HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {RAW['Content-Type']}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-        )
+        held.sendall(post_head(address.netloc, "/classify_pixels", RAW["Content-Type"], len(body)))
         busy_workers_become(1)
         held.sendall(body)
         assert b" 200 " in held.recv(4096).split(b"\r\n", 1)[0]
