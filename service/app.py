@@ -7,6 +7,7 @@ runs the workers, /livez, /readyz and the docs page, which includes the API's ro
 from __future__ import annotations
 
 import gc
+from functools import cache
 from typing import Annotated
 
 import bentoml
@@ -33,6 +34,13 @@ card = read_card(settings.model_path)
 correct_bentoml_openapi()
 app = create_app()
 GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
+
+
+@cache
+def worker_activity() -> Activity:
+    """This worker's count of requests among the server's workers (service/activity.py): made once in each worker
+    process, where BentoML knows its index; the middleware keeps it, the pipeline reads the others'."""
+    return Activity.of_this_worker(bentoml.server_context.worker_index)
 
 
 def check_pixel_rows(pixels: np.ndarray) -> np.ndarray:
@@ -63,7 +71,7 @@ ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so
 @bentoml.asgi_app(app, path="/")
 class DigitService:
     def __init__(self) -> None:
-        self.pipeline = Pipeline(settings, card, Activity.of_this_worker(bentoml.server_context.worker_index))
+        self.pipeline = Pipeline(settings, card, worker_activity())
         app.state.pipeline = self.pipeline  # one service instance per worker process: the routes answer with it
 
     @bentoml.on_startup
@@ -105,5 +113,6 @@ class DigitService:
 
 
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s
-# that gives carry no request id and get BentoML's log line only.
-DigitService.add_asgi_middleware(RequestMiddleware, settings=settings)
+# that gives carry no request id and get BentoML's log line only. The API's prediction routes go from it to the
+# API straight (`direct`); everything else through the rest of BentoML's stack.
+DigitService.add_asgi_middleware(RequestMiddleware, settings=settings, direct=app, activity=worker_activity)

@@ -41,13 +41,10 @@ class Batcher:
         max_batch_size: int,
         max_latency_ms: int,
         infer_alone: Callable[[np.ndarray], np.ndarray] | None = None,
-        on_busy: Callable[[bool], None] | None = None,
     ) -> None:
-        """`infer_alone`: what a request alone in the worker runs instead of `infer` (default `infer`). `on_busy`:
-        told True when the worker takes its first request, False when it has none left."""
+        """`infer_alone`: what a request alone in the worker runs instead of `infer` (default `infer`)."""
         self.infer = infer
         self.infer_alone = infer_alone or infer
-        self.on_busy = on_busy or (lambda busy: None)
         self.max_batch_size = max_batch_size
         self.max_wait = max_latency_ms / 1000
         self.waiting: deque[Job] = deque()
@@ -59,14 +56,10 @@ class Batcher:
     def request(self) -> Iterator[None]:
         """Wrap the handling of each request: how many overlap tells whether batching can pay."""
         self.requests += 1
-        if self.requests == 1:
-            self.on_busy(True)
         try:
             yield
         finally:
             self.requests -= 1
-            if not self.requests:
-                self.on_busy(False)
 
     @property
     def busy(self) -> bool:

@@ -31,13 +31,19 @@ from prometheus_client import (
     multiprocess,
 )
 
-PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels", "/probabilities"])
+BENTOML_ROUTE = "/probabilities"  # BentoML's own typed endpoint (service/app.py); the others are the API's
+PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels", BENTOML_ROUTE])
 # The Open Inference Protocol's inference routes (service/open_inference.py), one per model and version.
 V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 V2_INFER_LABEL = "/v2/models/{model}/infer"
 PREDICTION_LABELS = PREDICTION_ROUTES | {V2_INFER_LABEL}  # the endpoint labels of the routes that run the model
 # BentoML's tracing skips URLs matching these (unless DIGITSERVE_TRACING=true): the prediction routes.
 UNTRACED = [f"{route}$" for route in sorted(PREDICTION_ROUTES)] + [f"{V2_INFER.pattern}$"]
+
+
+def served_by_api(path: str) -> bool:
+    """A prediction route of the API (service/api.py, service/open_inference.py), not BentoML's typed one."""
+    return path != BENTOML_ROUTE and is_prediction(path)
 
 
 def is_prediction(path: str) -> bool:

@@ -7,7 +7,12 @@ task and a memory copy per request):
   in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
 - Prometheus request metrics (service/metrics.py): count, latency, status, in flight, shed.
 - One access log line per request: id, method, path, status, latency, and the predicted digit(s), never the image.
-- While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer.
+- While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer; and on the
+  answers of a worker serving well over its share of the server's requests (service/activity.py), so that the
+  clients' next connections spread over the workers again.
+- The API's prediction routes go straight to the API (`direct`), past the layers BentoML keeps below its
+  middlewares (its request context, exception handler and router, then the mount of the API), which those routes
+  never use: measured in docs/benchmarks.md, "Per-request overhead".
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service import metrics
+from service.activity import Activity
 from service.config import Settings
 from service.lifecycle import draining
 
@@ -46,8 +52,13 @@ def record_digits(scope: Scope, digits: list[int]) -> None:
 
 
 class RequestMiddleware:
-    def __init__(self, app, settings: Settings) -> None:
+    def __init__(self, app, settings: Settings, direct=None, activity: Callable[[], Activity] | None = None) -> None:
+        """`app`: the rest of BentoML's stack; `direct`: the API (service/api.py) mounted in it, if its prediction
+        routes are to skip what lies between. `activity`: gives this worker's entry among the server's workers
+        (called here, in the worker); none: a worker alone."""
         self.app = app
+        self.direct = direct
+        self.activity = activity() if activity else Activity(None, 0)
         self.api_key = settings.api_key.encode()
         self.access_log = settings.access_log
         self.max_concurrency = settings.max_concurrency
@@ -67,12 +78,17 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-                if draining():  # shutting down: the client should not send its next request on this connection
+                # Shutting down, or crowded: the client's next request should come on a new connection.
+                if draining() or (predicting and self.activity.crowded()):
                     message["headers"].append((b"connection", b"close"))
+                    self.activity.closing(client)
             await send(message)
 
         path = scope["path"]
         predicting = metrics.is_prediction(path)
+        client = scope.get("client")
+        if predicting:
+            self.activity.request_from(client)
         try:
             if predicting and self.api_key and not self.authorised(headers):
                 await self.refuse(send_with_id, 401, NO_KEY, [(b"www-authenticate", b'Bearer realm="digitserve"')])
@@ -80,14 +96,17 @@ class RequestMiddleware:
                 await self.refuse(send_with_id, 429, TOO_MANY, [(b"retry-after", b"1")])
             elif predicting:
                 self.in_flight += 1
+                self.activity.set(self.in_flight)
                 metrics.in_flight.inc()
+                app = self.direct if self.direct is not None and metrics.served_by_api(path) else self.app
                 try:
-                    await self.app(scope, receive, send_with_id)
+                    await app(scope, receive, send_with_id)
                 except asyncio.CancelledError:  # BentoML's timeout (DIGITSERVE_TIMEOUT) gave up on it: a 504
                     status = 504 if status == 500 else status
                     raise
                 finally:
                     self.in_flight -= 1
+                    self.activity.set(self.in_flight)
                     metrics.in_flight.dec()
             else:
                 await self.app(scope, receive, send_with_id)

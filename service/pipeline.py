@@ -41,16 +41,15 @@ def encode_png_base64(pixels: np.ndarray) -> str:
 class Pipeline:
     def __init__(self, settings: Settings, card: dict | None = None, activity: Activity | None = None) -> None:
         """`card`: the model's card, already read and checked (sha256) by the caller; read here otherwise.
-        `activity`: this worker's busy flag among the server's workers (none: a worker alone, as in the tests)."""
+        `activity`: this worker's requests among the server's workers (none: a worker alone, as in the tests); the
+        request middleware counts them."""
         self.settings = settings
         self.runtime = ModelRuntime(
             settings.model_path, settings.provider, settings.threads, settings.cache_dir, card, settings.alone_threads
         )
         self.activity = activity or Activity(None, 0)
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.
-        self.batcher = Batcher(
-            self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone, self.activity.mark
-        )
+        self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone)
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
 

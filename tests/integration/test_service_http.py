@@ -19,7 +19,7 @@ import pytest
 
 from harness.digits import as_png
 from harness.server import Server, post_head, running_service, serving
-from service.activity import FILE
+from service.activity import FILE, SLOTS, WINDOW
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
@@ -157,15 +157,20 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, client, digi
     assert batched_calls() > before, "no two concurrent requests shared an ONNX Runtime call"
 
 
+def worker_table(server: Server) -> np.ndarray:
+    """service/activity.py's table, in the folder BentoML gives the workers: per worker slot, requests in flight
+    (plus one; 0: no worker), connections, when written."""
+    (path,) = {Path(w.environ()["PROMETHEUS_MULTIPROC_DIR"]) / FILE for w in server.workers()}
+    return np.frombuffer(path.read_bytes()).reshape(SLOTS, 3)
+
+
 def test_a_worker_serving_a_request_is_busy_to_the_others(server, digits):
-    """service/activity.py's flags, in the folder BentoML gives the workers: a request whose body has not come yet
-    holds its worker busy (one flag set); once answered, none is."""
-    (flags,) = {Path(w.environ()["PROMETHEUS_MULTIPROC_DIR"]) / FILE for w in server.workers()}
+    """A request whose body has not come yet holds its worker busy (one worker's count up); once answered, none."""
 
     def busy_workers_become(count: int) -> None:
         deadline = time.monotonic() + 10
-        while flags.read_bytes().count(1) != count:
-            assert time.monotonic() < deadline, f"busy flags {flags.read_bytes().count(1)}, not {count}"
+        while (busy := int((worker_table(server)[:, 0] > 1).sum())) != count:
+            assert time.monotonic() < deadline, f"{busy} busy workers, not {count}"
             time.sleep(0.01)
 
     busy_workers_become(0)
@@ -177,6 +182,47 @@ def test_a_worker_serving_a_request_is_busy_to_the_others(server, digits):
         held.sendall(body)
         assert b" 200 " in held.recv(4096).split(b"\r\n", 1)[0]
     busy_workers_become(0)
+
+
+def test_keep_alive_connections_piled_on_one_worker_spread_over_both(server, digits):
+    """8 keep-alive connections all taken by one worker (the other paused meanwhile, as a busy worker is slow to
+    accept): the crowded worker closes connections after answers (`Connection: close`), and once both run, the
+    clients' new connections spread, until each worker holds some. Without it, all 8 would stay where they are."""
+    address = urlsplit(server.url)
+    connections = [HTTPConnection(address.hostname, address.port, timeout=30) for _ in range(8)]
+    body = digits[0][0].tobytes()
+    workers = server.workers()
+    closed = 0
+    time.sleep(WINDOW)  # the earlier tests' connections are counted no longer
+
+    def every_connection_asks() -> None:
+        nonlocal closed
+        for connection in connections:
+            connection.request("POST", "/classify_pixels", body, RAW)
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+            closed += response.getheader("connection") == "close"
+
+    try:
+        workers[1].suspend()
+        try:
+            for connection in connections:
+                connection.connect()  # accepted by the running worker, once it reads the first request
+            every_connection_asks()
+        finally:
+            workers[1].resume()
+        deadline = time.monotonic() + 30
+        while True:
+            every_connection_asks()
+            held = sorted(worker_table(server)[:, 1][worker_table(server)[:, 0] > 0].tolist())
+            if held[0] >= 2 or time.monotonic() > deadline:
+                break
+    finally:
+        for connection in connections:
+            connection.close()
+    assert closed, "the crowded worker never closed a connection"
+    assert held[0] >= 2 and sum(held) <= 8 + 2, f"connections per worker: {held}"
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service import metrics
+from service.activity import MARGIN, Activity
 from service.config import Settings
 from service.middleware import RequestMiddleware
 
@@ -39,9 +40,11 @@ class App:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def call(app, path: str = "/classify", headers: list[tuple[bytes, bytes]] | None = None) -> dict:
-    """One request through `app`; the answer's status, headers and JSON body."""
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
+async def call(
+    app, path: str = "/classify", headers: list[tuple[bytes, bytes]] | None = None, client=("127.0.0.1", 50000)
+) -> dict:
+    """One request through `app`, from `client`; the answer's status, headers and JSON body."""
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or [], "client": client}
     answer: dict = {}
 
     async def receive() -> dict:
@@ -147,3 +150,42 @@ def test_the_exposition_has_every_metric():
         "digitserve_batch_size_bucket",
     ):
         assert f"# TYPE {name.removesuffix('_total').removesuffix('_bucket')}" in text, name
+
+
+def test_a_crowded_worker_closes_connections_after_its_answers_and_publishes_its_requests(tmp_path):
+    """Prediction requests on 2 × MARGIN connections, none on the other worker's: the last answer says
+    `Connection: close`; a probe's never does. While a request is inside, the worker's row counts it."""
+    other = Activity(tmp_path, 2)
+
+    async def scenario() -> tuple[list[dict], dict, list[int]]:
+        inner = App()
+        app = RequestMiddleware(inner, settings(), activity=lambda: Activity(tmp_path, 1))
+        answers = [await call(app, client=("10.0.0.1", port)) for port in range(2 * MARGIN)]
+        probe = await call(app, "/model", client=("10.0.0.1", 9999))
+        inner.release.clear()
+        held = asyncio.create_task(call(app, client=("10.0.0.1", 0)))
+        await asyncio.sleep(0.01)
+        inside = other.table[1, :2].tolist()
+        inner.release.set()
+        await held
+        return answers, probe, inside
+
+    answers, probe, inside = asyncio.run(scenario())
+    closed = [answer["headers"].get(b"connection") == b"close" for answer in answers]
+    assert closed == [False] * (2 * MARGIN - 1) + [True]
+    assert b"connection" not in probe["headers"]
+    assert inside == [2, 2 * MARGIN - 1]  # 1 request (stored plus one); the closed connection no longer counted
+    assert other.table[1, 0] == 1, "the request's end is published too"
+
+
+def test_the_apis_prediction_routes_go_to_it_straight_and_the_rest_through_bentomls_stack():
+    async def scenario() -> tuple[int, int]:
+        stack, api = App(), App()
+        app = RequestMiddleware(stack, settings(), direct=api)
+        for path in ("/classify", "/classify_batch", "/classify_pixels", "/v2/models/digits/infer"):
+            assert (await call(app, path))["status"] == 200
+        for path in ("/probabilities", "/model", "/v2/models/digits", "/metrics"):  # BentoML's typed API; others
+            assert (await call(app, path))["status"] == 200
+        return api.seen, stack.seen
+
+    assert asyncio.run(scenario()) == (4, 4)
