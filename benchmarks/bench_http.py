@@ -185,7 +185,45 @@ UNDO = {
     "metrics": "BentoML's request-metrics middleware on",
     "tracing": "OpenTelemetry spans on the prediction routes (DIGITSERVE_TRACING=true)",
     "percentiles": "np.percentile / np.median in light_background",
+    "router": "prediction routes through BentoML's context, exception handler and router",
 }
+
+
+def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """2 workers, with and without the crowded worker closing connections (service/activity.py), in alternating
+    rounds: /classify at the usual connections, /classify_pixels at 4 (where one worker can hold them all)."""
+    with ExitStack() as stack:
+        targets = {}
+        for undo, name in (("", "spread"), ("rebalance", "left as accepted")):
+            env = {"DIGITSERVE_WORKERS": "2", "OVERHEAD_UNDO": undo, "DIGITSERVE_MAX_BATCH": str(args.pixels_batch)}
+            server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
+            targets[name] = Target(server.url + "/classify", png, "image/png", server.process.pid)
+            targets[f"{name}, /classify_pixels"] = Target(
+                server.url + "/classify_pixels", pixels, "application/octet-stream", server.process.pid
+            )
+        print("connections spread or left, 2 workers ...", flush=True)
+        results = alternate(
+            {k: v for k, v in targets.items() if "pixels" not in k}, args.repeats, args.seconds, args.connections
+        )
+        results |= alternate({k: v for k, v in targets.items() if "pixels" in k}, args.repeats, args.seconds, 4)
+        return results
+
+
+def balance_lines(results: dict, connections: int) -> list[str]:
+    return [
+        "Keep-alive connections spread over the workers (`service/activity.py`) or left where they were accepted "
+        f"(`OVERHEAD_UNDO=rebalance`), 2 workers, /classify at {connections} connections and /classify_pixels "
+        f"(64 images) at 4, in alternating rounds:",
+        "",
+        "| connections, request | requests/s | p50 ms | p99 ms | CPU µs per request | each round's requests/s |",
+        "|---|---:|---:|---:|---:|---|",
+        *(
+            f"| {name.replace(', /classify_pixels', '')}, "
+            f"{'/classify_pixels' if 'pixels' in name else '/classify'} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {rounds(r)} |"
+            for name, r in results.items()
+        ),
+    ]
 
 
 def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: float = 5.0) -> float:
@@ -301,9 +339,8 @@ def peer_lines(one: dict, two: dict, connections: int) -> list[str]:
         ),
         "- each round's requests/s, 2 workers: "
         + "; ".join(f"{name.split(',')[0]} {rounds(r)}" for name, r in two.items())
-        + ". With 2 workers, how the keep-alive connections split between them is chance, and it holds for a "
-        "whole round (seen here: 2/14 to 8/8 of 16; the lighter worker idles while the other queues), so a round "
-        "follows its split",
+        + ". The baseline's and LitServe's workers keep the connections where they were accepted: a round "
+        "follows how they split (2/14 to 8/8 of 16 seen)",
     ]
 
 
@@ -340,8 +377,7 @@ def service_lines(results: dict, in_process: float, args: argparse.Namespace) ->
         f"- /classify_pixels: **{pixels_ips:.0f} images/s** ({args.pixels_batch} per request), "
         f"**{pixels_ips / in_process:.2f}×** in-process ONNX Runtime ({in_process:.0f} images/s: 2 sessions × 1 "
         f"thread running at once, batch {args.pixels_batch}, without HTTP); each round's requests/s: "
-        f"{rounds(results['digitserve /classify_pixels'])} (4 connections: when all 4 land on one worker, one "
-        "core serves them)",
+        f"{rounds(results['digitserve /classify_pixels'])} (4 connections)",
         *(variant_line(results, variant, args.pixels_batch) for variant in args.variants),
     ]
 
@@ -360,11 +396,14 @@ def main() -> None:
 
     one, two = peers(1, png, form, args), peers(2, png, form, args)
     changes = overhead(png, args)
+    spread = balance(png, pixels, args)
     results = service_rows(png, pixels, args)
     lines = [
         *peer_lines(one, two, args.connections),
         "",
         *overhead_lines(changes),
+        "",
+        *balance_lines(spread, args.connections),
         "",
         *service_lines(results, in_process_images_per_second(batch, sessions=2), args),
         "",

@@ -5,6 +5,9 @@ measured cost. `bentoml serve benchmarks.overhead_variants:DigitService` with OV
     metrics      BentoML's own request-metrics middleware back on (ours stays: both record)
     tracing      OpenTelemetry spans on the prediction routes too (what DIGITSERVE_TRACING=true does)
     percentiles  np.percentile and np.median where preprocess.light_background now counts pixels
+    router       the API's prediction routes through BentoML's request context, exception handler and router
+                 again, as every route is, instead of from the request middleware to the API straight
+    rebalance    no closing of connections by a crowded worker (service/activity.py): with 2 workers or more
 
 and unset, the service as it is. Only for measuring: nothing else imports it.
 """
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
+import service.activity
 import service.app
 import service.pipeline
 import service.preprocess
@@ -29,8 +33,8 @@ from service.preprocess import DARK
 class CorkBatcher(Batcher):
     """The batcher as it was: BentoML's CorkDispatcher when requests overlap, the model inline when alone."""
 
-    def __init__(self, infer, max_batch_size: int, max_latency_ms: int, infer_alone=None, on_busy=None) -> None:
-        super().__init__(infer, max_batch_size, max_latency_ms, infer_alone, on_busy)
+    def __init__(self, infer, max_batch_size: int, max_latency_ms: int, infer_alone=None) -> None:
+        super().__init__(infer, max_batch_size, max_latency_ms, infer_alone)
         self.dispatcher = CorkDispatcher(
             max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=self.shed, get_batch_size=len
         )
@@ -65,7 +69,13 @@ elif UNDO == "tracing":
     service.app.DigitService.config["tracing"] = {"excluded_urls": []}
 elif UNDO == "percentiles":
     service.preprocess.light_background = light_background_with_percentiles
+elif UNDO == "router":
+    for middleware, options in service.app.DigitService.middlewares:
+        if middleware is service.app.RequestMiddleware:
+            options["direct"] = None
+elif UNDO == "rebalance":
+    service.activity.Activity.crowded = lambda self: False
 elif UNDO:
-    raise SystemExit(f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing or percentiles")
+    raise SystemExit(f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router or rebalance")
 
 DigitService = service.app.DigitService
