@@ -114,7 +114,8 @@ def mlserver(port: int, model_name: str, folder: Path) -> AbstractContextManager
     (folder / model_name / "model-settings.json").write_text(json.dumps(model))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
     command = [str(tool("mlserver")), "start", str(folder)]
-    return started(command, f"http://127.0.0.1:{port}/v2/models/{model_name}/ready", env, timeout=120)
+    # Run in `folder`: MLServer keeps its Prometheus files in .metrics/ under the working directory.
+    return started(command, f"http://127.0.0.1:{port}/v2/models/{model_name}/ready", env, cwd=folder, timeout=120)
 
 
 def perf_analyzer(url: str, model: str, concurrency: int, batch: int, data: Path, json_tensors: bool) -> dict:

@@ -32,6 +32,7 @@ WINDOW = 1.0  # seconds: a connection with no request for longer is no longer co
 # Crowded: this many connections over the workers' mean. A split within it is left alone: redoing it would cost
 # the clients new connections for little.
 MARGIN = 2
+LOOK_EVERY = 0.05  # seconds between looks at the other workers' rows (a look costs ~15 µs, a request ~2 ms)
 
 
 class Activity:
@@ -55,6 +56,7 @@ class Activity:
                 pass
         self.clients: dict[object, float] = {}  # client address -> when its last request came
         self.pruned = 0.0
+        self.looked, self.others = -LOOK_EVERY, (1, 0)  # when, and what: (live workers, the others' connections)
         # A worker replacing a crashed one clears the row its predecessor may have left.
         self.table[self.slot] = (1, 0, time.monotonic())
 
@@ -89,7 +91,15 @@ class Activity:
     def crowded(self, now: float | None = None) -> bool:
         """This worker holds at least MARGIN connections more than the server's workers do on average."""
         now = time.monotonic() if now is None else now
-        rows = self.table[self.table[:, REQUESTS] > 0]
-        recent = np.where(now - rows[:, WRITTEN] < WINDOW, rows[:, CONNECTIONS], 0)
-        mine = self.table[self.slot, CONNECTIONS] if now - self.table[self.slot, WRITTEN] < WINDOW else 0
-        return len(rows) > 1 and mine * len(rows) >= recent.sum() + MARGIN * len(rows)
+        if not 0 <= now - self.looked < LOOK_EVERY:
+            self.others, self.looked = self.look(now), now
+        workers, others = self.others
+        mine = len(self.clients)
+        return workers > 1 and mine * workers >= others + mine + MARGIN * workers
+
+    def look(self, now: float) -> tuple[int, int]:
+        """The live workers, and the connections of the others that had a request within the window."""
+        live = self.table[:, REQUESTS] > 0
+        live[self.slot] = False
+        fresh = live & (now - self.table[:, WRITTEN] < WINDOW)
+        return int(live.sum()) + 1, int(self.table[fresh, CONNECTIONS].sum())

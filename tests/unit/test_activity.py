@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.activity import FILE, MARGIN, SLOTS, WINDOW, Activity
+from service.activity import FILE, LOOK_EVERY, MARGIN, SLOTS, WINDOW, Activity
 
 
 def test_a_worker_sees_the_others_requests_not_its_own(tmp_path):
@@ -60,13 +60,14 @@ def test_a_worker_is_crowded_past_the_mean_by_the_margin(tmp_path):
     busy.request_from(next(client), 0.0)
     assert busy.crowded(0.0) and not light.crowded(0.0), "4 against 0: 2 over the mean"
     light.request_from(next(client), 0.0)
-    assert not busy.crowded(0.0), "4 against 1"
+    assert busy.crowded(0.0), "the others' rows are looked at every LOOK_EVERY seconds, not at every answer"
+    assert not busy.crowded(LOOK_EVERY), "4 against 1"
     third = Activity(tmp_path, 3)  # a third worker, idle: the mean falls to 5/3
-    assert busy.crowded(0.0)
+    assert busy.crowded(2 * LOOK_EVERY)
     for port in range(10):
-        third.request_from(("10.0.0.3", port), 0.0)
-    assert not busy.crowded(0.0)
+        third.request_from(("10.0.0.3", port), 2 * LOOK_EVERY)
+    assert not busy.crowded(3 * LOOK_EVERY)
     for _ in range(3):  # 4 connections send to it within a window; the others get no request: theirs are gone
-        busy.request_from(next(client), WINDOW / 2)
-    busy.request_from(next(client), WINDOW)
-    assert busy.table[1, 1] == 4 and busy.crowded(WINDOW)
+        busy.request_from(next(client), 1.5 * WINDOW)
+    busy.request_from(next(client), 2 * WINDOW)
+    assert busy.table[1, 1] == 4 and busy.crowded(2 * WINDOW)
