@@ -42,3 +42,21 @@ def test_each_variant_builds_its_pipeline_and_answers(undo, batcher):
     done = subprocess.run([sys.executable, "-c", CLASSIFY], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == [batcher, "[1]"]
+
+
+WIRING = """
+import benchmarks.overhead_variants as variants
+from service.activity import Activity
+from service.middleware import RequestMiddleware
+
+(options,) = [options for cls, options in variants.DigitService.middlewares if cls is RequestMiddleware]
+print(options["direct"] is not None, Activity.crowded.__name__ == "crowded")
+"""
+
+
+@pytest.mark.parametrize(("undo", "wiring"), [("", "True True"), ("router", "False True"), ("rebalance", "True False")])
+def test_the_router_and_rebalance_variants_undo_their_change_only(undo, wiring):
+    env = {"OVERHEAD_UNDO": undo, "BENTOML_DO_NOT_TRACK": "true", "PATH": ""}
+    done = subprocess.run([sys.executable, "-c", WIRING], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == wiring
