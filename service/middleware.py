@@ -7,9 +7,9 @@ task and a memory copy per request):
   in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
 - Prometheus request metrics (service/metrics.py): count, latency, status, in flight, shed.
 - One access log line per request: id, method, path, status, latency, and the predicted digit(s), never the image.
-- While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer; and on the
-  answers of a worker serving well over its share of the server's requests (service/activity.py), so that the
-  clients' next connections spread over the workers again.
+- While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer; and on a
+  prediction's answer while the worker holds well over its share of the server's connections (service/activity.py),
+  so that the clients' next connections spread over the workers again.
 - The API's prediction routes go straight to the API (`direct`), past the layers BentoML keeps below its
   middlewares (its request context, exception handler and router, then the mount of the API), which those routes
   never use: measured in docs/benchmarks.md, "Per-request overhead".
