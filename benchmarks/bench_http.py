@@ -12,6 +12,7 @@ Prints the tables and writes docs/benchmarks.md. Figures on a shared machine are
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -86,8 +87,15 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+COPY = " #"  # "name #1": the second server of `name`; alternate() reports a name's servers together
+
+
 def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections: int) -> dict[str, dict]:
-    """`rounds` wrk runs of each target, taking turns; medians, with CPU microseconds per request."""
+    """`rounds` wrk runs of each target, taking turns; medians, with CPU microseconds per request. Targets named
+    `name #k` (copies of one server, started apart) are reported as `name`, over all their runs: a server started
+    once can run faster or slower than another of the same code for its whole life (measured: two of each of two
+    variants, 1 worker, 4 rounds: each pair's servers apart by up to 10%, the variants' order reversed from one
+    pair to the other), which a comparison of one server each would take for the code's doing."""
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     try:
         for round in range(rounds + 1):  # the first: warm-up
@@ -103,7 +111,10 @@ def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections
     finally:
         for target in targets.values():
             os.killpg(target.pid, signal.SIGCONT)
-    return {name: median_of(results) for name, results in runs.items()}
+    grouped: dict[str, list[dict]] = {}
+    for name, results in runs.items():
+        grouped.setdefault(name.split(COPY)[0], []).extend(results)
+    return {name: median_of(results) for name, results in grouped.items()}
 
 
 def only(running: Target, targets) -> None:
@@ -147,34 +158,43 @@ def multipart(image: bytes, path: Path) -> tuple[Path, str]:
 
 
 def peers(workers: int, png: Path, form: tuple[Path, str], args: argparse.Namespace) -> dict[str, dict]:
-    """digitserve, the FastAPI baseline and LitServe, `workers` each, in alternating rounds."""
+    """digitserve, the FastAPI baseline and LitServe, `workers` each (`args.copies` servers of each), in
+    alternating rounds."""
     with ExitStack() as stack:
-        server = stack.enter_context(serving({"DIGITSERVE_WORKERS": str(workers)}))
-        fastapi_port, litserve_port = free_port(), free_port()
-        fastapi = stack.enter_context(baseline(fastapi_port, workers))
-        lit = stack.enter_context(litserve(litserve_port, workers))
-        targets = {
-            f"digitserve, {workers} worker(s)": Target(server.url + "/classify", png, "image/png", server.process.pid),
-            f"digitserve multipart, {workers} worker(s)": Target(server.url + "/classify", *form, server.process.pid),
-            f"FastAPI baseline, {workers} worker(s)": Target(
-                f"http://127.0.0.1:{fastapi_port}/classify", png, "image/png", fastapi.pid
-            ),
-            f"LitServe (multipart), {workers} worker(s)": Target(
-                f"http://127.0.0.1:{litserve_port}/predict", *form, lit.pid
-            ),
-        }
+        targets = {}
+        for copy in range(args.copies):
+            server = stack.enter_context(serving({"DIGITSERVE_WORKERS": str(workers)}))
+            fastapi_port, litserve_port = free_port(), free_port()
+            fastapi = stack.enter_context(baseline(fastapi_port, workers))
+            lit = stack.enter_context(litserve(litserve_port, workers))
+            targets |= {
+                f"digitserve, {workers} worker(s){COPY}{copy}": Target(
+                    server.url + "/classify", png, "image/png", server.process.pid
+                ),
+                f"digitserve multipart, {workers} worker(s){COPY}{copy}": Target(
+                    server.url + "/classify", *form, server.process.pid
+                ),
+                f"FastAPI baseline, {workers} worker(s){COPY}{copy}": Target(
+                    f"http://127.0.0.1:{fastapi_port}/classify", png, "image/png", fastapi.pid
+                ),
+                f"LitServe (multipart), {workers} worker(s){COPY}{copy}": Target(
+                    f"http://127.0.0.1:{litserve_port}/predict", *form, lit.pid
+                ),
+            }
         print(f"peers, {workers} worker(s) each ...", flush=True)
         return alternate(targets, args.repeats, args.seconds, args.connections)
 
 
 def overhead(png: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """The service (1 worker) as it is, and less each per-request change, in alternating rounds."""
+    """The service (1 worker) as it is, and less each per-request change (`args.copies` servers of each), in
+    alternating rounds."""
     with ExitStack() as stack:
         targets = {}
-        for undo, name in UNDO.items():
-            env = {"DIGITSERVE_WORKERS": "1", "OVERHEAD_UNDO": undo}
-            server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
-            targets[name] = Target(server.url + "/classify", png, "image/png", server.process.pid)
+        for copy in range(args.copies):
+            for undo, name in UNDO.items():
+                env = {"DIGITSERVE_WORKERS": "1", "OVERHEAD_UNDO": undo}
+                server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
+                targets[f"{name}{COPY}{copy}"] = Target(server.url + "/classify", png, "image/png", server.process.pid)
         print("per-request changes, 1 worker ...", flush=True)
         return alternate(targets, args.repeats, args.seconds, args.connections)
 
@@ -194,11 +214,13 @@ def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict
     rounds: /classify at the usual connections, /classify_pixels at 4 (where one worker can hold them all)."""
     with ExitStack() as stack:
         targets = {}
-        for undo, name in (("", "spread"), ("rebalance", "left as accepted")):
+        for copy, (undo, name) in itertools.product(
+            range(args.copies), (("", "spread"), ("rebalance", "left as accepted"))
+        ):
             env = {"DIGITSERVE_WORKERS": "2", "OVERHEAD_UNDO": undo, "DIGITSERVE_MAX_BATCH": str(args.pixels_batch)}
             server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
-            targets[name] = Target(server.url + "/classify", png, "image/png", server.process.pid)
-            targets[f"{name}, /classify_pixels"] = Target(
+            targets[f"{name}{COPY}{copy}"] = Target(server.url + "/classify", png, "image/png", server.process.pid)
+            targets[f"{name}, /classify_pixels{COPY}{copy}"] = Target(
                 server.url + "/classify_pixels", pixels, "application/octet-stream", server.process.pid
             )
         print("connections spread or left, 2 workers ...", flush=True)
@@ -288,6 +310,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison; medians reported")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--copies", type=int, default=2, help="servers of each kind in the comparisons (their rounds pooled)"
+    )
     parser.add_argument("--pixels-batch", type=int, default=64, help="images per /classify_pixels request")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
@@ -417,7 +442,8 @@ def main() -> None:
     section = (
         f"{START}\n"
         f"Measured {time.strftime('%Y-%m-%d')} on {machine}, with wrk on the same machine ({args.repeats} rounds "
-        f"of {args.seconds} s, medians). CPU per request: the server's processes' CPU time over the requests "
+        f"of {args.seconds} s, medians; in the alternating comparisons, {args.copies} servers of each kind started "
+        "apart, their rounds pooled). CPU per request: the server's processes' CPU time over the requests "
         "answered (wrk's own is not in it).\n\n"
         f"{report}\n\nCommand: `make bench` (`python benchmarks/bench_http.py --help` for the options).\n{END}"
     )
