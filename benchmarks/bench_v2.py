@@ -28,12 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_http import Target, alternate
+from benchmarks.bench_http import COPY, Target, alternate
 from harness.report import write_section
 from harness.server import free_port, serving, started
 from service.contract import read_card, read_normalisation, to_model_input
@@ -146,20 +146,25 @@ def perf_analyzer(url: str, model: str, concurrency: int, batch: int, data: Path
 # The three parts --------------------------------------------------------------------------------------------------
 
 
-def against_mlserver(
-    server, peer_pid: int, peer_url: str, model: str, bodies: dict, args: argparse.Namespace
-) -> dict[str, dict]:
+def against_mlserver(model: str, bodies: dict, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """`args.copies` servers of each, in alternating rounds (bench_http.alternate pools a kind's servers' rounds:
+    a server keeps its own speed for its whole life)."""
     targets = {}
-    for n in (1, 64):
-        body = bodies[f"json {n}"]
-        targets[f"digitserve, {n} image(s)"] = Target(
-            f"{server.url}/v2/models/{model}/infer", body, "application/json", server.process.pid
-        )
-        targets[f"MLServer, {n} image(s)"] = Target(
-            f"{peer_url}/v2/models/{model}/infer", body, "application/json", peer_pid
-        )
-    print(f"digitserve and MLServer, V2 JSON, {args.connections} connections ...", flush=True)
-    return alternate(targets, args.repeats, args.seconds, args.connections)
+    with ExitStack() as stack:
+        for copy in range(args.copies):
+            server = stack.enter_context(serving(SERVICE_ENV))
+            port = free_port()
+            peer = stack.enter_context(mlserver(port, model, folder / str(copy)))
+            for n in (1, 64):
+                body = bodies[f"json {n}"]
+                targets[f"digitserve, {n} image(s){COPY}{copy}"] = Target(
+                    f"{server.url}/v2/models/{model}/infer", body, "application/json", server.process.pid
+                )
+                targets[f"MLServer, {n} image(s){COPY}{copy}"] = Target(
+                    f"http://127.0.0.1:{port}/v2/models/{model}/infer", body, "application/json", peer.pid
+                )
+        print(f"digitserve and MLServer, V2 JSON, {args.connections} connections ...", flush=True)
+        return alternate(targets, args.repeats, args.seconds, args.connections)
 
 
 def against_pixels(server, model: str, bodies: dict, args: argparse.Namespace) -> dict[str, dict]:
@@ -219,7 +224,7 @@ def image_count(name: str) -> int:
 def peer_lines(peer: dict, args: argparse.Namespace) -> list[str]:
     lines = [
         f"**digitserve against MLServer**, V2 JSON infer requests of the model's own FP32 tensor, {args.connections} "
-        f"connections, {WORKERS} workers each:",
+        f"connections, {WORKERS} workers each, {args.copies} servers of each (their rounds pooled):",
         "",
         *rows(peer, {name: image_count(name) for name in peer}),
         "",
@@ -228,7 +233,10 @@ def peer_lines(peer: dict, args: argparse.Namespace) -> list[str]:
         ours, theirs = peer[f"digitserve, {n} image(s)"], peer[f"MLServer, {n} image(s)"]
         lines.append(
             f"- {n} image(s) per request: digitserve **{ours['rps'] / theirs['rps']:.2f}×** MLServer's requests/s, "
-            f"p99 {ours['p99_ms']:.1f} ms against {theirs['p99_ms']:.1f} ms"
+            f"p99 {ours['p99_ms']:.1f} ms against {theirs['p99_ms']:.1f} ms; each round's requests/s: "
+            + ", ".join(f"{rps:.0f}" for rps in ours["rounds_rps"])
+            + " against "
+            + ", ".join(f"{rps:.0f}" for rps in theirs["rounds_rps"])
         )
     return lines
 
@@ -269,6 +277,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison; medians reported")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--copies", type=int, default=2, help="servers of each against MLServer (rounds pooled)")
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all; docs get all)"
     )
@@ -302,9 +311,7 @@ def main() -> None:
 
     peer_results, pixel_results, grid = {}, {}, {}
     if "mlserver" in args.parts:
-        port = free_port()
-        with serving(SERVICE_ENV) as server, mlserver(port, model, tmp / "mlserver") as peer:
-            peer_results = against_mlserver(server, peer.pid, f"http://127.0.0.1:{port}", model, bodies, args)
+        peer_results = against_mlserver(model, bodies, tmp / "mlserver", args)
     with serving(SERVICE_ENV) as server:  # digitserve alone from here
         if "pixels" in args.parts:
             pixel_results = against_pixels(server, model, bodies, args)
