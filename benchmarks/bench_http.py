@@ -231,11 +231,11 @@ def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict
         return results
 
 
-def balance_lines(results: dict, connections: int) -> list[str]:
+def balance_lines(results: dict, connections: int, per_request: int) -> list[str]:
     return [
         "Keep-alive connections spread over the workers (`service/activity.py`) or left where they were accepted "
         f"(`OVERHEAD_UNDO=rebalance`), 2 workers, /classify at {connections} connections and /classify_pixels "
-        f"(64 images) at 4, in alternating rounds:",
+        f"({per_request} images) at 4, in alternating rounds:",
         "",
         "| connections, request | requests/s | p50 ms | p99 ms | CPU µs per request | each round's requests/s |",
         "|---|---:|---:|---:|---:|---|",
@@ -428,7 +428,7 @@ def main() -> None:
         "",
         *overhead_lines(changes),
         "",
-        *balance_lines(spread, args.connections),
+        *balance_lines(spread, args.connections, args.pixels_batch),
         "",
         *service_lines(results, in_process_images_per_second(batch, sessions=2), args),
         "",

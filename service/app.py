@@ -38,8 +38,9 @@ GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
 
 @cache
 def worker_activity() -> Activity:
-    """This worker's count of requests among the server's workers (service/activity.py): made once in each worker
-    process, where BentoML knows its index; the middleware keeps it, the pipeline reads the others'."""
+    """This worker's row among the server's workers (service/activity.py: requests in flight, connections): made
+    once in each worker process, where BentoML knows its index; the middleware writes it, the pipeline reads the
+    others'."""
     return Activity.of_this_worker(bentoml.server_context.worker_index)
 
 

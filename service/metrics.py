@@ -41,11 +41,6 @@ PREDICTION_LABELS = PREDICTION_ROUTES | {V2_INFER_LABEL}  # the endpoint labels 
 UNTRACED = [f"{route}$" for route in sorted(PREDICTION_ROUTES)] + [f"{V2_INFER.pattern}$"]
 
 
-def served_by_api(path: str) -> bool:
-    """A prediction route of the API (service/api.py, service/open_inference.py), not BentoML's typed one."""
-    return path != BENTOML_ROUTE and is_prediction(path)
-
-
 def is_prediction(path: str) -> bool:
     """A route that runs the model: metered, limited (429) and behind the API key."""
     return path.rstrip("/") in PREDICTION_ROUTES or V2_INFER.fullmatch(path) is not None

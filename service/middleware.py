@@ -98,7 +98,9 @@ class RequestMiddleware:
                 self.in_flight += 1
                 self.activity.set(self.in_flight)
                 metrics.in_flight.inc()
-                app = self.direct if self.direct is not None and metrics.served_by_api(path) else self.app
+                # Every prediction route but BentoML's typed one is the API's (matched as is_prediction matches).
+                bentoml_route = path.rstrip("/") == metrics.BENTOML_ROUTE
+                app = self.app if self.direct is None or bentoml_route else self.direct
                 try:
                     await app(scope, receive, send_with_id)
                 except asyncio.CancelledError:  # BentoML's timeout (DIGITSERVE_TIMEOUT) gave up on it: a 504
