@@ -78,6 +78,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
+        + (f" --ema {config['ema']:g}" if config.get("ema") else "")
         + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")
         + (f" --eval-subset {config['eval_subset']}" if config.get("eval_subset") else "")
         + f" --out {checkpoint.parent}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.contract import standardise
@@ -34,6 +35,7 @@ class TrainConfig:
     dropout: float = 0.5
     seed: int = 0
     augment: str = "none"  # training/augment.py: "affine" or "robust"
+    ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights with this decay
     eval_every: int = 1000
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
     eval_subset: int = 0  # 0: all validation and test images; else the first N of each (quick runs and tests)
@@ -79,6 +81,9 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     validation = first(data.load_split("validation", data_dir), config.eval_subset)
     model = MnistCNN(dropout=config.dropout).to(device)
     optimizer, scheduler = optimiser(model, config)
+    # The averaged weights (when asked for) are the ones evaluated and kept: smoother than the last step's.
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
+    evaluated = averaged.module if averaged else model
 
     history, best = [], {"validation_accuracy": -1.0}
     window = Window()
@@ -93,9 +98,11 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
         optimizer.step()
         if scheduler:
             scheduler.step()
+        if averaged:
+            averaged.update_parameters(model)
         window.add(loss, logits, y)
         if step % config.eval_every == 0 or step == config.steps:
-            val_acc = float((predict(model, validation.images, device) == validation.labels).mean())
+            val_acc = float((predict(evaluated, validation.images, device) == validation.labels).mean())
             record = {"step": step, **window.take(), "validation_accuracy": val_acc}
             record["seconds"] = round(time.perf_counter() - started, 1)
             history.append(record)
@@ -104,7 +111,10 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
                 f"validation accuracy {val_acc:.4f}, loss {record['train_loss']:.4f}"
             )
             if val_acc > best["validation_accuracy"]:
-                best = {"validation_accuracy": val_acc, "step": step, "state": copy.deepcopy(model.state_dict())}
+                best = {"validation_accuracy": val_acc, "step": step, "state": copy.deepcopy(evaluated.state_dict())}
+                # The best weights so far, readable by load_checkpoint while the run goes on (or after it dies).
+                out_dir.mkdir(parents=True, exist_ok=True)
+                torch.save({"state_dict": best["state"], "config": asdict(config)}, out_dir / "best_so_far.pt")
     seconds = time.perf_counter() - started
 
     model.load_state_dict(best["state"])
@@ -229,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="affine: random shifts, rotations and scaling (also plain --augment); robust: affine plus elastic "
         "distortion, stroke thickness, blur, a wiped strip, contrast and noise (training/augment.py)",
     )
+    parser.add_argument(
+        "--ema", type=float, default=0.0, help="keep a moving average of the weights with this decay, e.g. 0.999"
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--eval-subset", type=int, default=0, help="evaluate on the first N validation and test images")
@@ -251,6 +264,7 @@ def main(args: argparse.Namespace) -> None:
         dropout=args.dropout,
         seed=args.seed,
         augment=args.augment,
+        ema=args.ema,
         eval_every=args.eval_every,
         train_subset=args.train_subset,
         eval_subset=args.eval_subset,

@@ -16,7 +16,7 @@ from training import data
 from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
 from training.evaluate import evaluate, split_logits
-from training.export import ExportError, export
+from training.export import ExportError, export, reproduce_commands
 from training.train import TrainConfig, load_checkpoint, predict, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,6 +63,23 @@ def test_same_seed_same_weights_on_cpu(mnist_dir, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]
     assert first["test"]["total"] == 500  # --eval-subset: the first 500 test images
+
+
+def test_ema_keeps_the_averaged_weights_and_the_best_so_far(mnist_dir, tmp_path):
+    """--ema: the kept weights are the moving average (a decay of ~0 averages nothing: the last step's weights, the
+    same as without it); the best weights so far are on disk during the run; the card's command repeats it."""
+    base = {"steps": 20, "eval_every": 10, "train_subset": 500, "eval_subset": 500, "seed": 3, "device": "cpu"}
+    states = {}
+    for ema in (0.0, 1e-9, 0.5):
+        train(TrainConfig(**base, ema=ema), tmp_path / str(ema), str(mnist_dir), progress=False)
+        states[ema] = torch.load(tmp_path / str(ema) / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(states[0.0]["state_dict"][k], v) for k, v in states[1e-9]["state_dict"].items())
+    assert not torch.equal(
+        states[0.0]["state_dict"]["classifier.4.weight"], states[0.5]["state_dict"]["classifier.4.weight"]
+    )
+    _, checkpoint = load_checkpoint(tmp_path / "0.5" / "best_so_far.pt")
+    assert checkpoint["config"]["ema"] == 0.5
+    assert "--ema 0.5" in reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
 
 
 @pytest.fixture(scope="module")
