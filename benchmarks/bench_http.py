@@ -206,6 +206,7 @@ UNDO = {
     "tracing": "OpenTelemetry spans on the prediction routes (DIGITSERVE_TRACING=true)",
     "percentiles": "np.percentile / np.median in light_background",
     "router": "prediction routes through BentoML's context, exception handler and router",
+    "options": "query options declared to FastAPI (solved on every request)",
 }
 
 

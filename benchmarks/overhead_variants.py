@@ -8,6 +8,8 @@ measured cost. `bentoml serve benchmarks.overhead_variants:DigitService` with OV
     router       the API's prediction routes through BentoML's request context, exception handler and router
                  again, as every route is, instead of from the request middleware to the API straight
     rebalance    no closing of connections by a crowded worker (service/activity.py): with 2 workers or more
+    options      the prediction routes' query options (debug, min_confidence) declared to FastAPI again, which
+                 solves and checks them on every request, instead of read by the route (service/api.py Options)
 
 and unset, the service as it is. Only for measuring: nothing else imports it.
 """
@@ -17,11 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from fastapi import Depends, Query
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 import service.activity
+import service.api
 import service.app
 import service.pipeline
 import service.preprocess
@@ -55,6 +62,24 @@ class CorkBatcher(Batcher):
         return await self.batched(images)
 
 
+def declared_options(debug: bool = False, min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None) -> None:
+    """The query parameters as the routes declared them before `service.api.Options`."""
+
+
+def with_declared_options(route: BaseRoute) -> BaseRoute:
+    if not (isinstance(route, APIRoute) and route.path.startswith("/classify")):
+        return route
+    return APIRoute(
+        route.path,
+        route.endpoint,
+        methods=list(route.methods),
+        dependencies=[Depends(declared_options)],
+        openapi_extra=route.openapi_extra,
+        responses=route.responses,
+        summary=route.summary,
+    )
+
+
 def light_background_with_percentiles(gray: np.ndarray) -> bool:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(np.percentile(border, 90)) > DARK or float(np.median(gray[::4, ::4])) > 127
@@ -75,7 +100,11 @@ elif UNDO == "router":
             options["direct"] = None
 elif UNDO == "rebalance":
     service.activity.Activity.crowded = lambda self: False
+elif UNDO == "options":
+    service.api.router.routes[:] = [with_declared_options(route) for route in service.api.router.routes]
 elif UNDO:
-    raise SystemExit(f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router or rebalance")
+    raise SystemExit(
+        f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router, rebalance or options"
+    )
 
 DigitService = service.app.DigitService

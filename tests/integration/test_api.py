@@ -106,6 +106,22 @@ def test_debug_fields_only_when_asked(client, digits):
     assert set(body) == {"digit", "confidence", "probabilities", "model_version"}
 
 
+def test_query_options_are_documented_and_a_malformed_one_is_a_422(client, digits):
+    """The routes read their query options themselves (service/api.py Options): the OpenAPI document still lists
+    them, and a bad value is a 422 that names it, as FastAPI's own check was."""
+    paths = client.get("/openapi.json").json()["paths"]
+    documented = {p: [q["name"] for q in paths[p]["post"]["parameters"]] for p in paths if p.startswith("/classify")}
+    assert documented == {
+        "/classify": ["debug", "min_confidence"],
+        "/classify_batch": ["debug", "min_confidence"],
+        "/classify_pixels": ["min_confidence"],
+    }
+    png = {"image": ("d.png", as_png(digits[0][0]))}
+    answer = client.post("/classify", params={"debug": "maybe"}, files=png)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("invalid request: query.debug: ")
+    assert client.post("/classify", params={"debug": "1", "unknown": "x"}, files=png).json()["image"]
+
+
 def test_raw_body_with_an_image_content_type(client, digits):
     images, labels = digits
     for fmt, content_type in (("PNG", "image/png"), ("BMP", "image/bmp"), ("WEBP", "image/webp")):

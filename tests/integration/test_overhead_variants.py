@@ -60,3 +60,30 @@ def test_the_router_and_rebalance_variants_undo_their_change_only(undo, wiring):
     done = subprocess.run([sys.executable, "-c", WIRING], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == wiring
+
+
+OPTIONS = """
+import benchmarks.overhead_variants
+from fastapi.testclient import TestClient
+from service.api import create_app, router
+
+for path in ("/classify", "/classify_pixels"):
+    (route,) = [r for r in router.routes if r.path == path]
+    solved = sorted(p.name for d in route.dependant.dependencies for p in d.query_params)
+    print(path, solved, [q["name"] for q in route.openapi_extra["parameters"]])
+answer = TestClient(create_app()).post("/classify_pixels?min_confidence=2", content=b"")
+print(answer.status_code, answer.json()["error"].split(":")[:2])
+"""
+
+
+@pytest.mark.parametrize("undo", ["", "options"])
+def test_the_options_variant_has_fastapi_solve_the_query_options_again(undo):
+    env = {"OVERHEAD_UNDO": undo, "BENTOML_DO_NOT_TRACK": "true", "PATH": ""}
+    done = subprocess.run([sys.executable, "-c", OPTIONS], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    solved = "['debug', 'min_confidence']" if undo else "[]"
+    assert done.stdout.splitlines() == [
+        f"/classify {solved} ['debug', 'min_confidence']",
+        f"/classify_pixels {solved} ['min_confidence']",
+        "422 ['invalid request', ' query.min_confidence']",  # FastAPI's check, or the route's, in the same words
+    ]
