@@ -7,8 +7,9 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 export BENTOML_DO_NOT_TRACK := true
 
 # The recipe of the shipped model (models/mnist_cnn.json, "reproduce"). The reference recipe is `--steps 20000`.
-TRAIN_ARGS ?= --steps 30000 --augment robust --lr 1e-3 --schedule cosine --out runs/mnist_cnn
-EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.1.0 --int8 --fp16
+TRAIN_ARGS ?= --steps 33000 --batch-size 100 --lr 1e-3 --schedule cosine --augment robust --ema 0.999 --eval-every 3000 \
+	--out runs/mnist_cnn
+EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.2.0 --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist; 0: one process). Each test module stays in one process (--dist loadfile), so that
