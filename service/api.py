@@ -86,8 +86,8 @@ router = APIRouter()
 
 class Options(BaseModel):
     """The prediction routes' query parameters. The routes read them themselves (`read_options`): declared in the
-    signature they cost FastAPI's parameter solving on every request, about 50 µs (a tenth of the pixels route's
-    own time); `query_parameters` documents them in the OpenAPI document all the same."""
+    signature they cost FastAPI's parameter solving on every request (50-90 µs in process; make bench's per-request
+    row `options`); `query_parameters` documents them in the OpenAPI document all the same."""
 
     debug: bool = Field(False, description="add the 28x28 image the model saw and the box where the digit was found")
     min_confidence: float | None = Field(
@@ -105,7 +105,7 @@ def read_options(request: Request) -> Options:
     try:
         return Options.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        raise ClientError(422, f"invalid request: {validation_errors(exc.errors(), 'query')}") from None
+        raise ClientError(422, f"invalid request: {validation_errors(exc.errors(), ('query',))}") from None
 
 
 def query_parameters(*names: str) -> dict:
@@ -114,8 +114,9 @@ def query_parameters(*names: str) -> dict:
     return {"parameters": [{"name": n, "in": "query", "required": False, "schema": fields[n]} for n in names]}
 
 
-def validation_errors(errors: list[dict], prefix: str = "") -> str:
-    return "; ".join(".".join(map(str, (prefix, *e["loc"]) if prefix else e["loc"])) + f": {e['msg']}" for e in errors)
+def validation_errors(errors: list[dict], where: tuple[str, ...] = ()) -> str:
+    """pydantic's errors as `query.min_confidence: Input should be ...`, `where` before each location."""
+    return "; ".join(".".join(map(str, (*where, *e["loc"]))) + f": {e['msg']}" for e in errors)
 
 
 def refuse_unsure(results: list[dict], asked: float | None, default: float, single: bool = False) -> None:

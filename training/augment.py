@@ -154,10 +154,7 @@ def pen_strokes(images: torch.Tensor, which: torch.Tensor, generator: torch.Gene
     dashed = torch.rand(n, generator=generator) < 0.3
     dash = 2 + 4 * torch.rand(n, generator=generator)
     ink = 0.6 + 0.4 * torch.rand(n, generator=generator)
-    ys, xs = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
-    sin, cos = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
-    along = xs * cos + ys * sin
-    across = xs * sin - ys * cos - offset[:, None, None]
+    along, across = line_coordinates(h, w, angle, offset)
     across = across - wave[:, None, None] * torch.sin(
         2 * math.pi * along / wavelength[:, None, None] + phase[:, None, None]
     )
@@ -189,10 +186,17 @@ def wipe_strip(images: torch.Tensor, which: torch.Tensor, generator: torch.Gener
     angle = torch.rand(n, generator=generator) * math.pi
     offset = (torch.rand(n, generator=generator) * 2 - 1) * h / 4
     width = 1 + torch.rand(n, generator=generator)
-    ys, xs = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
-    distance = (xs * torch.sin(angle)[:, None, None] - ys * torch.cos(angle)[:, None, None]) - offset[:, None, None]
-    strip = (distance.abs() < width[:, None, None] / 2)[:, None] & which
+    _, across = line_coordinates(h, w, angle, offset)
+    strip = (across.abs() < width[:, None, None] / 2)[:, None] & which
     return images.masked_fill(strip.to(images.device), 0.0)
+
+
+def line_coordinates(h: int, w: int, angle: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, H, W] each: every pixel's position along, and signed distance across, each image's line through the
+    point `offset` pixels from the image's centre at `angle` (radians), in pixels."""
+    ys, xs = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
+    sin, cos = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
+    return xs * cos + ys * sin, xs * sin - ys * cos - offset[:, None, None]
 
 
 def augment(images: torch.Tensor, recipe: str, generator: torch.Generator) -> torch.Tensor:
