@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(sub)
         sub.set_defaults(run=module.main)
     args = parser.parse_args(argv)
+    # Each evaluation's line at once, also into a log file (nohup make train > train.log): runs last an hour.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         args.run(args)
     except MnistDataError as exc:

@@ -79,6 +79,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"--seed {config['seed']}"
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
         + (f" --ema {config['ema']:g}" if config.get("ema") else "")
+        + (f" --init {config['init']}" if config.get("init") else "")
         # Which weights are kept depends on where the run looked (the best validation accuracy at each look).
         + f" --eval-every {config['eval_every']}"
         + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")

@@ -37,6 +37,7 @@ class TrainConfig:
     augment: str = "none"  # training/augment.py: "affine" or "robust"
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights with this decay
     eval_every: int = 1000
+    init: str = ""  # a checkpoint (.pt) or exported model (.onnx) whose weights start the run: fine-tuning
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
     eval_subset: int = 0  # 0: all validation and test images; else the first N of each (quick runs and tests)
     device: str = "auto"
@@ -80,6 +81,8 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     train_x, train_y = training_tensors(config, data_dir, device)
     validation = first(data.load_split("validation", data_dir), config.eval_subset)
     model = MnistCNN(dropout=config.dropout).to(device)
+    if config.init:
+        model.load_state_dict(initial_weights(config.init))
     optimizer, scheduler = optimiser(model, config)
     # The averaged weights (when asked for) are the ones evaluated and kept: smoother than the last step's.
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
@@ -221,6 +224,22 @@ def load_checkpoint(path: str | Path) -> tuple[MnistCNN, dict]:
     return model.eval(), checkpoint
 
 
+def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's weights from a training checkpoint or from an exported ONNX model (its initializers carry the
+    state_dict's names: the exporter keeps them)."""
+    if str(path).endswith(".onnx"):
+        import onnx
+        from onnx import numpy_helper
+
+        names = MnistCNN(reference_init=False).state_dict().keys()
+        found = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise ValueError(f"{path}: no weights named {', '.join(missing)} (not this network's export?)")
+        return {name: torch.from_numpy(numpy_helper.to_array(found[name]).copy()) for name in names}
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (default %(default)s)")
@@ -243,6 +262,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ema", type=float, default=0.0, help="keep a moving average of the weights with this decay, e.g. 0.999"
     )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument(
+        "--init", default="", help="start from these weights (a checkpoint.pt or an exported .onnx): fine-tuning"
+    )
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--eval-subset", type=int, default=0, help="evaluate on the first N validation and test images")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -266,6 +288,7 @@ def main(args: argparse.Namespace) -> None:
         augment=args.augment,
         ema=args.ema,
         eval_every=args.eval_every,
+        init=args.init,
         train_subset=args.train_subset,
         eval_subset=args.eval_subset,
         device=args.device,

@@ -17,7 +17,7 @@ from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
 from training.evaluate import evaluate, split_logits
 from training.export import ExportError, export, reproduce_commands
-from training.train import TrainConfig, load_checkpoint, predict, train
+from training.train import TrainConfig, initial_weights, load_checkpoint, predict, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,6 +80,35 @@ def test_ema_keeps_the_averaged_weights_and_the_best_so_far(mnist_dir, tmp_path)
     _, checkpoint = load_checkpoint(tmp_path / "0.5" / "best_so_far.pt")
     assert checkpoint["config"]["ema"] == 0.5
     assert "--ema 0.5" in reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
+
+
+def test_init_starts_from_an_exported_model_or_a_checkpoint(mnist_dir, tmp_path):
+    """--init: fine-tuning starts from the shipped ONNX model's weights (its initializers) or a checkpoint's; with a
+    learning rate of 0 the run keeps them, and the card's command names where it started."""
+    weights = initial_weights(MODEL)
+    config = TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=500, lr=0.0, init=str(MODEL))
+    train(config, tmp_path / "a", str(mnist_dir), progress=False)
+    model, checkpoint = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint["state_dict"].items())
+    test = data.load_split("test", mnist_dir)
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"image": to_model_input(test.images[:500], data.MEAN, data.STD)})[0]
+    assert np.array_equal(predict(model, test.images[:500], torch.device("cpu")), logits.argmax(1))
+    again = initial_weights(tmp_path / "a" / "checkpoint.pt")
+    assert all(torch.equal(weights[k], v) for k, v in again.items())
+    assert f"--init {MODEL}" in reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
+
+
+def test_init_refuses_a_model_of_another_network(tmp_path):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "other",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph), tmp_path / "other.onnx")
+    with pytest.raises(ValueError, match=r"no weights named features\.0\.weight"):
+        initial_weights(tmp_path / "other.onnx")
 
 
 @pytest.fixture(scope="module")
