@@ -80,10 +80,11 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, rows.transpose(2, 3), padding=(radius, 0), groups=c)
 
 
-def robust(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def robust(images: torch.Tensor, generator: torch.Generator, shape_only: float = 0.3) -> torch.Tensor:
     """The robust recipe: affine (with slant) on every image, elastic on half of them, then stroke thickness and
     style, blur, a wiped strip, pen strokes across, contrast and light, reversed polarity and noise, each on a
-    random part of the batch with a random strength; 30% of the images keep only the shape changes."""
+    random part of the batch with a random strength; a share `shape_only` of the images keeps only the shape
+    changes."""
     n, device = len(images), images.device
     images = random_affine(
         images, generator, max_rotation=15, max_scale=0.15, max_shift=2.5, max_shear=0.3, elastic=1.2, elastic_share=0.5
@@ -117,7 +118,7 @@ def robust(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     pepper = torch.rand(images.shape, generator=generator) < 0.5
     images = torch.where(salt.to(device), pepper.to(device).float(), images)
     # A share of the batch keeps only its shape changes: clean-looking digits are the first target.
-    return torch.where(chance(n, 0.7, generator).to(device), images.clamp(0, 1), shaped)
+    return torch.where(chance(n, 1 - shape_only, generator).to(device), images.clamp(0, 1), shaped)
 
 
 def uneven_light(n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -199,9 +200,10 @@ def line_coordinates(h: int, w: int, angle: torch.Tensor, offset: torch.Tensor) 
     return xs * cos + ys * sin, xs * sin - ys * cos - offset[:, None, None]
 
 
-def augment(images: torch.Tensor, recipe: str, generator: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, recipe: str, generator: torch.Generator, shape_only: float = 0.3) -> torch.Tensor:
+    """`shape_only`: for the robust recipe, the share of images that keep only its shape changes."""
     if recipe == "robust":
-        return robust(images, generator)
+        return robust(images, generator, shape_only)
     if recipe == "affine":
         return random_affine(images, generator)
     return images

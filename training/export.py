@@ -78,6 +78,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
+        + (f" --shape-only {config['shape_only']:g}" if config.get("shape_only", 0.3) != 0.3 else "")
         + (f" --ema {config['ema']:g}" if config.get("ema") else "")
         + (f" --init {config['init']}" if config.get("init") else "")
         # Which weights are kept depends on where the run looked (the best validation accuracy at each look).

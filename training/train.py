@@ -35,6 +35,7 @@ class TrainConfig:
     dropout: float = 0.5
     seed: int = 0
     augment: str = "none"  # training/augment.py: "affine" or "robust"
+    shape_only: float = 0.3  # robust: the share of images that keep only the shape changes (clean-looking digits)
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights with this decay
     eval_every: int = 1000
     init: str = ""  # a checkpoint (.pt) or exported model (.onnx) whose weights start the run: fine-tuning
@@ -171,7 +172,7 @@ def batches(
         for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
             index = order[start : start + config.batch_size].to(x.device)
             batch = x[index]
-            yield augment(batch, config.augment, generator), y[index]
+            yield augment(batch, config.augment, generator, config.shape_only), y[index]
 
 
 class Window:
@@ -259,6 +260,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "distortion, stroke thickness, blur, a wiped strip, contrast and noise (training/augment.py)",
     )
     parser.add_argument(
+        "--shape-only",
+        type=float,
+        default=defaults.shape_only,
+        help="robust: the share of images that keep only the shape changes, clean-looking (default %(default)s)",
+    )
+    parser.add_argument(
         "--ema", type=float, default=0.0, help="keep a moving average of the weights with this decay, e.g. 0.999"
     )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -286,6 +293,7 @@ def main(args: argparse.Namespace) -> None:
         dropout=args.dropout,
         seed=args.seed,
         augment=args.augment,
+        shape_only=args.shape_only,
         ema=args.ema,
         eval_every=args.eval_every,
         init=args.init,

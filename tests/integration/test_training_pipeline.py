@@ -96,7 +96,10 @@ def test_init_starts_from_an_exported_model_or_a_checkpoint(mnist_dir, tmp_path)
     assert np.array_equal(predict(model, test.images[:500], torch.device("cpu")), logits.argmax(1))
     again = initial_weights(tmp_path / "a" / "checkpoint.pt")
     assert all(torch.equal(weights[k], v) for k, v in again.items())
-    assert f"--init {MODEL}" in reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
+    command = reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
+    assert f"--init {MODEL}" in command and "--shape-only" not in command  # the default share
+    shares = {**checkpoint["config"], "shape_only": 0.6}
+    assert "--shape-only 0.6" in reproduce_commands(shares, tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
 
 
 def test_init_refuses_a_model_of_another_network(tmp_path):

@@ -119,3 +119,18 @@ def test_uneven_light_spans_zero_to_one_smoothly():
         light.amax((2, 3)), torch.ones(32, 1)
     )
     assert (light[..., 1:] - light[..., :-1]).abs().mean() < 0.1
+
+
+def test_shape_only_sets_the_share_of_digits_left_with_only_the_shape_changes(digits):
+    """--shape-only: that share of the robust recipe's images keeps only the shape changes (moved, slanted,
+    distorted, thicker or thinner strokes); the rest get paper, light, strokes and noise too. Same draws whatever
+    the share: an image kept clean is the one the recipe made before it went further."""
+    batch = digits.repeat(4, 1, 1, 1)  # 256 images
+
+    def kept_clean(share: float) -> float:
+        shaped = robust(batch, torch.Generator().manual_seed(5), shape_only=1.0)
+        mixed = robust(batch, torch.Generator().manual_seed(5), shape_only=share)
+        return float((mixed == shaped).flatten(1).all(1).float().mean())
+
+    assert kept_clean(0.0) < 0.15  # only the few no distortion happened to touch
+    assert 0.5 < kept_clean(0.6) < 0.75
