@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -32,6 +31,7 @@ import numpy as np
 import psutil
 
 from harness.digits import as_png
+from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, running_service, serving, started
 from service.runtime import ModelRuntime
@@ -437,7 +437,7 @@ def main() -> None:
         "",
         *batch_size_table(images),
     ]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = report_machine()
     report = "\n".join(lines)
     print(report)
     section = (

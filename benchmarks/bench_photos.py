@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
-import platform
 import statistics
 import threading
 import time
@@ -27,6 +25,7 @@ from PIL import Image
 
 from harness.digits import as_png, on_canvas
 from harness.photos import accuracy_sets, classify_latency, photo_and_box, photo_load
+from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import serving
 from service.decode import decode_image
@@ -170,7 +169,7 @@ def main() -> None:
     ]
     stall = statistics.median(loaded) / statistics.median(idle)
     in_process = hop_and_decode(small, on_canvas(images[0]), medium[0])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = report_machine()
     report = "\n".join(
         [
             f"Accuracy over HTTP (`/classify`, multipart), the first {args.digits} MNIST test digits in each set:",

@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_http import COPY, Target, alternate
+from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, serving, started
 from service.contract import read_card, read_normalisation, to_model_input
@@ -321,7 +321,7 @@ def main() -> None:
         if "perf_analyzer" in args.parts:
             grid = perf_analyzer_grid(server, model, data)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = report_machine()
     parts = [
         peer_lines(peer_results, args) if peer_results else [],
         pixels_lines(pixel_results, model, args) if pixel_results else [],

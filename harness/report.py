@@ -16,3 +16,18 @@ def write_section(path: Path, section: str, start: str, end: str, heading: str, 
     after = rest.split(end, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(before + section + after)
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, for its section's first line: figures differ several-fold between CPUs
+    (this project's 2-core machines have been an AMD EPYC and an Intel Xeon)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
