@@ -47,7 +47,8 @@ WORKERS, THREADS = 2, 1
 # images (4,096 images queued, about a second of work here) the service's own shedding (429 past 32 requests per
 # worker, 503 past 500 ms in the queue) would answer some of them. Raised for the measurement, and said so.
 # Batches of up to 256 images: MLServer merges up to 64 requests into one call, whatever their size; with the
-# default 64 images, digitserve would run each 64-image request alone, at 0.40 ms per image instead of 0.35.
+# default 64 images, digitserve would run each 64-image request alone (on the AMD EPYC, 0.40 ms per image instead
+# of 0.35; flat from 16 images on the Intel Xeon: docs/benchmarks.md).
 SERVICE_ENV = {
     "DIGITSERVE_WORKERS": str(WORKERS),
     "DIGITSERVE_THREADS": str(THREADS),

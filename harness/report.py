@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 
@@ -21,9 +23,6 @@ def write_section(path: Path, section: str, start: str, end: str, heading: str, 
 def machine() -> str:
     """The machine a benchmark ran on, for its section's first line: figures differ several-fold between CPUs
     (this project's 2-core machines have been an AMD EPYC and an Intel Xeon)."""
-    import os
-    import platform
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:

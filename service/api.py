@@ -86,8 +86,8 @@ router = APIRouter()
 
 class Options(BaseModel):
     """The prediction routes' query parameters. The routes read them themselves (`read_options`): declared in the
-    signature they cost FastAPI's parameter solving on every request (50-90 µs in process; make bench's per-request
-    row `options`); `query_parameters` documents them in the OpenAPI document all the same."""
+    signature they cost FastAPI's parameter solving on every request (measured: make bench's per-request row
+    `options`); `query_parameters` documents them in the OpenAPI document all the same."""
 
     debug: bool = Field(False, description="add the 28x28 image the model saw and the box where the digit was found")
     min_confidence: float | None = Field(

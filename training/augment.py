@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 RECIPES = ("none", "affine", "robust")
+SHAPE_ONLY = 0.3  # the robust recipe's default share of images that keep only the shape changes
 
 
 def random_affine(
@@ -80,7 +81,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, rows.transpose(2, 3), padding=(radius, 0), groups=c)
 
 
-def robust(images: torch.Tensor, generator: torch.Generator, shape_only: float = 0.3) -> torch.Tensor:
+def robust(images: torch.Tensor, generator: torch.Generator, shape_only: float = SHAPE_ONLY) -> torch.Tensor:
     """The robust recipe: affine (with slant) on every image, elastic on half of them, then stroke thickness and
     style, blur, a wiped strip, pen strokes across, contrast and light, reversed polarity and noise, each on a
     random part of the batch with a random strength; a share `shape_only` of the images keeps only the shape
@@ -200,7 +201,9 @@ def line_coordinates(h: int, w: int, angle: torch.Tensor, offset: torch.Tensor) 
     return xs * cos + ys * sin, xs * sin - ys * cos - offset[:, None, None]
 
 
-def augment(images: torch.Tensor, recipe: str, generator: torch.Generator, shape_only: float = 0.3) -> torch.Tensor:
+def augment(
+    images: torch.Tensor, recipe: str, generator: torch.Generator, shape_only: float = SHAPE_ONLY
+) -> torch.Tensor:
     """`shape_only`: for the robust recipe, the share of images that keep only its shape changes."""
     if recipe == "robust":
         return robust(images, generator, shape_only)

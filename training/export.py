@@ -17,6 +17,7 @@ import torch
 
 from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to_model_input
 from training import data
+from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
 from training.evaluate import cpu_session, evaluate, run_logits
 from training.train import load_checkpoint
@@ -78,7 +79,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
-        + (f" --shape-only {config['shape_only']:g}" if config.get("shape_only", 0.3) != 0.3 else "")
+        + (f" --shape-only {config['shape_only']:g}" if config.get("shape_only", SHAPE_ONLY) != SHAPE_ONLY else "")
         + (f" --ema {config['ema']:g}" if config.get("ema") else "")
         + (f" --init {config['init']}" if config.get("init") else "")
         # Which weights are kept depends on where the run looked (the best validation accuracy at each look).

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from service.contract import standardise
 from training import data
-from training.augment import RECIPES, augment
+from training.augment import RECIPES, SHAPE_ONLY, augment
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
 from training.plots import plot_confusion, plot_curves
@@ -35,7 +35,7 @@ class TrainConfig:
     dropout: float = 0.5
     seed: int = 0
     augment: str = "none"  # training/augment.py: "affine" or "robust"
-    shape_only: float = 0.3  # robust: the share of images that keep only the shape changes (clean-looking digits)
+    shape_only: float = SHAPE_ONLY  # robust: the share of images that keep only the shape changes (clean-looking)
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights with this decay
     eval_every: int = 1000
     init: str = ""  # a checkpoint (.pt) or exported model (.onnx) whose weights start the run: fine-tuning
@@ -238,7 +238,7 @@ def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if missing:
             raise ValueError(f"{path}: no weights named {', '.join(missing)} (not this network's export?)")
         return {name: torch.from_numpy(numpy_helper.to_array(found[name]).copy()) for name in names}
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return load_checkpoint(path)[1]["state_dict"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
