@@ -7,9 +7,12 @@ measured cost. `bentoml serve benchmarks.overhead_variants:DigitService` with OV
     percentiles  np.percentile and np.median where preprocess.light_background now counts pixels
     router       the API's prediction routes through BentoML's request context, exception handler and router
                  again, as every route is, instead of from the request middleware to the API straight
+    fastapi      the API's prediction routes through FastAPI's middleware stack, router and request handler
+                 again, as its other routes are, instead of called straight (service/api.py direct_routes)
     rebalance    no closing of connections by a crowded worker (service/activity.py): with 2 workers or more
-    options      the prediction routes' query options (debug, min_confidence) declared to FastAPI again, which
-                 solves and checks them on every request, instead of read by the route (service/api.py Options)
+    options      as `fastapi`, and the prediction routes' query options (debug, min_confidence) declared to
+                 FastAPI again, which solves and checks them on every request, instead of read by the route
+                 (service/api.py Options): its cost is its row against `fastapi`'s
 
 and unset, the service as it is. Only for measuring: nothing else imports it.
 """
@@ -98,13 +101,17 @@ elif UNDO == "router":
     for middleware, options in service.app.DigitService.middlewares:
         if middleware is service.app.RequestMiddleware:
             options["direct"] = None
+elif UNDO in ("fastapi", "options"):
+    for middleware, options in service.app.DigitService.middlewares:
+        if middleware is service.app.RequestMiddleware:
+            options["direct"] = service.app.app
 elif UNDO == "rebalance":
     service.activity.Activity.crowded = lambda self: False
-elif UNDO == "options":
-    service.api.router.routes[:] = [with_declared_options(route) for route in service.api.router.routes]
 elif UNDO:
     raise SystemExit(
-        f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router, rebalance or options"
+        f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router, fastapi, rebalance or options"
     )
+if UNDO == "options":
+    service.api.router.routes[:] = [with_declared_options(route) for route in service.api.router.routes]
 
 DigitService = service.app.DigitService

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from service.api import create_app
+from service.api import create_app, direct_routes
 from service.config import Settings
 from service.middleware import RequestMiddleware
 from service.pipeline import Pipeline
@@ -49,10 +49,12 @@ class InProcessClient:
 
 
 @contextmanager
-def in_process(**env: str) -> Iterator[InProcessClient]:
-    """A client of the API built with these DIGITSERVE_* settings (the defaults otherwise, access log off)."""
+def in_process(through_fastapi: bool = False, **env: str) -> Iterator[InProcessClient]:
+    """A client of the API built with these DIGITSERVE_* settings (the defaults otherwise, access log off), its
+    prediction routes called straight as in the service (service/app.py), or `through_fastapi`."""
     settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", **env})
-    client = InProcessClient(RequestMiddleware(create_app(Pipeline(settings)), settings))
+    app = create_app(Pipeline(settings))
+    client = InProcessClient(RequestMiddleware(app, settings, direct=None if through_fastapi else direct_routes(app)))
     try:
         yield client
     finally:

@@ -17,7 +17,7 @@ from pydantic import AfterValidator
 
 from service import metrics
 from service.activity import Activity
-from service.api import create_app
+from service.api import create_app, direct_routes
 from service.api_document import correct_bentoml_openapi
 from service.config import Settings
 from service.contract import read_card
@@ -114,6 +114,8 @@ class DigitService:
 
 
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s
-# that gives carry no request id and get BentoML's log line only. The API's prediction routes go from it to the
-# API straight (`direct`); everything else through the rest of BentoML's stack.
-DigitService.add_asgi_middleware(RequestMiddleware, settings=settings, direct=app, activity=worker_activity)
+# that gives carry no request id and get BentoML's log line only. The API's prediction routes go from it to their
+# endpoints straight (`direct`, service/api.py direct_routes); everything else through the rest of BentoML's stack.
+DigitService.add_asgi_middleware(
+    RequestMiddleware, settings=settings, direct=direct_routes(app), activity=worker_activity
+)

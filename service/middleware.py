@@ -10,9 +10,10 @@ task and a memory copy per request):
 - While the worker drains before a shutdown (lifecycle.py), `Connection: close` on every answer; and on a
   prediction's answer while the worker holds well over its share of the server's connections (service/activity.py),
   so that the clients' next connections spread over the workers again.
-- The API's prediction routes go straight to the API (`direct`), past the layers BentoML keeps below its
-  middlewares (its request context, exception handler and router, then the mount of the API), which those routes
-  never use: measured in docs/benchmarks.md, "Per-request overhead".
+- The API's prediction routes go straight to their endpoints (`direct`: service/api.py direct_routes), past the
+  layers BentoML keeps below its middlewares (its request context, exception handler and router, then the mount
+  of the API) and FastAPI's own, which those routes never use: measured in docs/benchmarks.md, "Per-request
+  overhead".
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from PIL import Image
 
 from harness.digits import as_png, encode, on_canvas, on_paper, rendered
 from harness.in_process import in_process
+from service.api import prediction_endpoints
 from service.contract import read_card
 from service.responses import Prediction, PredictionList
 from service.runtime import ModelRuntime
@@ -208,6 +209,34 @@ def test_every_bad_input_gets_its_4xx_and_the_api_keeps_answering(client, digits
         assert isinstance(response.json()["error"], str), name
         ok = client.post("/classify", files={"image": ("d.png", png)})
         assert ok.status_code == 200 and ok.json()["digit"] == digits[1][0], name
+
+
+def test_prediction_routes_answer_the_same_called_straight_as_through_fastapi(digits):
+    """The service calls the prediction routes' endpoints straight (service/api.py direct_routes): every answer,
+    good or bad, as FastAPI's stack gives it, and what is not a POST to one of them still goes to FastAPI."""
+    assert set(prediction_endpoints()) == {"/classify", "/classify_batch", "/classify_pixels"}
+    images, _ = digits
+    png = as_png(images[0])
+    requests = [
+        ("one image", "/classify", {"files": {"image": ("d.png", png)}}),
+        ("debug", "/classify?debug=true", {"content": png, "headers": {"content-type": "image/png"}}),
+        ("batch", "/classify_batch", {"files": [("images", ("d.png", as_png(i))) for i in images[:3]]}),
+        ("pixels", "/classify_pixels", {"json": images[:5].tolist()}),
+        ("unsure", "/classify_pixels?min_confidence=1", {"json": images[:2].tolist()}),
+        ("bad option", "/classify?min_confidence=2", {"files": {"image": ("d.png", png)}}),
+        *((name, path, request) for name, path, request, _ in bad_inputs(png)),
+    ]
+    with in_process() as straight, in_process(through_fastapi=True) as through:
+        for name, path, request in requests:
+            a, b = straight.post(path, **request), through.post(path, **request)
+            assert a.status_code < 500, (name, a.text)
+            assert (a.status_code, a.headers["content-type"], a.json()) == (
+                b.status_code,
+                b.headers["content-type"],
+                b.json(),
+            ), name
+        for method, path, status in [("GET", "/classify", 405), ("POST", "/classify/", 307), ("GET", "/model", 200)]:
+            assert straight.request(method, path).status_code == through.request(method, path).status_code == status
 
 
 def test_metrics_count_the_answers(client, digits):

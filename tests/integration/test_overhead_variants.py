@@ -46,16 +46,28 @@ def test_each_variant_builds_its_pipeline_and_answers(undo, batcher):
 
 WIRING = """
 import benchmarks.overhead_variants as variants
+import service.app
 from service.activity import Activity
 from service.middleware import RequestMiddleware
 
 (options,) = [options for cls, options in variants.DigitService.middlewares if cls is RequestMiddleware]
-print(options["direct"] is not None, Activity.crowded.__name__ == "crowded")
+direct = options["direct"]
+route = "BentoML" if direct is None else "FastAPI" if direct is service.app.app else "straight"
+print(route, Activity.crowded.__name__ == "crowded")
 """
 
 
-@pytest.mark.parametrize(("undo", "wiring"), [("", "True True"), ("router", "False True"), ("rebalance", "True False")])
-def test_the_router_and_rebalance_variants_undo_their_change_only(undo, wiring):
+@pytest.mark.parametrize(
+    ("undo", "wiring"),
+    [
+        ("", "straight True"),
+        ("router", "BentoML True"),
+        ("fastapi", "FastAPI True"),
+        ("options", "FastAPI True"),
+        ("rebalance", "straight False"),
+    ],
+)
+def test_the_routing_and_rebalance_variants_undo_their_change_only(undo, wiring):
     env = {"OVERHEAD_UNDO": undo, "BENTOML_DO_NOT_TRACK": "true", "PATH": ""}
     done = subprocess.run([sys.executable, "-c", WIRING], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
