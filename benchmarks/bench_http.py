@@ -322,18 +322,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def pixels_against_in_process(url: str, pixels: Path, batch: np.ndarray, args: argparse.Namespace) -> dict[str, dict]:
-    """/classify_pixels and in-process ONNX Runtime on the same images, in alternating rounds (the server idle
-    during the in-process ones): how fast this machine runs the model drifts by several percent over minutes
-    (measured: 8,700 to 9,900 images/s in process, 2 sessions), more than the gap measured, so each round's HTTP
-    figure is set against the in-process one taken beside it."""
+def pixels_against_in_process(url: str, pixels: Path, batch: np.ndarray, args: argparse.Namespace) -> dict:
+    """/classify_pixels's row, with the in-process images/s of each round beside it (`in_process_rounds`), in
+    alternating rounds (the server idle during the in-process ones): how fast this machine runs the model drifts
+    over minutes by more than the gap measured (the report prints each round's in-process figure), so each round's
+    HTTP figure is set against the in-process one taken beside it."""
     http, ort = [], []
     for _ in range(args.repeats):
         ort.append(in_process_images_per_second(batch, sessions=2))
         http.append(wrk(url + "/classify_pixels", pixels, "application/octet-stream", 4, args.seconds))
-    results = {"digitserve /classify_pixels": median_of(http)}
-    results[IN_PROCESS] = {"images_per_second": ort}
-    return results
+    return {**median_of(http), "in_process_rounds": ort}
 
 
 def service_rows(png: Path, pixels: Path, batch: np.ndarray, args: argparse.Namespace) -> dict[str, dict]:
@@ -353,7 +351,7 @@ def service_rows(png: Path, pixels: Path, batch: np.ndarray, args: argparse.Name
                         [wrk(one_thread + "/classify", png, "image/png", 1, args.seconds) for _ in range(args.repeats)]
                     )
             if variant == "fp32":
-                results |= pixels_against_in_process(url, pixels, batch, args)
+                results[f"{name} /classify_pixels"] = pixels_against_in_process(url, pixels, batch, args)
             else:
                 results[f"{name} /classify_pixels"] = median_of(
                     [
@@ -413,7 +411,7 @@ def overhead_lines(changes: dict) -> list[str]:
 def service_lines(results: dict, args: argparse.Namespace) -> list[str]:
     pixels = results["digitserve /classify_pixels"]
     pixels_ips = pixels["rps"] * args.pixels_batch
-    in_process = results.pop(IN_PROCESS)["images_per_second"]
+    in_process = pixels["in_process_rounds"]
     ratios = [rps * args.pixels_batch / ips for rps, ips in zip(pixels["rounds_rps"], in_process, strict=True)]
     unloaded = results["digitserve /classify, 1 connection"]["p50_ms"]
     one_thread = results[ONE_THREAD]["p50_ms"]
@@ -489,7 +487,6 @@ def variant_line(results: dict, variant: str, per_request: int) -> str:
     )
 
 
-IN_PROCESS = "in-process ONNX Runtime"
 ONE_THREAD = "digitserve /classify, 1 connection, DIGITSERVE_ALONE_THREADS=1"
 START, END = "<!-- bench_http:start -->", "<!-- bench_http:end -->"
 

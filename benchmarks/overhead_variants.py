@@ -89,6 +89,9 @@ def light_background_with_percentiles(gray: np.ndarray) -> bool:
 
 
 UNDO = os.environ.get("OVERHEAD_UNDO", "")
+# Where the request middleware sends the API's prediction routes: none, through the rest of BentoML's stack; the
+# API, through FastAPI's.
+DIRECT = {"router": None, "fastapi": service.app.app, "options": service.app.app}
 if UNDO == "batcher":
     service.pipeline.Batcher = CorkBatcher  # looked up when each worker builds its pipeline
 elif UNDO == "metrics":
@@ -97,14 +100,10 @@ elif UNDO == "tracing":
     service.app.DigitService.config["tracing"] = {"excluded_urls": []}
 elif UNDO == "percentiles":
     service.preprocess.light_background = light_background_with_percentiles
-elif UNDO == "router":
+elif UNDO in DIRECT:
     for middleware, options in service.app.DigitService.middlewares:
         if middleware is service.app.RequestMiddleware:
-            options["direct"] = None
-elif UNDO in ("fastapi", "options"):
-    for middleware, options in service.app.DigitService.middlewares:
-        if middleware is service.app.RequestMiddleware:
-            options["direct"] = service.app.app
+            options["direct"] = DIRECT[UNDO]
 elif UNDO == "rebalance":
     service.activity.Activity.crowded = lambda self: False
 elif UNDO:
