@@ -94,11 +94,20 @@ def test_prometheus_metrics_count_every_request_of_both_workers(url, client, dig
     answers = simultaneous(url, "/classify", [as_png(image) for image in images], "image/png")
     for _ in range(3):
         assert client.post("/classify", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+    # 16 images in one request: their confidences recorded in bulk (metrics.observe_all), not one by one.
+    pixels = digits[0][30:46]
+    headers = {"Content-Type": "application/octet-stream"}
+    many = client.post("/classify_pixels", content=pixels.tobytes(), headers=headers).json()["results"]
     after = client.get("/metrics").text
     grown = {key: metric_sum(after, name) - metric_sum(before, name) for key, name in names.items()}
-    assert grown == {"ok": 30, "refused": 3, "timed": 33, "predicted": 30, "confidence": 30}
+    assert grown == {"ok": 30, "refused": 3, "timed": 33, "predicted": 46, "confidence": 46}
     sevens = 'digitserve_predictions_total{digit="7"}'
-    assert metric_sum(after, sevens) - metric_sum(before, sevens) == sum(a["digit"] == 7 for a in answers)
+    assert metric_sum(after, sevens) - metric_sum(before, sevens) == sum(a["digit"] == 7 for a in answers + many)
+    confidences = [a["confidence"] for a in answers + many]
+    total = metric_sum(after, "digitserve_confidence_sum") - metric_sum(before, "digitserve_confidence_sum")
+    assert total == pytest.approx(sum(confidences), rel=1e-6)
+    sure = 'digitserve_confidence_bucket{le="0.999"}'
+    assert metric_sum(after, sure) - metric_sum(before, sure) == sum(c <= 0.999 for c in confidences)
     assert metric_sum(after, "digitserve_in_flight_requests") == 0
     assert metric_sum(after, "digitserve_batch_size_count") > metric_sum(before, "digitserve_batch_size_count")
 
