@@ -73,8 +73,9 @@ def check_parity(torch_logits: np.ndarray, ort_logits: np.ndarray, atol: float) 
     return diff
 
 
-def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) -> list[str]:
-    train_cmd = (
+def train_command(config: dict, out_dir: Path) -> str:
+    """The `python -m training train` line that repeats a run of this config into out_dir."""
+    return (
         f"python -m training train --steps {config['steps']} --batch-size {config['batch_size']} "
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
@@ -86,9 +87,40 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
         + f" --eval-every {config['eval_every']}"
         + (f" --train-subset {config['train_subset']}" if config["train_subset"] else "")
         + (f" --eval-subset {config['eval_subset']}" if config.get("eval_subset") else "")
-        + f" --out {checkpoint.parent}"
+        + f" --out {out_dir}"
     )
-    return [train_cmd, f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}"]
+
+
+def earlier_run(init: str) -> tuple[dict, Path] | None:
+    """The config of the run that made the weights another run started from (`--init`: a checkpoint, or an exported
+    model with its card), and where a reproduction writes that run; None when neither tells."""
+    path = Path(init)
+    if path.suffix == ".pt" and path.is_file():
+        return load_checkpoint(path)[1]["config"], path.parent
+    if path.suffix == ".onnx" and card_path(path).is_file():
+        config = json.loads(card_path(path).read_text()).get("training", {}).get("config")
+        return (config, Path("runs") / path.stem) if config else None
+    return None
+
+
+def training_runs(config: dict, out_dir: Path, limit: int = 10) -> list[tuple[dict, Path]]:
+    """The runs that made a checkpoint, first to last: a run started from other weights (`--init`) comes after
+    the run that made those, its `--init` pointing at that run's checkpoint, as far back as checkpoints and cards
+    tell (a model trained in cycles, each from the last one's weights)."""
+    runs = [(config, out_dir)]
+    while len(runs) < limit and runs[0][0].get("init") and (earlier := earlier_run(runs[0][0]["init"])):
+        first, first_out = runs[0]
+        runs[0] = ({**first, "init": str(earlier[1] / "checkpoint.pt")}, first_out)
+        runs.insert(0, earlier)
+    return runs
+
+
+def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) -> list[str]:
+    """Every training run behind the checkpoint, in order, then the export."""
+    return [
+        *(train_command(run, out_dir) for run, out_dir in training_runs(config, checkpoint.parent)),
+        f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}",
+    ]
 
 
 def export(

@@ -96,10 +96,12 @@ def test_init_starts_from_an_exported_model_or_a_checkpoint(mnist_dir, tmp_path)
     assert np.array_equal(predict(model, test.images[:500], torch.device("cpu")), logits.argmax(1))
     again = initial_weights(tmp_path / "a" / "checkpoint.pt")
     assert all(torch.equal(weights[k], v) for k, v in again.items())
-    command = reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
-    assert f"--init {MODEL}" in command and "--shape-only" not in command  # the default share
+    # The card's commands: the shipped model's own runs (its card tells them), then this one from its weights.
+    *runs, _ = reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")
+    assert len(runs) >= 2 and "--init" not in runs[0]
+    assert f"--init runs/{MODEL.stem}/checkpoint.pt " in runs[-1] and "--shape-only" not in runs[-1]  # default share
     shares = {**checkpoint["config"], "shape_only": 0.6}
-    assert "--shape-only 0.6" in reproduce_commands(shares, tmp_path / "c.pt", tmp_path / "m.onnx", "0")[0]
+    assert "--shape-only 0.6" in reproduce_commands(shares, tmp_path / "c.pt", tmp_path / "m.onnx", "0")[-2]
 
 
 def test_init_refuses_a_model_of_another_network(tmp_path):

@@ -46,3 +46,38 @@ def test_a_checkpoint_from_before_the_recipes_reproduces_with_its_recipe(tmp_pat
         assert checkpoint["config"]["augment"] == recipe
         (train, *_) = reproduce_commands(checkpoint["config"], path, tmp_path / "m.onnx", "1.0.0")
         assert ("--augment affine" in train) == flag and "True" not in train and "False" not in train
+
+
+def test_a_model_trained_in_cycles_reproduces_run_by_run(tmp_path, capsys):
+    """Each run started from the last one's weights (--init, a checkpoint or an exported model with its card): the
+    card's commands repeat every run in order, each from the run before's checkpoint, then the export; `python -m
+    training reproduce` runs them, skipping those already done."""
+    import json
+    from dataclasses import asdict
+
+    from training.__main__ import main
+    from training.export import reproduce_commands
+    from training.train import TrainConfig
+
+    first = {**asdict(TrainConfig()), "seed": 1}
+    (tmp_path / "shipped.json").write_text(json.dumps({"training": {"config": first}}))
+    second = {**asdict(TrainConfig()), "seed": 2, "init": str(tmp_path / "shipped.onnx")}
+    (tmp_path / "b").mkdir()
+    torch.save({"state_dict": MnistCNN().state_dict(), "config": second}, tmp_path / "b" / "checkpoint.pt")
+    third = {**asdict(TrainConfig()), "seed": 3, "init": str(tmp_path / "b" / "checkpoint.pt")}
+    commands = reproduce_commands(third, tmp_path / "c" / "checkpoint.pt", tmp_path / "m.onnx", "2.0.0")
+    assert [c.split("--seed ")[1][0] for c in commands[:3]] == ["1", "2", "3"]
+    assert "--init" not in commands[0] and commands[0].endswith("--out runs/shipped")
+    assert "--init runs/shipped/checkpoint.pt " in commands[1] and commands[1].endswith(f"--out {tmp_path / 'b'}")
+    assert f"--init {tmp_path / 'b' / 'checkpoint.pt'} " in commands[2]
+    assert commands[3].startswith("python -m training export --checkpoint") and "2.0.0" in commands[3]
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"reproduce": commands}))
+    assert main(["reproduce", str(card), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in printed] == [
+        "run 1 of 3 (dry run)",
+        "run 2 of 3 (done already, skipped)",
+        "run 3 of 3 (dry run)",
+    ]

@@ -1,0 +1,44 @@
+"""Repeat the training runs behind a shipped model, from its card's `reproduce` commands, first to last.
+
+A model trained in cycles (each run starting from the last one's weights, `--init`) has one `python -m training
+train` line per run; this runs them in order, in this Python, and skips a run whose checkpoint is already there
+(a chain of runs takes hours: an interrupted one resumes at the run it stopped in). The export is left to `make
+export`, which writes the shipped files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from training import train
+
+
+def training_lines(card: Path) -> list[str]:
+    lines = json.loads(card.read_text()).get("reproduce", [])
+    runs = [line for line in lines if line.startswith("python -m training train ")]
+    if not runs:
+        raise SystemExit(f"{card} names no training run to repeat (no 'reproduce' commands)")
+    return runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("card", type=Path, nargs="?", default=Path("models/mnist_cnn.json"), help="a model card")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs, run none")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR, else data/mnist, downloaded)")
+
+
+def main(args: argparse.Namespace) -> None:
+    lines = training_lines(args.card)
+    parser = argparse.ArgumentParser(prog="python -m training train")
+    train.add_arguments(parser)
+    for n, line in enumerate(lines, 1):
+        run_args = parser.parse_args(shlex.split(line)[4:])
+        if args.data_dir:
+            run_args.data_dir = args.data_dir
+        done = Path(run_args.out) / "checkpoint.pt"
+        status = "done already, skipped" if done.is_file() else "dry run" if args.dry_run else "running"
+        print(f"run {n} of {len(lines)} ({status}): {line}")
+        if not done.is_file() and not args.dry_run:
+            train.main(run_args)
