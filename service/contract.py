@@ -75,10 +75,5 @@ def standardise(unit: Array, mean: float, std: float) -> Array:
 
 
 def to_model_input(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input: `standardise(pixels /
-    255)`, the same float32 arithmetic in one array rather than three (a 64-image request's conversion: ~80 -> ~25
-    µs; bit for bit the same, tests/unit/test_decode_preprocess.py)."""
-    unit = np.divide(pixels, np.float32(255), dtype=np.float32)
-    unit -= mean
-    unit /= std
-    return unit[:, None, :, :]
+    """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input."""
+    return standardise(np.asarray(pixels, dtype=np.float32) / 255.0, mean, std)[:, None, :, :]
