@@ -20,7 +20,7 @@ from training import data
 from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
 from training.evaluate import cpu_session, evaluate, run_logits
-from training.train import load_checkpoint
+from training.train import config_from_command, load_checkpoint
 from training.variants import VariantError, make_variant
 
 OPSET = 18
@@ -91,34 +91,49 @@ def train_command(config: dict, out_dir: Path) -> str:
     )
 
 
-def earlier_run(init: str) -> tuple[dict, Path] | None:
-    """The config of the run that made the weights another run started from (`--init`: a checkpoint, or an exported
-    model with its card), and where a reproduction writes that run; None when neither tells."""
+def runs_from_card(card: dict, stem: str) -> list[tuple[dict, Path]]:
+    """An exported model's training runs, first to last: its card's `reproduce` lines (every run of a model
+    trained in cycles), else its one config, run into runs/<stem>."""
+    lines = [line for line in card.get("reproduce", []) if line.startswith("python -m training train ")]
+    if lines:
+        return [config_from_command(line) for line in lines]
+    config = card.get("training", {}).get("config")
+    return [(config, Path("runs") / stem)] if config else []
+
+
+def earlier_runs(init: str, limit: int = 10) -> list[tuple[dict, Path]]:
+    """The runs, first to last, that made the weights a run started from (`--init`: a checkpoint, or an exported
+    model with its card), each with where a reproduction writes it; as far back as checkpoints and cards tell."""
     path = Path(init)
-    if path.suffix == ".pt" and path.is_file():
-        return load_checkpoint(path)[1]["config"], path.parent
+    if path.suffix == ".pt" and path.is_file() and limit > 0:
+        config = load_checkpoint(path)[1]["config"]
+        before = earlier_runs(config["init"], limit - 1) if config.get("init") else []
+        if before:
+            config = {**config, "init": str(before[-1][1] / "checkpoint.pt")}
+        return [*before, (config, path.parent)]
     if path.suffix == ".onnx" and card_path(path).is_file():
-        config = json.loads(card_path(path).read_text()).get("training", {}).get("config")
-        return (config, Path("runs") / path.stem) if config else None
-    return None
+        return runs_from_card(json.loads(card_path(path).read_text()), path.stem)
+    return []
 
 
-def training_runs(config: dict, out_dir: Path, limit: int = 10) -> list[tuple[dict, Path]]:
-    """The runs that made a checkpoint, first to last: a run started from other weights (`--init`) comes after
-    the run that made those, its `--init` pointing at that run's checkpoint, as far back as checkpoints and cards
-    tell (a model trained in cycles, each from the last one's weights)."""
-    runs = [(config, out_dir)]
-    while len(runs) < limit and runs[0][0].get("init") and (earlier := earlier_run(runs[0][0]["init"])):
-        first, first_out = runs[0]
-        runs[0] = ({**first, "init": str(earlier[1] / "checkpoint.pt")}, first_out)
-        runs.insert(0, earlier)
-    return runs
+def training_runs(config: dict, out_dir: Path) -> list[tuple[dict, Path]]:
+    """The runs that made a checkpoint, first to last: a run started from other weights (`--init`) comes after the
+    runs that made those, its `--init` pointing at the last one's checkpoint (a model trained in cycles, each from
+    the last one's weights)."""
+    before = earlier_runs(config["init"]) if config.get("init") else []
+    if before:
+        config = {**config, "init": str(before[-1][1] / "checkpoint.pt")}
+    return [*before, (config, out_dir)]
 
 
 def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) -> list[str]:
     """Every training run behind the checkpoint, in order, then the export."""
+    return commands(training_runs(config, checkpoint.parent), checkpoint, out, version)
+
+
+def commands(runs: list[tuple[dict, Path]], checkpoint: Path, out: Path, version: str) -> list[str]:
     return [
-        *(train_command(run, out_dir) for run, out_dir in training_runs(config, checkpoint.parent)),
+        *(train_command(run, out_dir) for run, out_dir in runs),
         f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}",
     ]
 
@@ -128,6 +143,9 @@ def export(
 ) -> dict:
     """Write out (.onnx) and its card (.json) once every check passes; return the card."""
     model, ckpt = load_checkpoint(checkpoint)
+    runs = training_runs(ckpt["config"], checkpoint.parent)
+    # Where the run started (`--init`) as a reproduction names it, not a path of the machine it ran on.
+    ckpt["config"] = runs[-1][0]
     scale = (data.MEAN, data.STD)  # what training used; the card records it for every reader
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / out.name
@@ -149,7 +167,7 @@ def export(
         f"temperature {card['calibration']['temperature']} (validation split): test ECE "
         f"{100 * card['calibration']['test_ece_before']:.2f}% -> {100 * card['calibration']['test_ece_after']:.2f}%"
     )
-    card["reproduce"] = reproduce_commands(ckpt["config"], checkpoint, out, version)
+    card["reproduce"] = commands(runs, checkpoint, out, version)
     card_path(out).write_text(json.dumps(card, indent=2) + "\n")
     return card
 

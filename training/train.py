@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import platform
+import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -241,6 +242,14 @@ def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)[1]["state_dict"]
 
 
+def config_from_command(line: str) -> tuple[dict, Path]:
+    """A `python -m training train ...` line (a card's `reproduce`) -> the run's config and its --out."""
+    parser = argparse.ArgumentParser(prog="python -m training train")
+    add_arguments(parser)
+    args = parser.parse_args(shlex.split(line)[4:])
+    return asdict(config_from_args(args)), args.out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (default %(default)s)")
@@ -280,12 +289,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
-def main(args: argparse.Namespace) -> None:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     steps = args.steps
     if args.epochs:
         train_size = args.train_subset or len(data.load_split("train", args.data_dir).labels)
         steps = max(1, round(args.epochs * train_size / args.batch_size))
-    config = TrainConfig(
+    return TrainConfig(
         steps=steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -301,7 +310,10 @@ def main(args: argparse.Namespace) -> None:
         eval_subset=args.eval_subset,
         device=args.device,
     )
-    metrics = train(config, args.out, args.data_dir, progress=not args.no_progress)
+
+
+def main(args: argparse.Namespace) -> None:
+    metrics = train(config_from_args(args), args.out, args.data_dir, progress=not args.no_progress)
     print(
         f"wrote {args.out}/checkpoint.pt, metrics.json, curves.png, confusion.png "
         f"({metrics['training_seconds']} s on {metrics['hardware']})"

@@ -72,8 +72,14 @@ def test_a_model_trained_in_cycles_reproduces_run_by_run(tmp_path, capsys):
     assert f"--init {tmp_path / 'b' / 'checkpoint.pt'} " in commands[2]
     assert commands[3].startswith("python -m training export --checkpoint") and "2.0.0" in commands[3]
 
+    # Started from that model once exported: its card's lines are the runs before, whatever is left on disk.
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"reproduce": commands}))
+    fourth = {**asdict(TrainConfig()), "seed": 4, "init": str(tmp_path / "card.onnx")}
+    again = reproduce_commands(fourth, tmp_path / "d" / "checkpoint.pt", tmp_path / "n.onnx", "3.0.0")
+    assert again[:3] == commands[:3]
+    assert "--seed 4 " in again[3] and f"--init {tmp_path / 'c' / 'checkpoint.pt'} " in again[3]
+
     assert main(["reproduce", str(card), "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[0] for line in printed] == [
