@@ -6,10 +6,11 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 export BENTOML_DO_NOT_TRACK := true
 
-# The recipe of the shipped model (models/mnist_cnn.json, "reproduce"). The reference recipe is `--steps 20000`.
-TRAIN_ARGS ?= --steps 33000 --batch-size 100 --lr 1e-3 --schedule cosine --augment robust --ema 0.999 --eval-every 3000 \
-	--out runs/mnist_cnn
-EXPORT_ARGS ?= --checkpoint runs/mnist_cnn/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.2.0 --int8 --fp16
+# `make train` repeats the shipped model's training runs, as its card lists them (models/mnist_cnn.json,
+# "reproduce"); TRAIN_ARGS="..." trains one run of your own instead (the reference recipe: `--steps 20000`).
+TRAIN_ARGS ?=
+CARD ?= models/mnist_cnn.json
+EXPORT_ARGS ?= --checkpoint runs/restart/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.3.0 --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist; 0: one process). Each test module stays in one process (--dist loadfile), so that
@@ -75,8 +76,8 @@ install-dev: $(VENV)/.installed-dev  ## install everything the tests need
 data: install-train  ## download and verify the four MNIST files into data/mnist (or $$MNIST_DIR)
 	$(BIN)/python -c "import training.data as d; [d.load_file(k) for k in d.FILES]; print('MNIST ok in', d.resolve_data_dir())"
 
-train: install-train  ## train the CNN on MNIST (TRAIN_ARGS=...)
-	$(BIN)/python -m training train $(TRAIN_ARGS)
+train: install-train  ## repeat the shipped model's training runs (its card's); TRAIN_ARGS=... for a run of your own
+	$(if $(strip $(TRAIN_ARGS)),$(BIN)/python -m training train $(TRAIN_ARGS),$(BIN)/python -m training reproduce $(CARD))
 
 export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card and its int8, fp16 variants, verified
 	$(BIN)/python -m training export $(EXPORT_ARGS)

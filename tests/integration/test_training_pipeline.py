@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.contract import file_sha256, to_model_input
+from service.contract import card_path, file_sha256, to_model_input
 from tests.conftest import MODEL
 from training import data
 from training.calibration import negative_log_likelihood
@@ -96,10 +96,12 @@ def test_init_starts_from_an_exported_model_or_a_checkpoint(mnist_dir, tmp_path)
     assert np.array_equal(predict(model, test.images[:500], torch.device("cpu")), logits.argmax(1))
     again = initial_weights(tmp_path / "a" / "checkpoint.pt")
     assert all(torch.equal(weights[k], v) for k, v in again.items())
-    # The card's commands: the shipped model's own runs (its card tells them), then this one from its weights.
+    # The card's commands: the shipped model's own runs (its card lists them), then this one from its weights.
     *runs, _ = reproduce_commands(checkpoint["config"], tmp_path / "c.pt", tmp_path / "m.onnx", "0")
-    assert len(runs) >= 2 and "--init" not in runs[0]
-    assert f"--init runs/{MODEL.stem}/checkpoint.pt " in runs[-1] and "--shape-only" not in runs[-1]  # default share
+    shipped = [line for line in json.loads(card_path(MODEL).read_text())["reproduce"] if " train " in line]
+    assert runs[:-1] == shipped and "--init" not in runs[0]
+    last_out = shipped[-1].rsplit("--out ", 1)[1]
+    assert f"--init {last_out}/checkpoint.pt " in runs[-1] and "--shape-only" not in runs[-1]  # the default share
     shares = {**checkpoint["config"], "shape_only": 0.6}
     assert "--shape-only 0.6" in reproduce_commands(shares, tmp_path / "c.pt", tmp_path / "m.onnx", "0")[-2]
 
