@@ -122,9 +122,10 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(digit):
             time.sleep(1.0)
             killed = time.monotonic()
             first.send_signal(signal.SIGKILL)
-            # BentoML's process manager (circus) looks for dead workers every 10 s, then starts a new one.
+            # BentoML's process manager (circus) looks for dead workers every 10 s, then starts a new one, whose
+            # start (imports, model, sessions) took over 10 s on a CI machine busy with this load and other tests.
             while started(server) < 3:
-                assert time.monotonic() - killed < 20, "the killed worker was not replaced within 20 s"
+                assert time.monotonic() - killed < 45, "the killed worker was not replaced within 45 s"
                 time.sleep(0.05)
             back = time.monotonic() - killed
             (replacement,) = [w for w in server.workers() if w.pid not in (first.pid, second.pid)]
