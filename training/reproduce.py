@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 from training import train
@@ -31,14 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     lines = training_lines(args.card)
-    parser = argparse.ArgumentParser(prog="python -m training train")
-    train.add_arguments(parser)
     for n, line in enumerate(lines, 1):
-        run_args = parser.parse_args(shlex.split(line)[4:])
-        if args.data_dir:
-            run_args.data_dir = args.data_dir
-        done = Path(run_args.out) / "checkpoint.pt"
-        status = "done already, skipped" if done.is_file() else "dry run" if args.dry_run else "running"
+        config, out = train.config_from_command(line)
+        done = (out / "checkpoint.pt").is_file()
+        status = "done already, skipped" if done else "dry run" if args.dry_run else "running"
         print(f"run {n} of {len(lines)} ({status}): {line}")
-        if not done.is_file() and not args.dry_run:
-            train.main(run_args)
+        if not done and not args.dry_run:
+            metrics = train.train(train.TrainConfig(**config), out, args.data_dir)
+            print(f"wrote {out}/checkpoint.pt ({metrics['training_seconds']} s on {metrics['hardware']})")

@@ -13,6 +13,7 @@ import torch
 from service.contract import card_path, file_sha256, to_model_input
 from tests.conftest import MODEL
 from training import data
+from training.__main__ import main
 from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
 from training.evaluate import evaluate, split_logits
@@ -218,3 +219,17 @@ def test_export_refuses_a_model_that_fails_parity(run, mnist_dir, tmp_path):
         export(out / "checkpoint.pt", target, data_dir=str(mnist_dir), atol=-1.0)  # no graph can pass
     assert not target.exists() and not target.with_suffix(".json").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_runs_a_cards_training_lines(mnist_dir, tmp_path, capsys):
+    """`python -m training reproduce CARD` trains what the card's lines say, into their --out; run again, it skips
+    the run whose checkpoint is there."""
+    out = tmp_path / "run"
+    line = f"python -m training train --steps 2 --eval-every 2 --train-subset 200 --eval-subset 500 --out {out}"
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"reproduce": [line, "python -m training export --checkpoint x.pt"]}))
+    assert main(["reproduce", str(card), "--data-dir", str(mnist_dir)]) == 0
+    _, checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["config"]["steps"] == 2 and checkpoint["config"]["train_subset"] == 200
+    assert main(["reproduce", str(card), "--data-dir", str(mnist_dir)]) == 0
+    assert "run 1 of 1 (done already, skipped)" in capsys.readouterr().out
