@@ -79,7 +79,7 @@ data: install-train  ## download and verify the four MNIST files into data/mnist
 train: install-train  ## repeat the shipped model's training runs (its card's); TRAIN_ARGS=... for a run of your own
 	$(if $(strip $(TRAIN_ARGS)),$(BIN)/python -m training train $(TRAIN_ARGS),$(BIN)/python -m training reproduce $(CARD))
 
-export: install-train  ## export runs/mnist_cnn to models/mnist_cnn.onnx + card and its int8, fp16 variants, verified
+export: install-train  ## export the shipped model's last run to models/mnist_cnn.onnx + card, int8, fp16, verified
 	$(BIN)/python -m training export $(EXPORT_ARGS)
 
 evaluate: install-train  ## accuracy of MODEL on the MNIST test set through ONNX Runtime

@@ -26,6 +26,7 @@ from training.variants import VariantError, make_variant
 OPSET = 18
 PARITY_IMAGES = 1000
 LABELS = [str(d) for d in range(10)]
+TRAIN = "python -m training train"  # how a card's `reproduce` lines that train begin
 
 
 class ExportError(RuntimeError):
@@ -76,7 +77,7 @@ def check_parity(torch_logits: np.ndarray, ort_logits: np.ndarray, atol: float) 
 def train_command(config: dict, out_dir: Path) -> str:
     """The `python -m training train` line that repeats a run of this config into out_dir."""
     return (
-        f"python -m training train --steps {config['steps']} --batch-size {config['batch_size']} "
+        f"{TRAIN} --steps {config['steps']} --batch-size {config['batch_size']} "
         f"--lr {config['lr']:g} --schedule {config['schedule']} --dropout {config['dropout']:g} "
         f"--seed {config['seed']}"
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
@@ -91,36 +92,38 @@ def train_command(config: dict, out_dir: Path) -> str:
     )
 
 
+def train_lines(card: dict) -> list[str]:
+    """The card's `python -m training train` lines, first to last: one per run (a model trained in cycles has
+    several)."""
+    return [line for line in card.get("reproduce", []) if line.startswith(f"{TRAIN} ")]
+
+
 def runs_from_card(card: dict, stem: str) -> list[tuple[dict, Path]]:
-    """An exported model's training runs, first to last: its card's `reproduce` lines (every run of a model
-    trained in cycles), else its one config, run into runs/<stem>."""
-    lines = [line for line in card.get("reproduce", []) if line.startswith("python -m training train ")]
+    """An exported model's training runs, first to last: its card's train lines, else its one config, run into
+    runs/<stem>."""
+    lines = train_lines(card)
     if lines:
         return [config_from_command(line) for line in lines]
     config = card.get("training", {}).get("config")
     return [(config, Path("runs") / stem)] if config else []
 
 
-def earlier_runs(init: str, limit: int = 10) -> list[tuple[dict, Path]]:
+def earlier_runs(init: str, limit: int) -> list[tuple[dict, Path]]:
     """The runs, first to last, that made the weights a run started from (`--init`: a checkpoint, or an exported
     model with its card), each with where a reproduction writes it; as far back as checkpoints and cards tell."""
     path = Path(init)
     if path.suffix == ".pt" and path.is_file() and limit > 0:
-        config = load_checkpoint(path)[1]["config"]
-        before = earlier_runs(config["init"], limit - 1) if config.get("init") else []
-        if before:
-            config = {**config, "init": str(before[-1][1] / "checkpoint.pt")}
-        return [*before, (config, path.parent)]
+        return training_runs(load_checkpoint(path)[1]["config"], path.parent, limit - 1)
     if path.suffix == ".onnx" and card_path(path).is_file():
         return runs_from_card(json.loads(card_path(path).read_text()), path.stem)
     return []
 
 
-def training_runs(config: dict, out_dir: Path) -> list[tuple[dict, Path]]:
+def training_runs(config: dict, out_dir: Path, limit: int = 10) -> list[tuple[dict, Path]]:
     """The runs that made a checkpoint, first to last: a run started from other weights (`--init`) comes after the
     runs that made those, its `--init` pointing at the last one's checkpoint (a model trained in cycles, each from
-    the last one's weights)."""
-    before = earlier_runs(config["init"]) if config.get("init") else []
+    the last one's weights). `limit`: how many checkpoints back to follow."""
+    before = earlier_runs(config["init"], limit) if config.get("init") else []
     if before:
         config = {**config, "init": str(before[-1][1] / "checkpoint.pt")}
     return [*before, (config, out_dir)]

@@ -12,14 +12,14 @@ import json
 from pathlib import Path
 
 from training import train
+from training.export import train_lines
 
 
 def training_lines(card: Path) -> list[str]:
-    lines = json.loads(card.read_text()).get("reproduce", [])
-    runs = [line for line in lines if line.startswith("python -m training train ")]
-    if not runs:
+    lines = train_lines(json.loads(card.read_text()))
+    if not lines:
         raise SystemExit(f"{card} names no training run to repeat (no 'reproduce' commands)")
-    return runs
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
