@@ -18,6 +18,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -84,38 +85,30 @@ def steps_table() -> list[str]:
     rows = ["| step | images | before, µs | now, µs | now / before |", "|---|---:|---:|---:|---:|"]
     assert "Mmaped" in type(metrics.confidence._sum).__name__, "the metrics should be in files, as when served"
     for n, calls in ((1, 2000), (64, 500)):
-        rng = np.random.default_rng(n)
-        probabilities = rng.dirichlet(np.full(10, 0.1), n).astype(np.float32)
-        pairs = {
-            "predictions recorded (`metrics.record_predictions`)": (
-                partial(record_one_by_one, probabilities),
-                partial(metrics.record_predictions, probabilities),
-            ),
-        }
-        for step, (before, now) in pairs.items():
-            rounds: tuple[list[float], list[float]] = ([], [])
-            for _ in range(ROUNDS):
-                for way, call in enumerate((before, now)):
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        call()
-                    rounds[way].append((time.perf_counter() - start) / calls * 1e6)
-            was, is_ = (statistics.median(r) for r in rounds)
-            rows.append(f"| {step} | {n} | {was:.1f} | {is_:.1f} | {is_ / was:.2f}× |")
+        probabilities = np.random.default_rng(n).dirichlet(np.full(10, 0.1), n).astype(np.float32)
+        ways = [record_one_by_one, metrics.record_predictions]
+        was, now = microseconds([partial(way, probabilities) for way in ways], calls)
+        step = "predictions recorded (`metrics.record_predictions`)"
+        rows.append(f"| {step} | {n} | {was:.1f} | {now:.1f} | {now / was:.2f}× |")
     return rows
 
 
-def microseconds(shapes, probabilities: np.ndarray, loop: asyncio.AbstractEventLoop, calls: int) -> list[float]:
+def microseconds(ways: list[Callable[[], object]], calls: int) -> list[float]:
     """Median µs per call of each way, over ROUNDS rounds that alternate the ways (the machine's slow spells then
     hit both alike)."""
-    rounds: list[list[float]] = [[] for _ in shapes]
+    rounds: list[list[float]] = [[] for _ in ways]
     for _ in range(ROUNDS):
-        for way, shape in enumerate(shapes):
+        for way, call in enumerate(ways):
             start = time.perf_counter()
             for _ in range(calls):
-                loop.run_until_complete(shape(probabilities))
+                call()
             rounds[way].append((time.perf_counter() - start) / calls * 1e6)
     return [statistics.median(r) for r in rounds]
+
+
+def answered(loop: asyncio.AbstractEventLoop, shape, probabilities: np.ndarray) -> bytes:
+    """One answer shaped one way, an event loop turn included, as a route runs it."""
+    return loop.run_until_complete(shape(probabilities))
 
 
 def main() -> None:
@@ -133,7 +126,7 @@ def main() -> None:
         probabilities = np.random.default_rng(n).dirichlet(np.ones(10), n).astype(np.float32)
         sent = [json.loads(loop.run_until_complete(way(probabilities))) for way in ways]
         assert sent[0] == sent[1] == sent[2], "the ways must send the same JSON"
-        fastapi, models, dicts = microseconds(ways, probabilities, loop, calls)
+        fastapi, models, dicts = microseconds([partial(answered, loop, way, probabilities) for way in ways], calls)
         rows.append(f"| {n} | {fastapi:.1f} | {models:.1f} | {dicts:.1f} | {dicts / fastapi:.2f}× |")
     section = "\n".join(
         [
