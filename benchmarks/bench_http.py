@@ -211,21 +211,27 @@ UNDO = {
 }
 
 
+# The changes measured with 2 workers: OVERHEAD_UNDO -> the row's name.
+TWO_WORKERS = {
+    "": "as it is",
+    "rebalance": "connections left as accepted",
+    "thread": "full batches in the inference thread",
+}
+
+
 def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """2 workers, with and without the crowded worker closing connections (service/activity.py), in alternating
-    rounds: /classify at the usual connections, /classify_pixels at 4 (where one worker can hold them all)."""
+    """2 workers, as they are and less each change of TWO_WORKERS, in alternating rounds: /classify at the usual
+    connections, /classify_pixels at 4 (where one worker can hold them all)."""
     with ExitStack() as stack:
         targets = {}
-        for copy, (undo, name) in itertools.product(
-            range(args.copies), (("", "spread"), ("rebalance", "left as accepted"))
-        ):
+        for copy, (undo, name) in itertools.product(range(args.copies), TWO_WORKERS.items()):
             env = {"DIGITSERVE_WORKERS": "2", "OVERHEAD_UNDO": undo, "DIGITSERVE_MAX_BATCH": str(args.pixels_batch)}
             server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
             targets[f"{name}{COPY}{copy}"] = Target(server.url + "/classify", png, "image/png", server.process.pid)
             targets[f"{name}, /classify_pixels{COPY}{copy}"] = Target(
                 server.url + "/classify_pixels", pixels, "application/octet-stream", server.process.pid
             )
-        print("connections spread or left, 2 workers ...", flush=True)
+        print("changes measured with 2 workers ...", flush=True)
         results = alternate(
             {k: v for k, v in targets.items() if "pixels" not in k}, args.repeats, args.seconds, args.connections
         )
@@ -235,11 +241,13 @@ def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict
 
 def balance_lines(results: dict, connections: int, per_request: int) -> list[str]:
     return [
-        "Keep-alive connections spread over the workers (`service/activity.py`) or left where they were accepted "
-        f"(`OVERHEAD_UNDO=rebalance`), 2 workers, /classify at {connections} connections and /classify_pixels "
-        f"({per_request} images) at 4, in alternating rounds:",
+        "Two workers: the service as it is, with keep-alive connections left where they were accepted rather than "
+        "spread over the workers (`service/activity.py`; `OVERHEAD_UNDO=rebalance`), and with requests that fill a "
+        "batch by themselves run in the inference thread rather than on the event loop (`service/batching.py`; "
+        f"`OVERHEAD_UNDO=thread`); /classify at {connections} connections and /classify_pixels ({per_request} "
+        "images) at 4, in alternating rounds:",
         "",
-        "| connections, request | requests/s | p50 ms | p99 ms | CPU µs per request | each round's requests/s |",
+        "| the service, request | requests/s | p50 ms | p99 ms | CPU µs per request | each round's requests/s |",
         "|---|---:|---:|---:|---:|---|",
         *(
             f"| {name.replace(', /classify_pixels', '')}, "

@@ -137,13 +137,19 @@ def observe_all(histogram: Histogram, values: np.ndarray) -> None:
     total.inc(float(np.sum(values, dtype=np.float64)))
 
 
-def record_predictions(probabilities: np.ndarray) -> None:
-    """Each image's predicted digit and its confidence, written once per digit and per bucket, not per image."""
+def top(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [N, 10] -> each image's digit and its confidence (the digit's probability)."""
     digits = probabilities.argmax(1)
+    return digits, probabilities[np.arange(len(digits)), digits]
+
+
+def record_predictions(digits: np.ndarray, confidences: np.ndarray) -> None:
+    """Each image's predicted digit and its confidence (`top`), written once per digit and per bucket, not per
+    image."""
     for digit, count in enumerate(np.bincount(digits, minlength=10).tolist()):
         if count:
             digit_counter(digit).inc(count)
-    observe_all(confidence, probabilities[np.arange(len(digits)), digits])
+    observe_all(confidence, confidences)
 
 
 def render_exposition() -> bytes:

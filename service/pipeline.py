@@ -66,12 +66,17 @@ class Pipeline:
         for 15 ms, time enough for the other worker to take work and find its core taken."""
         return self.infer(inputs, alone=len(inputs) == 1 and self.activity.others_idle())
 
-    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, 28, 28] -> probabilities [N, 10], batched with the other requests in flight; each prediction
-        counted on /metrics (digit, confidence)."""
+    async def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 [N, 28, 28] -> probabilities [N, 10], digits [N] and their confidences [N], batched with the
+        other requests in flight; each prediction counted on /metrics (digit, confidence)."""
         probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(pixels)))
-        metrics.record_predictions(probabilities)
-        return probabilities
+        digits, confidences = metrics.top(probabilities)
+        metrics.record_predictions(digits, confidences)
+        return probabilities, digits, confidences
+
+    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """`predict`'s probabilities [N, 10]."""
+        return (await self.predict(pixels))[0]
 
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
         """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
@@ -93,9 +98,7 @@ class Pipeline:
     ) -> list[dict]:
         """uint8 [N, 28, 28] -> one prediction per image (a dict shaped as responses.Prediction), batched with
         other requests in flight."""
-        probabilities = await self.probabilities(pixels)
-        digits = probabilities.argmax(1)
-        confidences = probabilities[np.arange(len(digits)), digits]
+        probabilities, digits, confidences = await self.predict(pixels)
         version = self.runtime.card["version"]
         results = [
             {"digit": digit, "confidence": confidence, "probabilities": p, "model_version": version}

@@ -27,8 +27,10 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Logits [N, 10] -> probabilities [N, 10], each row summing to 1."""
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
+    exp = logits - logits.max(axis=1, keepdims=True)  # a new array, worked on in place from here
+    np.exp(exp, out=exp)
+    exp /= exp.sum(axis=1, keepdims=True)
+    return exp
 
 
 def choose_providers(requested: Provider, available: list[str]) -> list[str]:

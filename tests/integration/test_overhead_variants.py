@@ -48,26 +48,28 @@ WIRING = """
 import benchmarks.overhead_variants as variants
 import service.app
 from service.activity import Activity
+from service.batching import Batcher
 from service.middleware import RequestMiddleware
 
 (options,) = [options for cls, options in variants.DigitService.middlewares if cls is RequestMiddleware]
 direct = options["direct"]
 route = "BentoML" if direct is None else "FastAPI" if direct is service.app.app else "straight"
-print(route, Activity.crowded.__name__ == "crowded")
+print(route, Activity.crowded.__name__ == "crowded", Batcher.fills_a_batch.__name__ == "fills_a_batch")
 """
 
 
 @pytest.mark.parametrize(
     ("undo", "wiring"),
     [
-        ("", "straight True"),
-        ("router", "BentoML True"),
-        ("fastapi", "FastAPI True"),
-        ("options", "FastAPI True"),
-        ("rebalance", "straight False"),
+        ("", "straight True True"),
+        ("router", "BentoML True True"),
+        ("fastapi", "FastAPI True True"),
+        ("options", "FastAPI True True"),
+        ("rebalance", "straight False True"),
+        ("thread", "straight True False"),
     ],
 )
-def test_the_routing_and_rebalance_variants_undo_their_change_only(undo, wiring):
+def test_the_routing_rebalance_and_thread_variants_undo_their_change_only(undo, wiring):
     env = {"OVERHEAD_UNDO": undo, "BENTOML_DO_NOT_TRACK": "true", "PATH": ""}
     done = subprocess.run([sys.executable, "-c", WIRING], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -77,12 +78,29 @@ def test_a_lone_request_takes_the_alone_call_and_concurrent_ones_the_batch_call(
     assert alone.sizes == [1] and sum(batched.sizes) == 10
 
 
-def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images):
+def test_full_batches_run_on_the_loop_and_partial_ones_in_the_inference_thread(runtime, images):
+    threads: list[tuple[int, str]] = []
+
+    def model(pixels: np.ndarray) -> np.ndarray:
+        threads.append((len(pixels), threading.current_thread().name))
+        return runtime.probabilities(pixels)
+
+    batcher = Batcher(model, max_batch_size=16, max_latency_ms=5000)
+    full = asyncio.run(serve(batcher, [images[:16], images[16:32]]))
+    assert threads == [(16, "MainThread"), (16, "MainThread")]
+    np.testing.assert_allclose(np.concatenate(full), runtime.probabilities(images[:32]), atol=1e-5)
+    threads.clear()
+    asyncio.run(serve(batcher, [images[:8], images[8:16]]))
+    assert {name for _, name in threads} == {"infer_0"} and sum(n for n, _ in threads) == 16
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 4], ids=["full batches, on the loop", "batches, in the thread"])
+def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images, max_batch_size):
     def slow(pixels: np.ndarray) -> np.ndarray:
         time.sleep(0.05)
         return runtime.probabilities(pixels)
 
-    batcher = Batcher(slow, max_batch_size=1, max_latency_ms=20)
+    batcher = Batcher(slow, max_batch_size=max_batch_size, max_latency_ms=20)
 
     async def flood() -> list[object]:
         async def one(i: int) -> object:

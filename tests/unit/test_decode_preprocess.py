@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from harness.digits import encode, sample_digits
-from service.contract import to_model_input
+from service.contract import standardise, to_model_input
 from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
 from service.preprocess import SIZE, fit_and_centre, light_background, read_digit, to_gray, to_mnist
@@ -183,6 +183,13 @@ def test_mnist_format_passes_through_unchanged():
     for pixels in images:
         digit = read_digit(encode(Image.fromarray(pixels)), LIMIT)
         assert np.array_equal(digit.pixels, pixels) and digit.box == (0, 0, 28, 28)
+
+
+def test_model_input_looks_up_what_the_formula_gives_for_every_byte():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    expected = standardise(pixels.astype(np.float32) / 255.0, 0.1307, 0.3081)[:, None]
+    assert np.array_equal(to_model_input(pixels, 0.1307, 0.3081), expected)
+    assert np.array_equal(to_model_input(pixels.astype(np.float64), 0.1307, 0.3081), expected)  # not bytes: computed
 
 
 def test_model_input_scales_pixels_as_the_card_says():

@@ -66,7 +66,7 @@ def test_record_predictions_counts_each_digit_and_confidence():
     before = counts()
     probabilities = np.full((20, 10), 0.01, dtype=np.float32)
     probabilities[np.arange(20), np.arange(20) % 3] = 0.91  # digits 0, 1, 2
-    metrics.record_predictions(probabilities)
+    metrics.record_predictions(*metrics.top(probabilities))
     after = counts()
     grown = {key: after[key] - before.get(key, 0) for key in after}
     assert {key: n for key, n in grown.items() if n} == {"0": 7, "1": 7, "2": 6, "confidences": 20}
