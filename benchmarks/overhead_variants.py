@@ -10,8 +10,8 @@ measured cost. `bentoml serve benchmarks.overhead_variants:DigitService` with OV
     fastapi      the API's prediction routes through FastAPI's middleware stack, router and request handler
                  again, as its other routes are, instead of called straight (service/api.py direct_routes)
     rebalance    no closing of connections by a crowded worker (service/activity.py): with 2 workers or more
-    thread       a request that fills a batch by itself runs in the inference thread, as smaller ones do, instead
-                 of on the event loop (service/batching.py): measured on 64-image /classify_pixels, 2 workers
+    thread       a full batch (a 64-image request) runs in the inference thread, as smaller ones do, instead of
+                 on the event loop (service/batching.py): measured on 64-image /classify_pixels, 2 workers
     options      as `fastapi`, and the prediction routes' query options (debug, min_confidence) declared to
                  FastAPI again, which solves and checks them on every request, instead of read by the route
                  (service/api.py Options): its cost is its row against `fastapi`'s
@@ -109,7 +109,7 @@ elif UNDO in DIRECT:
 elif UNDO == "rebalance":
     service.activity.Activity.crowded = lambda self: False
 elif UNDO == "thread":
-    Batcher.fills_a_batch = lambda self, images: False
+    Batcher.on_the_loop = lambda self, images: False
 elif UNDO:
     raise SystemExit(
         f"OVERHEAD_UNDO={UNDO!r}: use batcher, metrics, tracing, percentiles, router, fastapi, rebalance, thread or "

@@ -5,9 +5,9 @@ ONNX Runtime releasing the GIL, so that the event loop keeps reading requests), 
 next batch takes all of them, up to `max_batch_size` images. Under load the batches grow by themselves, and no
 request ever waits for a timer: a lone request runs at once, on the loop (the hop to a thread would cost an idle
 service more than the call), with `infer_alone` (the service's takes the idle cores when the other workers are idle
-too). A request that fills a batch by itself runs on the loop too when no batch is running: nothing could join it,
-and a worker that keeps to one thread leaves the other workers their cores. A request still waiting for its batch
-after `max_latency_ms` is answered 503: under overload the service sheds load rather than queueing it without bound.
+too). A full batch (a 64-image request) runs on the loop too: nothing could join it, and a worker that keeps to
+one thread leaves the other workers their cores. A request still waiting for its batch after `max_latency_ms` is
+answered 503: under overload the service sheds load rather than queueing it without bound.
 """
 
 from __future__ import annotations
@@ -68,27 +68,21 @@ class Batcher:
         return self.runner is not None and not self.runner.done()
 
     async def __call__(self, images: np.ndarray) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        since = loop.time()
         # Requests that arrived together were all scheduled at once: let them reach this point first.
         await asyncio.sleep(0)
-        if not self.busy:
-            if self.requests <= 1:
-                return self.infer_alone(images)  # alone: nothing to batch with
-            if self.fills_a_batch(images):
-                # A full batch by itself. On the loop rather than in the inference thread: /classify_pixels (64
-                # images, 2 workers on 2 cores) served 5% more (docs/benchmarks.md, "Per-request overhead"). Full
-                # batches that arrived together run one after another here: the later ones may wait too long.
-                if loop.time() - since > self.max_wait:
-                    raise ClientError(503, OVERLOADED)
-                return self.infer(images)
-        job = Job(images, loop.create_future(), since)
+        if self.requests <= 1 and not self.busy:
+            return self.infer_alone(images)  # alone: nothing to batch with
+        loop = asyncio.get_running_loop()
+        job = Job(images, loop.create_future(), loop.time())
         self.waiting.append(job)
         if not self.busy:
             self.runner = loop.create_task(self.run_batches())  # referenced: a task nobody holds may be collected
         return await job.answer
 
-    def fills_a_batch(self, images: np.ndarray) -> bool:
+    def on_the_loop(self, images: np.ndarray) -> bool:
+        """A full batch runs on the event loop, not in the inference thread: nothing could join it while it ran,
+        and with 2 workers on 2 cores, /classify_pixels (64 images a request) served 5% more (docs/benchmarks.md,
+        "Per-request overhead")."""
         return len(images) >= self.max_batch_size
 
     def next_batch(self, now: float) -> list[Job]:
@@ -114,7 +108,10 @@ class Batcher:
             try:
                 # One request's images as they are: no copy (a 64-image request is 200 kB).
                 images = batch[0].images if len(batch) == 1 else np.concatenate([job.images for job in batch])
-                probabilities = await loop.run_in_executor(self.thread, self.infer, images)
+                if self.on_the_loop(images):
+                    probabilities = self.infer(images)
+                else:
+                    probabilities = await loop.run_in_executor(self.thread, self.infer, images)
             except Exception as exc:  # the model failed: every request of the batch gets that error
                 for job in batch:
                     if not job.answer.done():
@@ -125,3 +122,5 @@ class Batcher:
                 if not job.answer.done():
                     job.answer.set_result(probabilities[start : start + len(job.images)])
                 start += len(job.images)
+            if self.on_the_loop(images):
+                await asyncio.sleep(0)  # its answers go out, and arrivals are read, before the next batch

@@ -428,8 +428,7 @@ async def infer(request: Request, model: str, model_version: str | None) -> Resp
         array = checked_input(found, read_inputs(inference, binary), limits.max_batch)
         chosen = requested_outputs(found, inference)  # an unknown output is refused before the model runs
         if found.name == PIXELS_MODEL:
-            probabilities = await pipeline.probabilities(array)
-            digits = probabilities.argmax(1)
+            probabilities, digits, _ = await pipeline.predict(array)
             values = {"probabilities": probabilities, "digit": digits}
             record_digits(request.scope, digits.tolist())
         else:

@@ -74,10 +74,6 @@ class Pipeline:
         metrics.record_predictions(digits, confidences)
         return probabilities, digits, confidences
 
-    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """`predict`'s probabilities [N, 10]."""
-        return (await self.predict(pixels))[0]
-
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
         """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
         max_pixels = self.settings.max_pixels

@@ -54,7 +54,7 @@ from service.middleware import RequestMiddleware
 (options,) = [options for cls, options in variants.DigitService.middlewares if cls is RequestMiddleware]
 direct = options["direct"]
 route = "BentoML" if direct is None else "FastAPI" if direct is service.app.app else "straight"
-print(route, Activity.crowded.__name__ == "crowded", Batcher.fills_a_batch.__name__ == "fills_a_batch")
+print(route, Activity.crowded.__name__ == "crowded", Batcher.on_the_loop.__name__ == "on_the_loop")
 """
 
 
