@@ -5,9 +5,9 @@ ONNX Runtime releasing the GIL, so that the event loop keeps reading requests), 
 next batch takes all of them, up to `max_batch_size` images. Under load the batches grow by themselves, and no
 request ever waits for a timer: a lone request runs at once, on the loop (the hop to a thread would cost an idle
 service more than the call), with `infer_alone` (the service's takes the idle cores when the other workers are idle
-too). A full batch (a 64-image request) runs on the loop too: nothing could join it, and a worker that keeps to
-one thread leaves the other workers their cores. A request still waiting for its batch after `max_latency_ms` is
-answered 503: under overload the service sheds load rather than queueing it without bound.
+too). A full batch (a 64-image request) runs on the loop too: nothing could join it. A request still waiting for
+its batch after `max_latency_ms` is answered 503: under overload the service sheds load rather than queueing it
+without bound.
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ class Batcher:
         return await job.answer
 
     def on_the_loop(self, images: np.ndarray) -> bool:
-        """A full batch runs on the event loop, not in the inference thread: nothing could join it while it ran,
-        and with 2 workers on 2 cores, /classify_pixels (64 images a request) served 5% more (docs/benchmarks.md,
-        "Per-request overhead")."""
+        """A full batch runs on the event loop, not in the inference thread: nothing could join it while it ran.
+        Measured with 2 workers, /classify_pixels (64 images a request): the same throughput, a lower p99
+        (docs/benchmarks.md, "Per-request overhead")."""
         return len(images) >= self.max_batch_size
 
     def next_batch(self, now: float) -> list[Job]:
