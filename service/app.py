@@ -107,11 +107,8 @@ class DigitService:
         """BentoML's own typed API, for BentoML clients (`bentoml.SyncHTTPClient(url).probabilities(pixels=...)`):
         MNIST-format images as rows of 784 values 0-255, JSON `{"pixels": [[...], ...]}` -> their probabilities
         [N, 10]. BentoML batches concurrent calls itself (`batchable`), with the same size and latency limits."""
-        runtime = self.pipeline.runtime
-        probabilities = runtime.confidences(self.pipeline.infer(runtime.model_input(pixels)))
-        # Counted on /metrics like every other route's predictions.
-        metrics.record_predictions(*metrics.top(probabilities))
-        return probabilities
+        pipeline = self.pipeline
+        return pipeline.scored(pipeline.infer(pipeline.runtime.model_input(pixels)))[0]
 
 
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s

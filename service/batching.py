@@ -108,7 +108,8 @@ class Batcher:
             try:
                 # One request's images as they are: no copy (a 64-image request is 200 kB).
                 images = batch[0].images if len(batch) == 1 else np.concatenate([job.images for job in batch])
-                if self.on_the_loop(images):
+                here = self.on_the_loop(images)
+                if here:
                     probabilities = self.infer(images)
                 else:
                     probabilities = await loop.run_in_executor(self.thread, self.infer, images)
@@ -122,5 +123,5 @@ class Batcher:
                 if not job.answer.done():
                     job.answer.set_result(probabilities[start : start + len(job.images)])
                 start += len(job.images)
-            if self.on_the_loop(images):
+            if here:
                 await asyncio.sleep(0)  # its answers go out, and arrivals are read, before the next batch

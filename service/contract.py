@@ -75,16 +75,21 @@ def standardise(unit: Array, mean: float, std: float) -> Array:
     return (unit - mean) / std
 
 
+def pixel_values(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Pixel values 0-255 (any shape) -> the model's float32 values: the formula above."""
+    return standardise(np.asarray(pixels, dtype=np.float32) / 255.0, mean, std)
+
+
 @cache
 def input_table(mean: float, std: float) -> np.ndarray:
-    """The model's input for each pixel value 0-255: the formula above, once per value."""
-    return standardise(np.arange(256, dtype=np.float32) / 255.0, mean, std)
+    """`pixel_values` of each byte 0-255, computed once."""
+    return pixel_values(np.arange(256), mean, std)
 
 
 def to_model_input(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input. Looked up in
-    `input_table` (the same values): a 64-image request's input in 35 µs instead of 120 µs computed per pixel."""
+    """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input. Bytes are looked up in
+    `input_table` (the same values): a 64-image request's input in 40 µs instead of 120 µs computed per pixel."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:  # not bytes: no table covers it
-        return standardise(pixels.astype(np.float32) / 255.0, mean, std)[:, None, :, :]
+        return pixel_values(pixels, mean, std)[:, None, :, :]
     return np.take(input_table(mean, std), pixels)[:, None, :, :]

@@ -69,7 +69,12 @@ class Pipeline:
     async def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 [N, 28, 28] -> probabilities [N, 10], digits [N] and their confidences [N], batched with the
         other requests in flight; each prediction counted on /metrics (digit, confidence)."""
-        probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(pixels)))
+        return self.scored(await self.batcher(self.runtime.model_input(pixels)))
+
+    def scored(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits [N, 10] -> `predict`'s three answers, each prediction counted on /metrics (digit, confidence):
+        what every route that runs the model does with its output."""
+        probabilities = self.runtime.confidences(logits)
         digits, confidences = metrics.top(probabilities)
         metrics.record_predictions(digits, confidences)
         return probabilities, digits, confidences
