@@ -1,18 +1,19 @@
-"""python -m training {train,export,evaluate,reproduce} ..."""
+"""python -m training {train,soup,export,evaluate,reproduce} ..."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from training import evaluate, export, reproduce, train
+from training import evaluate, export, reproduce, soup, train
 from training.data import MnistDataError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, module in (("train", train), ("export", export), ("evaluate", evaluate), ("reproduce", reproduce)):
+    modules = (("train", train), ("soup", soup), ("export", export), ("evaluate", evaluate), ("reproduce", reproduce))
+    for name, module in modules:
         sub = commands.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__)
         module.add_arguments(sub)
         sub.set_defaults(run=module.main)

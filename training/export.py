@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to_model_input
-from training import data
+from training import data, soup
 from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
 from training.evaluate import cpu_session, evaluate, run_logits
@@ -92,10 +92,20 @@ def train_command(config: dict, out_dir: Path) -> str:
     )
 
 
+def run_command(config: dict, out_dir: Path) -> str:
+    """The line that repeats a run: a training run, or a soup of runs (training/soup.py)."""
+    return soup.soup_command(config, out_dir) if "ingredients" in config else train_command(config, out_dir)
+
+
+def run_from_command(line: str) -> tuple[dict, Path]:
+    """A card's train or soup line -> the run's config and its --out."""
+    return soup.config_from_command(line) if line.startswith(f"{soup.SOUP} ") else config_from_command(line)
+
+
 def train_lines(card: dict) -> list[str]:
-    """The card's `python -m training train` lines, first to last: one per run (a model trained in cycles has
-    several)."""
-    return [line for line in card.get("reproduce", []) if line.startswith(f"{TRAIN} ")]
+    """The card's `python -m training train` (and `soup`) lines, first to last: one per run (a model trained in
+    cycles has several)."""
+    return [line for line in card.get("reproduce", []) if line.startswith((f"{TRAIN} ", f"{soup.SOUP} "))]
 
 
 def runs_from_card(card: dict, stem: str) -> list[tuple[dict, Path]]:
@@ -103,7 +113,7 @@ def runs_from_card(card: dict, stem: str) -> list[tuple[dict, Path]]:
     runs/<stem>."""
     lines = train_lines(card)
     if lines:
-        return [config_from_command(line) for line in lines]
+        return [run_from_command(line) for line in lines]
     config = card.get("training", {}).get("config")
     return [(config, Path("runs") / stem)] if config else []
 
@@ -122,7 +132,15 @@ def earlier_runs(init: str, limit: int) -> list[tuple[dict, Path]]:
 def training_runs(config: dict, out_dir: Path, limit: int = 10) -> list[tuple[dict, Path]]:
     """The runs that made a checkpoint, first to last: a run started from other weights (`--init`) comes after the
     runs that made those, its `--init` pointing at the last one's checkpoint (a model trained in cycles, each from
-    the last one's weights). `limit`: how many checkpoints back to follow."""
+    the last one's weights). A soup comes after the runs of all its ingredients, each run once. `limit`: how many
+    checkpoints back to follow."""
+    if "ingredients" in config:
+        before, ingredients = [], []
+        for path in config["ingredients"]:
+            runs = earlier_runs(path, limit) or [({}, Path(path).parent)]
+            before += [run for run in runs if run not in before]
+            ingredients.append(str(runs[-1][1] / "checkpoint.pt"))
+        return [*before, ({**config, "ingredients": ingredients}, out_dir)]
     before = earlier_runs(config["init"], limit) if config.get("init") else []
     if before:
         config = {**config, "init": str(before[-1][1] / "checkpoint.pt")}
@@ -136,7 +154,7 @@ def reproduce_commands(config: dict, checkpoint: Path, out: Path, version: str) 
 
 def commands(runs: list[tuple[dict, Path]], checkpoint: Path, out: Path, version: str) -> list[str]:
     return [
-        *(train_command(run, out_dir) for run, out_dir in runs),
+        *(run_command(run, out_dir) for run, out_dir in runs),
         f"python -m training export --checkpoint {checkpoint} --out {out} --model-version {version}",
     ]
 
@@ -228,17 +246,23 @@ def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict, 
             "formula": "(pixel / 255 - mean) / std",
         },
         "parity": parity,
-        "training": {
-            "config": ckpt["config"],
-            "best_step": train_metrics["best_step"],
-            "seconds": train_metrics["training_seconds"],
-            "hardware": train_metrics["hardware"],
-            "images_per_second": train_metrics["images_per_second"],
-            "torch": train_metrics["torch_version"],
-        },
+        "training": training_summary(ckpt["config"], train_metrics),
         "source_commit": commit,
         "created": datetime.date.today().isoformat(),
     }
+
+
+def training_summary(config: dict, metrics: dict) -> dict:
+    """The card's "training": the run's config and cost; for a soup, which runs it averages and how it chose."""
+    summary = {"config": config}
+    if "ingredients" in config:
+        summary |= {"kept": metrics["kept"], "trials": metrics["trials"]}
+    else:
+        summary["best_step"] = metrics["best_step"]
+    summary |= {"seconds": metrics["training_seconds"], "hardware": metrics["hardware"]}
+    if "images_per_second" in metrics:
+        summary["images_per_second"] = metrics["images_per_second"]
+    return summary | {"torch": metrics["torch_version"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from training import train
-from training.export import train_lines
+from training import soup, train
+from training.export import run_from_command, train_lines
 
 
 def training_lines(card: Path) -> list[str]:
@@ -31,10 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     lines = training_lines(args.card)
     for n, line in enumerate(lines, 1):
-        config, out = train.config_from_command(line)
+        config, out = run_from_command(line)
         done = (out / "checkpoint.pt").is_file()
         status = "done already, skipped" if done else "dry run" if args.dry_run else "running"
         print(f"run {n} of {len(lines)} ({status}): {line}")
-        if not done and not args.dry_run:
+        if done or args.dry_run:
+            continue
+        if "ingredients" in config:
+            metrics = soup.soup([Path(p) for p in config["ingredients"]], out, args.data_dir, config["eval_subset"])
+            print(f"wrote {out}/checkpoint.pt: the soup of {', '.join(metrics['kept'])}")
+        else:
             metrics = train.train(train.TrainConfig(**config), out, args.data_dir)
             print(f"wrote {out}/checkpoint.pt ({metrics['training_seconds']} s on {metrics['hardware']})")

@@ -57,13 +57,18 @@ def to_unit_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> np.ndarray:
+def logits_of(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> torch.Tensor:
     model.eval()
-    out = [
-        model(standardise(to_unit_tensor(images[i : i + batch], device), data.MEAN, data.STD)).argmax(1).cpu().numpy()
-        for i in range(0, len(images), batch)
-    ]
-    return np.concatenate(out)
+    return torch.cat(
+        [
+            model(standardise(to_unit_tensor(images[i : i + batch], device), data.MEAN, data.STD))
+            for i in range(0, len(images), batch)
+        ]
+    )
+
+
+def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> np.ndarray:
+    return logits_of(model, images, device, batch).argmax(1).cpu().numpy()
 
 
 def hardware(device: torch.device) -> str:
@@ -219,7 +224,7 @@ def load_checkpoint(path: str | Path) -> tuple[MnistCNN, dict]:
     """The trained model (eval mode) and the checkpoint's config and metrics."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     config = checkpoint["config"]
-    if isinstance(config["augment"], bool):  # checkpoints from before the recipes: --augment was a flag for affine
+    if isinstance(config.get("augment"), bool):  # checkpoints from before the recipes: --augment was a flag for affine
         config["augment"] = "affine" if config["augment"] else "none"
     model = MnistCNN(dropout=checkpoint["config"]["dropout"], reference_init=False)
     model.load_state_dict(checkpoint["state_dict"])

@@ -233,3 +233,51 @@ def test_reproduce_runs_a_cards_training_lines(mnist_dir, tmp_path, capsys):
     assert checkpoint["config"]["steps"] == 2 and checkpoint["config"]["train_subset"] == 200
     assert main(["reproduce", str(card), "--data-dir", str(mnist_dir)]) == 0
     assert "run 1 of 1 (done already, skipped)" in capsys.readouterr().out
+
+
+def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, tmp_path):
+    """`python -m training soup`: two short runs fine-tuned from the shipped model; the soup's checkpoint holds the
+    average of those it kept, with the validation figures of that average and the test report of it; runs that
+    started from different weights are refused."""
+    runs = []
+    for seed in (1, 2):
+        config = TrainConfig(
+            steps=10, eval_every=10, train_subset=500, eval_subset=500, lr=1e-4, seed=seed, init=str(MODEL)
+        )
+        train(config, tmp_path / str(seed), str(mnist_dir), progress=False)
+        runs.append(str(tmp_path / str(seed) / "checkpoint.pt"))
+    assert (
+        main(["soup", *runs, "--eval-subset", "500", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "s")]) == 0
+    )
+    model, checkpoint = load_checkpoint(tmp_path / "s" / "checkpoint.pt")
+    metrics = checkpoint["metrics"]
+    assert set(metrics["kept"]) <= set(runs) and metrics["kept"][0] == metrics["trials"][0]["ingredient"]
+    states = [load_checkpoint(run)[1]["state_dict"] for run in metrics["kept"]]
+    assert all(torch.allclose(sum(s[k] for s in states) / len(states), v) for k, v in checkpoint["state_dict"].items())
+    validation, test = (data.load_split(split, mnist_dir) for split in ("validation", "test"))
+    cpu = torch.device("cpu")
+    assert metrics["validation_accuracy"] == float(
+        (predict(model, validation.images[:500], cpu) == validation.labels[:500]).mean()
+    )
+    assert metrics["test"]["accuracy"] == float((predict(model, test.images[:500], cpu) == test.labels[:500]).mean())
+    assert metrics["validation_accuracy"] >= max(t["validation_accuracy"] for t in metrics["trials"] if t["kept"])
+
+    train(
+        TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=500),
+        tmp_path / "3",
+        str(mnist_dir),
+        progress=False,
+    )
+    with pytest.raises(SystemExit, match="fine-tuned from the same weights"):
+        main(
+            [
+                "soup",
+                runs[0],
+                str(tmp_path / "3" / "checkpoint.pt"),
+                "--data-dir",
+                str(mnist_dir),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+    assert not (tmp_path / "t").exists()
