@@ -4,8 +4,8 @@
 Runs that start from the same weights (`--init`) stay in one basin of the loss, where the average of their weights
 is itself a good network. The candidates are tried best first (validation accuracy, then validation loss); each
 joins the soup if the average with it scores better on the validation split (a higher accuracy, or the same with a
-lower loss). The test set is used once, on the result. Writes checkpoint.pt and metrics.json as a training run does,
-for `python -m training export`.
+lower loss). The test set is used once, on the result. Writes checkpoint.pt, metrics.json and confusion.png as a
+training run does, for `python -m training export`.
 
     python -m training soup runs/cycle3/checkpoint.pt runs/cycle4/checkpoint.pt --out runs/soup
 """
@@ -20,12 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from training import data
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
+from training.plots import plot_confusion
 from training.train import first, hardware, load_checkpoint, logits_of
 
 SOUP = "python -m training soup"  # how a card's `reproduce` line that makes a soup begins
@@ -124,6 +126,8 @@ def soup(checkpoints: list[Path], out_dir: Path, data_dir: str | None = None, ev
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "config": config, "metrics": metrics}, out_dir / "checkpoint.pt")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    title = f"MNIST test set: {100 * report['accuracy']:.2f}% correct"
+    plot_confusion(np.array(report["confusion_matrix"]), out_dir / "confusion.png", title)
     return metrics
 
 

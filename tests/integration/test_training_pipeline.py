@@ -251,6 +251,8 @@ def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, t
     )
     model, checkpoint = load_checkpoint(tmp_path / "s" / "checkpoint.pt")
     metrics = checkpoint["metrics"]
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "s" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(metrics["kept"]) <= set(runs) and metrics["kept"][0] == metrics["trials"][0]["ingredient"]
     states = [load_checkpoint(run)[1]["state_dict"] for run in metrics["kept"]]
     assert all(torch.allclose(sum(s[k] for s in states) / len(states), v) for k, v in checkpoint["state_dict"].items())
