@@ -83,6 +83,9 @@ def greedy(states: dict[str, dict], score: Callable[[dict], Score]) -> tuple[lis
 def soup(checkpoints: list[Path], out_dir: Path, data_dir: str | None = None, eval_subset: int = 0) -> dict:
     """Make the greedy soup of the checkpoints into out_dir (checkpoint.pt, metrics.json); return its metrics."""
     started = time.perf_counter()
+    missing = [str(path) for path in checkpoints if not Path(path).is_file()]
+    if missing:
+        raise SoupError(f"no checkpoint at {', '.join(missing)}")
     loaded = {str(path): load_checkpoint(path)[1] for path in checkpoints}
     starts = {checkpoint["config"].get("init", "") for checkpoint in loaded.values()}
     if len(loaded) < 2 or len(starts) != 1 or not next(iter(starts)):
@@ -119,7 +122,7 @@ def soup(checkpoints: list[Path], out_dir: Path, data_dir: str | None = None, ev
         "test": report,
         # The soup's own minute, and the runs it averages: what it cost, all told.
         "seconds": round(time.perf_counter() - started, 1),
-        "training_seconds": round(sum(c["metrics"]["training_seconds"] for c in loaded.values()), 1),
+        "training_seconds": round(sum(c.get("metrics", {}).get("training_seconds", 0) for c in loaded.values()), 1),
         "hardware": hardware(device),
         "torch_version": str(torch.__version__),
     }

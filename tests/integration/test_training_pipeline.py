@@ -282,4 +282,6 @@ def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, t
                 str(tmp_path / "t"),
             ]
         )
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        main(["soup", runs[0], str(tmp_path / "absent.pt"), "--out", str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
