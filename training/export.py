@@ -94,7 +94,7 @@ def train_command(config: dict, out_dir: Path) -> str:
 
 def run_command(config: dict, out_dir: Path) -> str:
     """The line that repeats a run: a training run, or a soup of runs (training/soup.py)."""
-    return soup.soup_command(config, out_dir) if "ingredients" in config else train_command(config, out_dir)
+    return soup.soup_command(config, out_dir) if soup.is_soup(config) else train_command(config, out_dir)
 
 
 def run_from_command(line: str) -> tuple[dict, Path]:
@@ -134,12 +134,12 @@ def training_runs(config: dict, out_dir: Path, limit: int = 10) -> list[tuple[di
     runs that made those, its `--init` pointing at the last one's checkpoint (a model trained in cycles, each from
     the last one's weights). A soup comes after the runs of all its ingredients, each run once. `limit`: how many
     checkpoints back to follow."""
-    if "ingredients" in config:
+    if soup.is_soup(config):
         before, ingredients = [], []
         for path in config["ingredients"]:
-            runs = earlier_runs(path, limit) or [({}, Path(path).parent)]
+            runs = earlier_runs(path, limit)  # none when its checkpoint is gone: named as the soup named it
             before += [run for run in runs if run not in before]
-            ingredients.append(str(runs[-1][1] / "checkpoint.pt"))
+            ingredients.append(str(runs[-1][1] / "checkpoint.pt") if runs else path)
         return [*before, ({**config, "ingredients": ingredients}, out_dir)]
     before = earlier_runs(config["init"], limit) if config.get("init") else []
     if before:
@@ -255,7 +255,7 @@ def model_card(out: Path, version: str, report: dict, ckpt: dict, parity: dict, 
 def training_summary(config: dict, metrics: dict) -> dict:
     """The card's "training": the run's config and cost; for a soup, which runs it averages and how it chose."""
     summary = {"config": config}
-    if "ingredients" in config:
+    if soup.is_soup(config):
         summary |= {"kept": metrics["kept"], "trials": metrics["trials"]}
     else:
         summary["best_step"] = metrics["best_step"]

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"run {n} of {len(lines)} ({status}): {line}")
         if done or args.dry_run:
             continue
-        if "ingredients" in config:
+        if soup.is_soup(config):
             metrics = soup.soup([Path(p) for p in config["ingredients"]], out, args.data_dir, config["eval_subset"])
             print(f"wrote {out}/checkpoint.pt: the soup of {', '.join(metrics['kept'])}")
         else:

@@ -28,9 +28,14 @@ from training import data
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
 from training.plots import plot_confusion
-from training.train import first, hardware, load_checkpoint, logits_of
+from training.train import first, hardware, load_checkpoint, logits_of, predict
 
 SOUP = "python -m training soup"  # how a card's `reproduce` line that makes a soup begins
+
+
+def is_soup(config: dict) -> bool:
+    """A checkpoint's (or a card line's) config: a soup's, not a training run's."""
+    return "ingredients" in config
 
 
 class SoupError(ValueError):
@@ -107,10 +112,10 @@ def soup(checkpoints: list[Path], out_dir: Path, data_dir: str | None = None, ev
 
     kept, trials = greedy({name: checkpoint["state_dict"] for name, checkpoint in loaded.items()}, score)
     state = average([loaded[name]["state_dict"] for name in kept])
-    best = score(state)
+    last_kept = next(trial for trial in reversed(trials) if trial["kept"])  # the soup's own validation figures
     model.load_state_dict(state)
     test = first(data.load_split("test", data_dir), eval_subset)
-    report = accuracy_report(test.labels, logits_of(model, test.images, device).argmax(1).numpy())
+    report = accuracy_report(test.labels, predict(model, test.images, device))
     print(f"test set, the soup of {', '.join(kept)}: {format_report(report)}")
     config = {"ingredients": list(loaded), "dropout": dropout, "eval_subset": eval_subset}
     metrics = {
@@ -118,7 +123,8 @@ def soup(checkpoints: list[Path], out_dir: Path, data_dir: str | None = None, ev
         "parameters": count_parameters(model),
         "kept": kept,
         "trials": trials,
-        **best.figures(),
+        "validation_accuracy": last_kept["validation_accuracy"],
+        "validation_loss": last_kept["validation_loss"],
         "test": report,
         # The soup's own minute, and the runs it averages: what it cost, all told.
         "seconds": round(time.perf_counter() - started, 1),

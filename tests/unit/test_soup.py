@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,12 @@ def test_a_soups_card_says_what_it_averages_and_how_it_chose():
         "images_per_second": 9.0,
         "torch": "2",
     }
+
+
+def test_a_soup_whose_ingredient_is_gone_still_names_it(ingredients, tmp_path):
+    """An ingredient's checkpoint deleted since: its runs cannot be listed, the soup line still names it."""
+    Path(ingredients[1]).unlink()
+    soup_config = {"ingredients": ingredients, "dropout": 0.5, "eval_subset": 0}
+    commands = reproduce_commands(soup_config, tmp_path / "soup" / "checkpoint.pt", tmp_path / "m.onnx", "2.0.0")
+    assert [c.split("--seed ")[1][0] for c in commands[:2]] == ["1", "2"]
+    assert commands[2] == f"python -m training soup {' '.join(ingredients)} --out {tmp_path / 'soup'}"
