@@ -22,7 +22,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
+	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-plain bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -118,6 +118,9 @@ bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_
 
 bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)
+
+bench-plain: install-dev  ## UCI digits cut close, an 8x8 MNIST control, printed digits per font; docs/benchmarks.md
+	$(BIN)/python benchmarks/bench_plain.py $(PLAIN_ARGS)
 
 # make loadtest [HOST=http://...] [USERS=20] [DURATION=60s] [WORKERS=0] [TAGS="classify pixels"] [SCENARIO=mix|overload]
 HOST ?=

@@ -25,6 +25,8 @@ LINE_SPAN = 0.6  # a straight row or column of marks longer than this fraction o
 LINE_THICKNESS = 0.02  # ...if it is no thicker than this fraction of the image (a stroke is thicker)
 cv2.setNumThreads(1)  # images of a few hundred pixels: threads cost more than they save, and other requests wait
 CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+FILL_THIN = 0.1  # a mark thinner than this fraction of the image across it is a line, not a close-cut digit
+FILL = 0.7  # a digit this large one way, touching the image's edge, was cut out close (a photographed one is smaller)
 SLOPES = np.tan(np.radians(np.arange(-5, 5.5, 1.0)))  # photos are seldom straighter than this
 
 
@@ -147,9 +149,31 @@ def measure_marks(labels: np.ndarray, ink: np.ndarray) -> tuple[list[list[int]],
     return boxes.tolist(), np.add.reduceat(values, starts, dtype=np.float64), np.maximum.reduceat(values, starts)
 
 
-def select_digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def fills_frame(box: list[int], height: int, width: int) -> bool:
+    """A mark's box (top, left, bottom, right) touches the image's edge and spans FILL of it one way at least: a
+    digit cut out close; a photographed one is smaller."""
+    top, left, bottom, right = box
+    at_edge = min(top, left) == 0 or bottom == height or right == width
+    return at_edge and (bottom - top >= FILL * height or right - left >= FILL * width)
+
+
+def line_like(box: list[int], height: int, width: int) -> bool:
+    """A mark's box (top, left, bottom, right) is as thin as a ruled or margin line across the image (a close-cut
+    digit's strokes, even a "1"'s, are thicker)."""
+    top, left, bottom, right = box
+    return bottom - top < FILL_THIN * height or right - left < FILL_THIN * width
+
+
+class FillsFrame(Exception):
+    """The heaviest ink runs from one edge of the image to the other: not a digit on a sheet, but a digit cut out
+    close (or a dark desk beside the sheet)."""
+
+
+def select_digit_marks(
+    ink: np.ndarray, strokes: float, close_crops: bool = False
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The marks that make the digit: their box (top, left, bottom, right), exclusive, and a boolean mask of
-    them over that box."""
+    them over that box. `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge."""
     count, labels = cv2.connectedComponents((ink > WEAK * strokes).view(np.uint8), connectivity=4)
     if count == 1:  # background only (the lines taken out were all there was)
         raise ClientError(422, NO_DIGIT)
@@ -163,6 +187,9 @@ def select_digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tup
 
     # Heaviest first; a mark under KEEP_MASS of the heaviest is a speck and is never looked at.
     order = np.argsort(mass)[::-1]
+    heaviest = next((i for i in order if surely[i]), None)
+    if close_crops and heaviest is not None and edge_to_edge(heaviest) and not line_like(boxes[heaviest], *ink.shape):
+        raise FillsFrame
     candidates = [i for i in order if surely[i] and not edge_to_edge(i)]
     if not candidates:
         raise ClientError(422, NO_DIGIT)
@@ -187,15 +214,21 @@ def select_digit_marks(ink: np.ndarray, strokes: float) -> tuple[np.ndarray, tup
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right)
 
 
-def find_digit(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
-    cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels."""
+    cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels. `close_crops`: raise
+    FillsFrame where the heaviest ink runs edge to edge, instead of taking it for the sheet's edge."""
     ink = measure_darkness(gray)
     strokes = measure_stroke_darkness(ink)
     ink = remove_lines(ink, ink > WEAK * strokes)
-    mask, (top, left, bottom, right) = select_digit_marks(ink, strokes)
+    mask, (top, left, bottom, right) = select_digit_marks(ink, strokes, close_crops)
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))
     # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).
     mask = cv2.dilate(mask.view(np.uint8), CROSS).view(bool)
     return np.clip(ink / level, 0, 1) * 255 * mask, (left, top, right, bottom)
+
+
+def edge_pixels(image: np.ndarray) -> np.ndarray:
+    """The pixels along the image's four edges (the corners twice), as one array."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])

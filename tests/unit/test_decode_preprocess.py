@@ -137,6 +137,20 @@ def test_paper_is_light_and_screens_are_dark():
     assert light_background(shadowed)
 
 
+def test_a_digit_cut_to_its_ink_is_read_in_either_polarity():
+    # A "1" and a "0" cut to their ink touch every edge: a fifth of the border is bright on black.
+    images, labels = sample_digits()
+    for label in (0, 1):
+        pixels = images[list(labels).index(label)]
+        rows, cols = np.flatnonzero(pixels.max(1)), np.flatnonzero(pixels.max(0))
+        cut = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].repeat(4, 0).repeat(4, 1)
+        assert not light_background(cut.astype(np.float32)) and light_background(255 - cut.astype(np.float32))
+        white, black = to_mnist(Image.fromarray(cut)), to_mnist(Image.fromarray(255 - cut))
+        full = (0, 0, cut.shape[1], cut.shape[0])  # within a source pixel (4 px): faint edges may fall outside
+        assert np.abs(np.subtract(white.box, full)).max() <= 4 and np.abs(np.subtract(black.box, full)).max() <= 4
+        assert np.abs(white.pixels.astype(int) - black.pixels).mean() < 3, label
+
+
 def test_digit_fits_20x20_centred_by_mass():
     digit = to_mnist(digit_image()).pixels
     assert digit.shape == (SIZE, SIZE) and digit.dtype == np.uint8
