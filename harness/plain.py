@@ -44,6 +44,7 @@ def at_8x8(images: np.ndarray, size: int, inverted: bool = False) -> list[bytes]
 
 
 def cut_to_ink(pixels: np.ndarray) -> np.ndarray:
+    """A white-on-black digit cut to the box of its nonzero pixels: its strokes touch all four edges."""
     rows, cols = np.flatnonzero(pixels.max(1) > 0), np.flatnonzero(pixels.max(0) > 0)
     return pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
@@ -77,7 +78,7 @@ def variant(
 
 
 def font_files() -> list[Path]:
-    """The machine's TrueType and OpenType fonts (Debian's fonts-* packages), regular upright faces first."""
+    """The machine's TrueType and OpenType fonts (Debian's fonts-* packages), by path."""
     found = sorted({p for d in FONT_DIRS if d.exists() for p in d.rglob("*") if p.suffix.lower() in (".ttf", ".otf")})
     return [p for p in found if "Math" not in p.name]  # symbol fonts draw no ordinary digits
 

@@ -165,15 +165,16 @@ def line_like(box: list[int], height: int, width: int) -> bool:
 
 
 class FillsFrame(Exception):
-    """The heaviest ink runs from one edge of the image to the other: not a digit on a sheet, but a digit cut out
-    close (or a dark desk beside the sheet)."""
+    """Not a digit on a sheet but a digit cut out close: the heaviest ink runs from one edge of the image to the
+    other (or a dark desk does, beside the sheet), or the digit's marks fill the frame."""
 
 
 def select_digit_marks(
     ink: np.ndarray, strokes: float, close_crops: bool = False
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The marks that make the digit: their box (top, left, bottom, right), exclusive, and a boolean mask of
-    them over that box. `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge."""
+    them over that box. `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge (and is no
+    line), or where the digit's marks fill the frame."""
     count, labels = cv2.connectedComponents((ink > WEAK * strokes).view(np.uint8), connectivity=4)
     if count == 1:  # background only (the lines taken out were all there was)
         raise ClientError(422, NO_DIGIT)
@@ -209,6 +210,8 @@ def select_digit_marks(
                 top, left = min(top, mark_top), min(left, mark_left)
                 bottom, right = max(bottom, mark_bottom), max(right, mark_right)
                 grown = True
+    if close_crops and fills_frame([top, left, bottom, right], height, width):
+        raise FillsFrame
     keep = np.zeros(count + 1, bool)
     keep[[i + 1 for i in kept]] = True
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right)
@@ -217,7 +220,8 @@ def select_digit_marks(
 def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
     cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels. `close_crops`: raise
-    FillsFrame where the heaviest ink runs edge to edge, instead of taking it for the sheet's edge."""
+    FillsFrame where the image is a digit cut out close (select_digit_marks), instead of taking its strokes for
+    the sheet's edge."""
     ink = measure_darkness(gray)
     strokes = measure_stroke_darkness(ink)
     ink = remove_lines(ink, ink > WEAK * strokes)

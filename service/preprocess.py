@@ -9,7 +9,7 @@ from PIL import Image
 
 from service.decode import decode_image
 from service.errors import ClientError
-from service.photo import NO_DIGIT, FillsFrame, edge_pixels, fills_frame, find_digit
+from service.photo import NO_DIGIT, FillsFrame, edge_pixels, find_digit
 
 Box = tuple[int, int, int, int]
 
@@ -124,9 +124,6 @@ def to_mnist(image: Image.Image) -> Digit:
     else:
         try:
             crop, box = find_digit(gray, close_crops=True)
-            left, top, right, bottom = box
-            if fills_frame([top, left, bottom, right], *gray.shape):
-                raise FillsFrame
         except FillsFrame:  # cut out close: its ground is even, and the strokes that reach its edges are the digit
             crop, box = crop_to_ink(255 - gray)
     return Digit(fit_and_centre(crop), box)

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from harness.digits import encode, sample_digits
+from harness.plain import cut_to_ink
 from service.contract import standardise, to_model_input
 from service.decode import MAX_SIDE, MIN_SIDE, decode_image
 from service.errors import ClientError
@@ -142,8 +143,7 @@ def test_a_digit_cut_to_its_ink_is_read_in_either_polarity():
     images, labels = sample_digits()
     for label in (0, 1):
         pixels = images[list(labels).index(label)]
-        rows, cols = np.flatnonzero(pixels.max(1)), np.flatnonzero(pixels.max(0))
-        cut = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].repeat(4, 0).repeat(4, 1)
+        cut = cut_to_ink(pixels).repeat(4, 0).repeat(4, 1)
         assert not light_background(cut.astype(np.float32)) and light_background(255 - cut.astype(np.float32))
         white, black = to_mnist(Image.fromarray(cut)), to_mnist(Image.fromarray(255 - cut))
         full = (0, 0, cut.shape[1], cut.shape[0])  # within a source pixel (4 px): faint edges may fall outside
