@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import metrics, open_inference
+from service import metrics, open_inference, routes
 from service.bodies import media_type, read_body
 from service.errors import ClientError
 from service.middleware import record_digits
@@ -152,7 +152,11 @@ def prediction_route(path: str, body: dict, options: tuple[str, ...], answer: ty
 
 
 @prediction_route(
-    "/classify", IMAGE_BODY, ("debug", "min_confidence"), Prediction, "Classify one image file (multipart or raw body)"
+    routes.CLASSIFY.path,
+    IMAGE_BODY,
+    ("debug", "min_confidence"),
+    Prediction,
+    "Classify one image file (multipart or raw body)",
 )
 async def classify(request: Request) -> Response:
     """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
@@ -178,7 +182,7 @@ async def classify(request: Request) -> Response:
 
 
 @prediction_route(
-    "/classify_batch", BATCH_BODY, ("debug", "min_confidence"), PredictionList, "Classify several image files"
+    routes.CLASSIFY_BATCH.path, BATCH_BODY, ("debug", "min_confidence"), PredictionList, "Classify several image files"
 )
 async def classify_batch(request: Request) -> Response:
     """Several image files in the multipart field `images`; results in the same order. With `min_confidence`,
@@ -196,7 +200,11 @@ async def classify_batch(request: Request) -> Response:
 
 
 @prediction_route(
-    "/classify_pixels", PIXELS_BODY, ("min_confidence",), PredictionList, "Classify images already in MNIST format"
+    routes.CLASSIFY_PIXELS.path,
+    PIXELS_BODY,
+    ("min_confidence",),
+    PredictionList,
+    "Classify images already in MNIST format",
 )
 async def classify_pixels(request: Request) -> Response:
     """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
@@ -239,12 +247,15 @@ async def answer_invalid_parameter(_: Request, exc: RequestValidationError) -> J
     return JSONResponse({"error": f"invalid request: {validation_errors(exc.errors())}"}, status_code=422)
 
 
+PREDICTION_PATHS = frozenset(route.path for route in routes.PREDICTIONS)
+
+
 def prediction_endpoints() -> dict[str, Callable[[Request], Awaitable[Response]]]:
     """The API's POST routes that run the model and read their own requests: path -> endpoint."""
     return {
         route.path: route.endpoint
         for route in router.routes
-        if isinstance(route, APIRoute) and route.path in metrics.PREDICTION_ROUTES and "POST" in route.methods
+        if isinstance(route, APIRoute) and route.path in PREDICTION_PATHS and "POST" in route.methods
     }
 
 

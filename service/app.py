@@ -15,7 +15,7 @@ import numpy as np
 from bentoml.validators import DType, Shape
 from pydantic import AfterValidator
 
-from service import metrics
+from service import metrics, routes
 from service.activity import Activity
 from service.api import create_app, direct_routes
 from service.api_document import correct_bentoml_openapi
@@ -67,7 +67,7 @@ ProbabilityRows = Annotated[np.ndarray, Shape((-1, 10)), DType("float32")]  # so
     # service/metrics.py records the request metrics (docs/benchmarks.md, "Per-request overhead"), and
     # OpenTelemetry spans on the prediction routes are made only with DIGITSERVE_TRACING=true.
     metrics={"enabled": False},
-    tracing={"excluded_urls": [] if settings.tracing else metrics.UNTRACED},
+    tracing={"excluded_urls": [] if settings.tracing else routes.untraced()},
 )
 @bentoml.asgi_app(app, path="/")
 class DigitService:
@@ -97,7 +97,7 @@ class DigitService:
         return not draining()
 
     @bentoml.api(
-        route="/probabilities",
+        route=routes.PROBABILITIES.path,
         batchable=True,
         batch_dim=0,
         max_batch_size=settings.batch_size,

@@ -18,7 +18,6 @@ scrape, whichever worker answers it, sums them all.
 from __future__ import annotations
 
 import os
-import re
 from functools import cache
 
 import numpy as np
@@ -31,32 +30,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-BENTOML_ROUTE = "/probabilities"  # BentoML's own typed endpoint (service/app.py); the others are the API's
-PREDICTION_ROUTES = frozenset(["/classify", "/classify_batch", "/classify_pixels", BENTOML_ROUTE])
-# The Open Inference Protocol's inference routes (service/open_inference.py), one per model and version.
-V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
-V2_INFER_LABEL = "/v2/models/{model}/infer"
-PREDICTION_LABELS = PREDICTION_ROUTES | {V2_INFER_LABEL}  # the endpoint labels of the routes that run the model
-# BentoML's tracing skips URLs matching these (unless DIGITSERVE_TRACING=true): the prediction routes.
-UNTRACED = [f"{route}$" for route in sorted(PREDICTION_ROUTES)] + [f"{V2_INFER.pattern}$"]
+from service import routes
 
-
-def is_prediction(path: str) -> bool:
-    """A route that runs the model: metered, limited (429) and behind the API key."""
-    return path.rstrip("/") in PREDICTION_ROUTES or V2_INFER.fullmatch(path) is not None
-
-
-# The routes a label may name; anything else (a scanner's 404s) is "other", so that label values stay few.
-ENDPOINTS = PREDICTION_ROUTES | {
-    "/model",
-    "/metrics",
-    "/livez",
-    "/readyz",
-    "/v2",
-    "/v2/health/live",
-    "/v2/health/ready",
-}
-SHED = frozenset([429, 503])  # on a prediction route: refused under overload
+SHED = frozenset([429, 503])  # on a prediction route (service/routes.py): refused under overload
 
 requests = Counter("digitserve_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
 latency = Histogram(
@@ -82,23 +58,17 @@ batch_size = Histogram(
 )
 
 
-def endpoint_label(path: str) -> str:
-    if path in ENDPOINTS:
-        return path
-    if V2_INFER.fullmatch(path):
-        return V2_INFER_LABEL
-    return "/ui" if path.startswith("/ui") else "other"
-
-
 @cache
 def _children(name: str, status: int) -> tuple:
     """The label children an (endpoint, status) pair writes to: `labels()` takes a lock and builds a key."""
-    refused = shed.labels(str(status)) if status in SHED and name in PREDICTION_LABELS else None
+    refused = shed.labels(str(status)) if status in SHED and name in routes.PREDICTION_LABELS else None
     return requests.labels(name, str(status)), latency.labels(name), refused
 
 
-def observe_request(path: str, status: int, seconds: float) -> None:
-    count, timing, refused = _children(endpoint_label(path), status)
+def observe_request(label: str, status: int, seconds: float) -> None:
+    """One answer: `label` is its route's (service/routes.py), or "other" for a path the service does not know,
+    so that label values stay few whatever scanners ask for."""
+    count, timing, refused = _children(label, status)
     count.inc()
     timing.observe(seconds)
     if refused is not None:

@@ -3,6 +3,8 @@ task and a memory copy per request):
 - `X-Request-ID`: the client's if it sent a sane one, else a new one; on every response and in the log line.
 - The concurrency limit: past DIGITSERVE_MAX_CONCURRENCY prediction requests in flight in this worker, a 429
   (JSON, with the request id and `Retry-After`) rather than a queue without bound.
+Which routes are prediction routes (key, limit, metered as predictions) and which are quiet is service/routes.py's
+table; a path it does not know is public and counted as "other".
 - `DIGITSERVE_API_KEY`: when set, prediction endpoints need `Authorization: Bearer <key>` (401 otherwise, compared
   in constant time); probes, metrics, model info and the docs stay open. The key is never logged.
 - Prometheus request metrics (service/metrics.py): count, latency, status, in flight, shed.
@@ -28,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service import metrics
+from service import metrics, routes
 from service.activity import Activity
 from service.config import Settings
 from service.lifecycle import draining
@@ -42,7 +44,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 NO_KEY = "missing or wrong API key: send Authorization: Bearer <key>"
 TOO_MANY = "too many requests in flight; retry later"
-QUIET = ("/livez", "/readyz", "/healthz", "/metrics")  # probes and scrapes: every few seconds, not worth a line
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DIGITS_KEY = "digitserve.digits"  # the routes put their predictions here, in the request's scope
 
@@ -86,7 +87,8 @@ class RequestMiddleware:
             await send(message)
 
         path = scope["path"]
-        predicting = metrics.is_prediction(path)
+        route = routes.find(path)
+        predicting = route is not None and route.predicts
         client = scope.get("client")
         if predicting:
             self.activity.request_from(client)
@@ -99,9 +101,7 @@ class RequestMiddleware:
                 self.in_flight += 1
                 self.activity.set(self.in_flight)
                 metrics.in_flight.inc()
-                # Every prediction route but BentoML's typed one is the API's (matched as is_prediction matches).
-                bentoml_route = path.rstrip("/") == metrics.BENTOML_ROUTE
-                app = self.app if self.direct is None or bentoml_route else self.direct
+                app = self.app if self.direct is None or route.bentoml else self.direct
                 try:
                     await app(scope, receive, send_with_id)
                 except asyncio.CancelledError:  # BentoML's timeout (DIGITSERVE_TIMEOUT) gave up on it: a 504
@@ -115,8 +115,8 @@ class RequestMiddleware:
                 await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
-            metrics.observe_request(path, status, seconds)
-            if self.access_log and path not in QUIET:
+            metrics.observe_request(route.label if route else "other", status, seconds)
+            if self.access_log and not (route and route.quiet):
                 digits = scope.get(DIGITS_KEY)
                 logger.info(
                     "%s %s %s %d %.1fms%s",

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.metrics import PREDICTION_LABELS
+from service.routes import PREDICTION_LABELS
 from tests.conftest import ROOT
 
 KUBERNETES = "1.33"  # the oldest release still supported upstream when this was written

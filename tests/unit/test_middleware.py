@@ -9,7 +9,7 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
-from service import metrics
+from service import metrics, routes
 from service.activity import MARGIN, Activity
 from service.config import Settings
 from service.middleware import RequestMiddleware
@@ -34,7 +34,7 @@ class App:
 
     async def __call__(self, scope, receive, send) -> None:
         self.seen += 1
-        if scope["path"] in metrics.PREDICTION_ROUTES:
+        if routes.find(scope["path"]) in routes.PREDICTIONS:
             await self.release.wait()
         await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})

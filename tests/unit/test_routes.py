@@ -1,0 +1,169 @@
+"""The route table (service/routes.py) against the app the service really serves: BentoML's layer and the API
+mounted in it, walked route by route. A route the table does not know fails here, a POST route above all: whether
+it needs the API key, counts toward the limit and is metered must be decided, not forgotten. Each prediction route
+is then proved to be treated as one by requests through the middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import _IncludedRouter
+from prometheus_client import REGISTRY
+from starlette.routing import Mount
+
+from service import routes
+from service.app import DigitService
+from service.config import Settings
+from service.middleware import RequestMiddleware
+
+Served = list[tuple[str, frozenset[str]]]
+
+
+def walk(app, prefix: str = "") -> Served:
+    """(path, methods) of every route of a Starlette or FastAPI app, into its mounts and included routers."""
+    found: Served = []
+    for route in getattr(app, "routes", None) or getattr(getattr(app, "router", None), "routes", []):
+        if isinstance(route, _IncludedRouter):  # FastAPI >= 0.16x keeps included routers as such
+            found += walk(route.original_router, prefix + route.include_context.prefix)
+        elif isinstance(route, Mount) or type(route).__name__ == "PassiveMount":
+            inner = walk(route.app, prefix + (route.path or ""))
+            # A mount of plain files (the page) answers GETs below its path.
+            found += inner or [(prefix + route.path, frozenset({"GET", "HEAD"}))]
+        else:
+            found.append((prefix + route.path, frozenset(route.methods or ())))
+    return found
+
+
+def served() -> Served:
+    return walk(DigitService.to_asgi())
+
+
+def undecided(served: Served) -> list[str]:
+    """What the table does not decide: routes it does not list, and POST routes it does not list as POST
+    (prediction routes, or public ones said to be)."""
+    table = {route.path: route for route in routes.ROUTES}
+    problems = []
+    for path, methods in served:
+        route = table.get(path)
+        if route is None:
+            problems.append(f"{sorted(methods)} {path} is not in service/routes.py")
+        elif "POST" in methods and "POST" not in route.methods:
+            problems.append(f"POST {path}: declare it in service/routes.py, a prediction route or public")
+    return problems
+
+
+def test_every_route_the_service_serves_is_decided_by_the_table() -> None:
+    paths = served()
+    assert len(paths) > 20, paths  # the walk reached the API mounted inside BentoML's app
+    assert undecided(paths) == []
+
+
+def test_every_route_in_the_table_is_served() -> None:
+    paths = {path for path, _ in served()}
+    assert [route.path for route in routes.ROUTES if route.path not in paths] == []
+
+
+def test_a_new_post_route_nobody_decided_on_fails_the_check() -> None:
+    app = FastAPI()
+
+    @app.post("/classify_faster")
+    async def classify_faster() -> None: ...
+
+    @app.post("/model")  # a known path, but the table does not say it takes POSTs
+    async def replace_model() -> None: ...
+
+    assert undecided(served() + walk(app)) == [
+        "['POST'] /classify_faster is not in service/routes.py",
+        "POST /model: declare it in service/routes.py, a prediction route or public",
+    ]
+
+
+def test_the_served_post_routes_are_the_prediction_routes() -> None:
+    posts = {path for path, methods in served() if "POST" in methods}
+    assert posts == {route.path for route in routes.PREDICTIONS}
+
+
+@pytest.mark.parametrize("path", ["/model", "/livez", "/v2/models/digits", "/v2/models/digits/ready", "/ui/app.js"])
+def test_public_paths_are_found_and_do_not_predict(path: str) -> None:
+    route = routes.find(path)
+    assert route is not None and not route.predicts
+
+
+def test_unknown_paths_are_not_found() -> None:
+    assert [routes.find(p) for p in ("/admin", "/v2/models", "/classifyx", "/v2/models/a/b/infer", "/uix")] == [None] * 5
+
+
+def example(path: str) -> str:
+    """A request path for a route's path: its parameters filled in."""
+    return path.replace("{model}", "digits").replace("{model_version}", "1")
+
+
+class Held:
+    """A stand-in app that answers once released: a request held in flight."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def call(app, path: str, key: bytes | None) -> dict:
+    headers = [(b"authorization", b"Bearer " + key)] if key else []
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("127.0.0.1", 1)}
+    answer: dict = {}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"], answer["headers"] = message["status"], dict(message["headers"])
+        else:
+            answer["body"] = json.loads(message["body"])
+
+    await app(scope, receive, send)
+    return answer
+
+
+def count(label: str, status: int) -> float:
+    return REGISTRY.get_sample_value("digitserve_requests_total", {"endpoint": label, "status": str(status)}) or 0.0
+
+
+@pytest.mark.parametrize("route", routes.PREDICTIONS, ids=lambda route: route.path)
+def test_each_prediction_route_needs_the_key_is_limited_metered_and_given_an_id(route: routes.Route) -> None:
+    settings = Settings.from_env(
+        {"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_API_KEY": "k", "DIGITSERVE_MAX_CONCURRENCY": "1"}
+    )
+    held = Held()
+    app = RequestMiddleware(held, settings)
+    path = example(route.path)
+    before = {status: count(route.label, status) for status in (200, 401, 429)}
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        refused = await call(app, path, None)
+        first = asyncio.create_task(call(app, path, b"k"))
+        await asyncio.sleep(0.01)
+        crowded = await call(app, path, b"k")
+        held.release.set()
+        return refused, crowded, await first
+
+    refused, crowded, served_ = asyncio.run(scenario())
+    assert refused["status"] == 401 and b"x-request-id" in refused["headers"]
+    assert crowded["status"] == 429 and b"x-request-id" in crowded["headers"]
+    assert served_["status"] == 200 and b"x-request-id" in served_["headers"]
+    assert {status: count(route.label, status) - before[status] for status in before} == {200: 1, 401: 1, 429: 1}
+
+
+def test_untraced_patterns_are_the_prediction_routes() -> None:
+    import re
+
+    patterns = [re.compile(p) for p in routes.untraced()]
+    for path in ("/classify", "/probabilities", "/v2/models/digits/infer", "/v2/models/x/versions/2/infer"):
+        assert any(p.search(path) for p in patterns), path
+    assert not any(p.search(path) for p in patterns for path in ("/model", "/v2/models/digits", "/livez"))
