@@ -76,7 +76,7 @@ install-dev: $(VENV)/.installed-dev  ## install everything the tests need
 data: install-train  ## download and verify the four MNIST files into data/mnist (or $$MNIST_DIR)
 	$(BIN)/python -c "import training.data as d; [d.load_file(k) for k in d.FILES]; print('MNIST ok in', d.resolve_data_dir())"
 
-train: install-train  ## repeat the shipped model's training runs (its card's); TRAIN_ARGS=... for a run of your own
+train: install-train install-fonts  ## repeat the shipped model's training runs (its card's); TRAIN_ARGS=... for a run of your own
 	$(if $(strip $(TRAIN_ARGS)),$(BIN)/python -m training train $(TRAIN_ARGS),$(BIN)/python -m training reproduce $(CARD))
 
 export: install-train  ## export the shipped model's last run to models/mnist_cnn.onnx + card, int8, fp16, verified
@@ -119,7 +119,7 @@ bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_
 bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)
 
-bench-plain: install-dev  ## UCI digits cut close, an 8x8 MNIST control, printed digits per font; docs/benchmarks.md
+bench-plain: install-dev install-fonts  ## UCI digits cut close, an 8x8 MNIST control, printed digits per font; docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_plain.py $(PLAIN_ARGS)
 
 # make loadtest [HOST=http://...] [USERS=20] [DURATION=60s] [WORKERS=0] [TAGS="classify pixels"] [SCENARIO=mix|overload]
@@ -191,12 +191,25 @@ endef
 browser:  ## Debian's chromium + chromium-driver for the browser tests (installs them as root or with sudo)
 	$(call debian,chromium chromedriver,chromium chromium-driver,the browser tests will skip)
 
+# Printed digits: the test families (DejaVu, Liberation, FreeFont, Lato, Cantarell: make bench-plain) and the fonts
+# training renders them in (--printed: the others; training/printed.py keeps the two apart).
+FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-lato fonts-cantarell fonts-roboto-unhinted \
+	fonts-open-sans fonts-crosextra-carlito fonts-crosextra-caladea fonts-urw-base35 fonts-noto-core \
+	fonts-linuxlibertine fonts-inconsolata fonts-firacode
+install-fonts:  ## Debian's fonts for printed digits: training's and make bench-plain's (as root or with sudo)
+	@if dpkg -s $(FONTS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null; \
+	else echo "fonts missing and not root: printed digits use the fonts there are (sudo apt-get install $(FONTS))"; fi
+
 ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and the rule tests (as root or with sudo)
 	$(call debian,haproxy promtool,haproxy prometheus,their tests will skip)
 
 # The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
 # under load) run alone, after the others: a test beside them would skew them, or be starved by them.
-test: lint browser ops-tools  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
+test: lint browser ops-tools install-fonts  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
 	$(PYTEST) -m "not timing and not alone" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(PYTEST_ARGS)
 

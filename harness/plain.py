@@ -15,11 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageFont
 
 from harness.digits import encode
-
-FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+from training.printed import render
 
 
 def enlarge(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -77,28 +76,17 @@ def variant(
     return encode(image, fmt, quality=quality) if fmt == "JPEG" else encode(image, fmt)
 
 
-def font_files() -> list[Path]:
-    """The machine's TrueType and OpenType fonts (Debian's fonts-* packages), by path."""
-    found = sorted({p for d in FONT_DIRS if d.exists() for p in d.rglob("*") if p.suffix.lower() in (".ttf", ".otf")})
-    return [p for p in found if "Math" not in p.name]  # symbol fonts draw no ordinary digits
-
-
 def printed_digits(
     font: Path, sizes: tuple[int, ...] = (16, 32, 64), angles: tuple[float, ...] = (-4.0, 0.0, 4.0)
 ) -> tuple[list[bytes], np.ndarray]:
     """0-9 in `font`, dark grey on an off-white label with a margin of half the digit's height, at each of
-    `sizes` (px, the font's size) and rotated by each of `angles` (degrees), as PNGs; and their labels."""
+    `sizes` (px, the font's size) and rotated by each of `angles` (degrees), as PNGs; and their labels. The test
+    fonts are `training.printed.font_files(test=True)`: training never renders them."""
     files, labels = [], []
     for size in sizes:
         face = ImageFont.truetype(str(font), size)
         for digit in range(10):
-            left, top, right, bottom = face.getbbox(str(digit))
-            margin = size // 2
-            canvas = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 0)
-            ImageDraw.Draw(canvas).text((margin - left, margin - top), str(digit), fill=255, font=face)
             for angle in angles:
-                ink = canvas.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=0)
-                label = np.asarray(ink, np.float32) / 255
-                files.append(encode(Image.fromarray(np.rint(235 - 205 * label).astype(np.uint8))))
+                files.append(encode(render(face, digit, angle, ink=30, paper=235)))
                 labels.append(digit)
     return files, np.array(labels)

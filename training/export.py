@@ -83,6 +83,8 @@ def train_command(config: dict, out_dir: Path) -> str:
         + (f" --augment {config['augment']}" if config["augment"] != "none" else "")
         + (f" --shape-only {config['shape_only']:g}" if config.get("shape_only", SHAPE_ONLY) != SHAPE_ONLY else "")
         + (f" --ema {config['ema']:g}" if config.get("ema") else "")
+        + (f" --printed {config['printed']:g}" if config.get("printed") else "")
+        + (f" --outliers {config['outliers']:g}" if config.get("outliers") else "")
         + (f" --init {config['init']}" if config.get("init") else "")
         # Which weights are kept depends on where the run looked (the best validation accuracy at each look).
         + f" --eval-every {config['eval_every']}"

@@ -20,11 +20,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.contract import standardise
-from training import data
+from training import data, outliers, printed
 from training.augment import RECIPES, SHAPE_ONLY, augment
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
 from training.plots import plot_confusion, plot_curves
+
+PRINTED_PER_DIGIT = 8  # renderings of each digit per font: ~13,000 printed digits from Debian's fonts
+OUTLIER = -1  # the label of an outlier: no digit (training/outliers.py)
+OUTLIER_BANK = 30_000
+OUTLIER_WEIGHT = 0.5  # as in outlier exposure's paper
 
 
 @dataclass
@@ -38,6 +43,8 @@ class TrainConfig:
     augment: str = "none"  # training/augment.py: "affine" or "robust"
     shape_only: float = SHAPE_ONLY  # robust: the share of images that keep only the shape changes (clean-looking)
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights with this decay
+    printed: float = 0.0  # > 0: this share of each batch is printed digits (training/printed.py)
+    outliers: float = 0.0  # > 0: this share of each batch is wrong cuts of numbers, taught as no digit
     eval_every: int = 1000
     init: str = ""  # a checkpoint (.pt) or exported model (.onnx) whose weights start the run: fine-tuning
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
@@ -86,6 +93,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation, apart from dropout
     device = pick_device(config.device)
     train_x, train_y = training_tensors(config, data_dir, device)
+    extras = extra_tensors(config, data_dir, device)
     validation = first(data.load_split("validation", data_dir), config.eval_subset)
     model = MnistCNN(dropout=config.dropout).to(device)
     if config.init:
@@ -99,10 +107,10 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
     window = Window()
     started = time.perf_counter()
     bar = tqdm(range(1, config.steps + 1), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
-    for step, (x, y) in zip(bar, batches(train_x, train_y, config, generator), strict=False):
+    for step, (x, y) in zip(bar, batches(train_x, train_y, config, generator, extras), strict=False):
         model.train()
         logits = model(standardise(x, data.MEAN, data.STD))
-        loss = F.cross_entropy(logits, y)
+        loss = loss_of(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,16 +177,60 @@ def optimiser(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.
     return optimizer, None
 
 
+def extra_tensors(config: TrainConfig, data_dir: str | None, device: torch.device) -> list[tuple]:
+    """What a run mixes into its batches besides MNIST, each (images in [0, 1], labels, share of a batch): printed
+    digits (training/printed.py) and outliers labelled OUTLIER (training/outliers.py), made once at the start
+    from the run's seed."""
+    extras = []
+    if config.printed:
+        fonts = printed.font_files(test=False)
+        if not fonts:
+            raise SystemExit("--printed needs fonts: make install-fonts (Debian's fonts-* packages)")
+        images, labels = printed.printed_bank(fonts, PRINTED_PER_DIGIT, config.seed)
+        print(f"printed digits: {len(labels)} from {len(fonts)} fonts (the test families held out)")
+        extras.append((images, labels, config.printed))
+    if config.outliers:
+        source = data.load_split("train", data_dir).images
+        images = outliers.outlier_bank(source, OUTLIER_BANK, config.seed)
+        print(f"outliers: {len(images)} ({', '.join(outliers.KINDS)}) from the training digits")
+        extras.append((images, np.full(len(images), OUTLIER, np.int64), config.outliers))
+    return [
+        (to_unit_tensor(images, device), torch.from_numpy(labels).to(device), share) for images, labels, share in extras
+    ]
+
+
+def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the labels; for outliers (OUTLIER), with the uniform distribution, weighted by
+    OUTLIER_WEIGHT: no digit should be likely."""
+    known = y != OUTLIER
+    if bool(known.all()):
+        return F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits[known], y[known], reduction="sum")
+    loss = loss - OUTLIER_WEIGHT * F.log_softmax(logits[~known], 1).mean(1).sum()
+    return loss / len(y)
+
+
 def batches(
-    x: torch.Tensor, y: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    extras: list[tuple] = (),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches for ever: each epoch a new random order, its last partial batch dropped; augmented if asked."""
+    """Batches for ever: each epoch a new random order, its last partial batch dropped; a share of each batch
+    replaced by random images of each extra set if asked; augmented if asked."""
     while True:
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
             index = order[start : start + config.batch_size].to(x.device)
-            batch = x[index]
-            yield augment(batch, config.augment, generator, config.shape_only), y[index]
+            batch, labels = x[index], y[index]
+            at = 0
+            for images, extra_labels, share in extras:  # the order is random already: the first rows make way
+                count = round(share * config.batch_size)
+                pick = torch.randint(len(extra_labels), (count,), generator=generator).to(x.device)
+                batch[at : at + count], labels[at : at + count] = images[pick], extra_labels[pick]
+                at += count
+            yield augment(batch, config.augment, generator, config.shape_only), labels
 
 
 class Window:
@@ -189,8 +241,9 @@ class Window:
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss += loss.item() * len(y)
-        self.correct += int((logits.argmax(1) == y).sum())
-        self.seen += len(y)
+        known = y != OUTLIER  # an outlier has no right answer
+        self.correct += int((logits.argmax(1)[known] == y[known]).sum())
+        self.seen += int(known.sum())
 
     def take(self) -> dict:
         figures = {"train_accuracy": self.correct / self.seen, "train_loss": self.loss / self.seen}
@@ -282,6 +335,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ema", type=float, default=0.0, help="keep a moving average of the weights with this decay, e.g. 0.999"
     )
+    parser.add_argument(
+        "--printed",
+        type=float,
+        default=0.0,
+        help="this share of each batch is printed digits in the machine's fonts, test fonts held out "
+        "(training/printed.py; make install-fonts)",
+    )
+    parser.add_argument(
+        "--outliers",
+        type=float,
+        default=0.0,
+        help="this share of each batch is not one digit (two side by side, parts of one: training/outliers.py), "
+        "taught to the uniform distribution",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument(
         "--init", default="", help="start from these weights (a checkpoint.pt or an exported .onnx): fine-tuning"
@@ -309,6 +376,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         augment=args.augment,
         shape_only=args.shape_only,
         ema=args.ema,
+        printed=args.printed,
+        outliers=args.outliers,
         eval_every=args.eval_every,
         init=args.init,
         train_subset=args.train_subset,
