@@ -64,9 +64,11 @@ def _light(shape: tuple[int, int], rng: np.random.Generator, shadow: bool) -> np
 
 
 def _digit_alpha(pixels: np.ndarray, height: int, rng: np.random.Generator) -> Image.Image:
-    """The MNIST digit as ink coverage (mode L), `height` px for its 20-px box, rotated a little, slightly soft."""
+    """The MNIST digit (or a row of them, harness/numbers.py) as ink coverage (mode L), `height` px for a digit's
+    20-px box, rotated a little, slightly soft."""
     side = round(height * 28 / 20)
-    alpha = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+    size = (round(pixels.shape[1] * side / 28), round(pixels.shape[0] * side / 28))
+    alpha = Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC)
     alpha = alpha.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BICUBIC, expand=True)
     return alpha.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * side / 280))
 
@@ -84,6 +86,7 @@ def _render(
     reflect *= (1 + texture)[..., None]
 
     digit_height = round(min(size) * rng.uniform(0.22, 0.55))
+    digit_height = min(digit_height, int(0.85 * width * 20 / pixels.shape[1]))  # a number fits across the sheet
     alpha = _digit_alpha(pixels, digit_height, rng)
     aw, ah = alpha.size
     left = int(rng.integers(0, max(1, width - aw)))

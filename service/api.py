@@ -25,7 +25,7 @@ from service.errors import ClientError
 from service.middleware import record_digits
 from service.pipeline import Pipeline, pipeline_of
 from service.pixels import parse_pixels
-from service.responses import Prediction, PredictionList, documented_responses, json_response
+from service.responses import Prediction, PredictionList, Reading, documented_responses, json_response
 
 IMAGE_TYPES = (
     "image/png",
@@ -122,6 +122,17 @@ def validation_errors(errors: list[dict], where: tuple[str, ...] = ()) -> str:
     return "; ".join(".".join(map(str, (*where, *e["loc"]))) + f": {e['msg']}" for e in errors)
 
 
+async def read_image(request: Request, max_bytes: int) -> bytes:
+    """One image file: the multipart field `image`, or the raw body with an image content type."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        (data,) = await read_uploads(request, "image", 1, max_bytes)
+        return data
+    if kind in IMAGE_TYPES or kind == "application/octet-stream":
+        return await read_body(request, max_bytes)
+    raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
+
+
 def refuse_unsure(results: list[dict], asked: float | None, default: float, single: bool = False) -> None:
     """422 "not confidently a digit" when a prediction's confidence is below the threshold (the request's, else
     the service's), with the probabilities so that nothing the model said is lost."""
@@ -167,13 +178,7 @@ async def classify(request: Request) -> Response:
     pipeline = pipeline_of(request)
     limits = pipeline.settings
     with pipeline.batcher.request():
-        kind = media_type(request)
-        if kind == "multipart/form-data":
-            (data,) = await read_uploads(request, "image", 1, limits.max_bytes)
-        elif kind in IMAGE_TYPES or kind == "application/octet-stream":
-            data = await read_body(request, limits.max_bytes)
-        else:
-            raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
+        data = await read_image(request, limits.max_bytes)
         pixels, boxes = await pipeline.read_digits([data])
         (prediction,) = await pipeline.classify(pixels, options.debug, boxes)
     refuse_unsure([prediction], options.min_confidence, limits.min_confidence, single=True)
@@ -221,6 +226,33 @@ async def classify_pixels(request: Request) -> Response:
     return json_response({"results": results})
 
 
+@prediction_route(
+    routes.READ.path,
+    IMAGE_BODY,
+    ("debug", "min_confidence"),
+    Reading,
+    "Read a written number: its digits, left to right (one image, as for /classify)",
+)
+async def read(request: Request) -> Response:
+    """One image of one line of written digits (1 to 32), as /classify takes an image: the digits read left to
+    right, each with its confidence, probabilities and box. `?debug=true` adds each digit's 28x28 image.
+    `?min_confidence=0.9`: a digit below it makes the answer 422, naming its position, with the whole reading."""
+    options = read_options(request)
+    pipeline = pipeline_of(request)
+    limits = pipeline.settings
+    with pipeline.batcher.request():
+        data = await read_image(request, limits.max_bytes)
+        reading = await pipeline.read_number(data, options.debug)
+    threshold = limits.min_confidence if options.min_confidence is None else options.min_confidence
+    unsure = [n for n, d in enumerate(reading["digits"]) if d["confidence"] < threshold]
+    if unsure:
+        positions = ", ".join(map(str, unsure))
+        details = {"not_confident": unsure, "min_confidence": threshold, "reading": reading}
+        raise ClientError(422, f"not confidently a number: unsure of the digit(s) at {positions}", details)
+    record_digits(request.scope, [d["digit"] for d in reading["digits"]])
+    return json_response(reading)
+
+
 @router.get("/model", summary="The model being served")
 async def model_info(request: Request) -> dict:
     """Name, version, sha256, test accuracy, execution provider in use, input specification."""
@@ -260,7 +292,7 @@ def prediction_endpoints() -> dict[str, Callable[[Request], Awaitable[Response]]
 
 
 def direct_routes(app: FastAPI) -> ASGIApp:
-    """`app`, with its prediction routes (/classify, /classify_batch, /classify_pixels) called straight, past
+    """`app`, with its prediction routes (/classify, /classify_batch, /classify_pixels, /read) called straight, past
     FastAPI's layers: its middleware stack, router and request handler, which those routes do not use (they read
     their own requests and raise only ClientError, answered here as the app's handler answers it). Measured: make
     bench's per-request row `fastapi`. Anything else, a trailing slash or another method included, goes to `app`

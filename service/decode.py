@@ -20,6 +20,7 @@ pillow_heif.register_heif_opener()  # HEIC/HEIF, what many phones send; Pillow i
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
 MIN_SIDE, MAX_SIDE = 240, 480  # the working size's long side (a digit needs far less than a photo has)
+LINE_SIDES = (480, 960)  # a line of up to 32 digits needs more (service/segment.py)
 ORIENTATION = 0x0112  # the EXIF tag
 T = Image.Transpose
 UPRIGHT = {
@@ -45,13 +46,15 @@ class Decoded:
         return self.size[0] / self.image.width, self.size[1] / self.image.height
 
 
-def choose_reduction(side: int) -> int:
-    """The smallest whole factor that brings a long side of `side` pixels to MAX_SIDE or less."""
-    return max(1, -(-side // MAX_SIDE))
+def choose_reduction(side: int, max_side: int = MAX_SIDE) -> int:
+    """The smallest whole factor that brings a long side of `side` pixels to `max_side` or less."""
+    return max(1, -(-side // max_side))
 
 
-def decode_image(data: bytes, max_pixels: int) -> Decoded:
-    """The first frame of a PNG, JPEG, GIF, BMP, WebP, TIFF, HEIF/HEIC or AVIF file, upright, at working size."""
+def decode_image(data: bytes, max_pixels: int, sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> Decoded:
+    """The first frame of a PNG, JPEG, GIF, BMP, WebP, TIFF, HEIF/HEIC or AVIF file, upright, at working size:
+    a long side of at most `sides[1]`, from a JPEG decoded at a scale that keeps at least `sides[0]`."""
+    min_side, max_side = sides
     if not data:
         raise ClientError(400, "empty body: send an image file")
     try:
@@ -63,15 +66,15 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
             if width * height > max_pixels:
                 raise ClientError(413, f"image has {width}x{height} pixels, more than the limit of {max_pixels}")
             image.seek(0)  # multi-frame GIF/TIFF/WebP/HEIF: the first frame
-            if image.format == "JPEG" and max(width, height) >= 2 * MIN_SIDE:
+            if image.format == "JPEG" and max(width, height) >= 2 * min_side:
                 # Luminance only (all the rest of the path uses), at the smallest DCT scale (1/2, 1/4, 1/8) that
-                # keeps a long side of MIN_SIDE: the decoder skips the work, not just the output.
-                most = max(width, height) // MIN_SIDE
+                # keeps a long side of min_side: the decoder skips the work, not just the output.
+                most = max(width, height) // min_side
                 # (at least 1 pixel a side: a strip 1 pixel high must not ask the decoder for 0)
                 image.draft("L" if image.mode == "RGB" else image.mode, (max(1, width // most), max(1, height // most)))
             image.load()
             orientation = image.getexif().get(ORIENTATION)
-            factor = choose_reduction(max(image.size))
+            factor = choose_reduction(max(image.size), max_side)
             if factor > 1:
                 image = make_reducible(image).reduce(factor)
             if orientation in UPRIGHT:

@@ -18,8 +18,10 @@ from service import metrics
 from service.activity import Activity
 from service.batching import Batcher
 from service.config import Settings
+from service.errors import ClientError
 from service.preprocess import Digit, read_digit
 from service.runtime import ModelRuntime
+from service.segment import MAX_DIGITS, Candidates, best_reading, read_candidates
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
@@ -79,6 +81,15 @@ class Pipeline:
         metrics.record_predictions(digits, confidences)
         return probabilities, digits, confidences
 
+    async def off_loop(self, work, size: int):
+        """`work()`, on the event loop for small inputs (`size` bytes) or a worker alone, else in the decoding
+        thread, so that the loop keeps serving other requests meanwhile. Alone in the worker, a photo is decoded
+        on the loop too: there is no one to stall, and the hop to the thread cost a lone photo more than it saved
+        (the GIL handed back and forth; docs/benchmarks.md, "Photos")."""
+        if size <= INLINE_BYTES or self.batcher.requests <= 1:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self.decoder, work)
+
     async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
         """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
         max_pixels = self.settings.max_pixels
@@ -86,13 +97,40 @@ class Pipeline:
         def read() -> list[Digit]:
             return [read_digit(f, max_pixels) for f in files]
 
-        # Alone in the worker, a photo is decoded on the loop too: there is no one to stall, and the hop to the
-        # thread cost a lone photo more than it saved (the GIL handed back and forth; docs/benchmarks.md, "Photos").
-        if sum(len(f) for f in files) <= INLINE_BYTES or self.batcher.requests <= 1:
-            found = read()
-        else:
-            found = await asyncio.get_running_loop().run_in_executor(self.decoder, read)
+        found = await self.off_loop(read, sum(len(f) for f in files))
         return np.stack([d.pixels for d in found]), [list(d.box) for d in found]
+
+    async def read_number(self, data: bytes, debug: bool = False) -> dict:
+        """An image of a written number -> its reading (a dict shaped as responses.Reading): every candidate digit
+        (service/segment.py) read in one batch, with the other requests in flight, and the likeliest path."""
+        max_pixels = self.settings.max_pixels
+        candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels), len(data))
+        probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(candidates.pixels)))
+        chosen = best_reading(candidates, probabilities)
+        if len(chosen) > MAX_DIGITS:
+            raise ClientError(
+                422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
+            )
+        digits, confidences = metrics.top(probabilities[chosen])
+        metrics.record_predictions(digits, confidences)
+        found = [
+            {
+                "digit": digit,
+                "confidence": confidence,
+                "probabilities": probabilities[index].tolist(),
+                "box": list(candidates.boxes[index]),
+            }
+            for index, digit, confidence in zip(chosen, digits.tolist(), confidences.tolist(), strict=True)
+        ]
+        if debug:
+            for result, index in zip(found, chosen, strict=True):
+                result["image"] = encode_png_base64(candidates.pixels[index])
+        return {
+            "text": "".join(str(d["digit"]) for d in found),
+            "confidence": float(np.prod(confidences)),
+            "digits": found,
+            "model_version": self.runtime.card["version"],
+        }
 
     async def classify(
         self, pixels: np.ndarray, debug: bool = False, boxes: list[list[int]] | None = None

@@ -29,6 +29,26 @@ class PredictionList(BaseModel):
     results: list[Prediction] = Field(description="one per image, in the order sent")
 
 
+class ReadDigit(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(ge=0, le=1, description="probability of `digit`")
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="of digits 0-9, summing to 1")
+    box: list[int] = Field(
+        min_length=4,
+        max_length=4,
+        description="where the digit is, [left, top, right, bottom] in pixels of the image as displayed (EXIF "
+        "orientation applied), right and bottom exclusive",
+    )
+    image: str | None = Field(None, description="with ?debug=true: the 28x28 image the model saw, base64 PNG")
+
+
+class Reading(BaseModel):
+    text: str = Field(description="the digits read, left to right", examples=["2026"])
+    confidence: float = Field(ge=0, le=1, description="the product of the digits' confidences")
+    digits: list[ReadDigit] = Field(description="one per digit, left to right")
+    model_version: str
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="what was wrong, in words")
 

@@ -37,6 +37,7 @@ V2_INFER = "/v2/models/{model}/infer"
 CLASSIFY = Route("/classify", ("POST",), predicts=True)
 CLASSIFY_BATCH = Route("/classify_batch", ("POST",), predicts=True)
 CLASSIFY_PIXELS = Route("/classify_pixels", ("POST",), predicts=True)
+READ = Route("/read", ("POST",), predicts=True)
 PROBABILITIES = Route("/probabilities", ("POST",), predicts=True, bentoml=True)  # BentoML's typed endpoint
 INFER = Route(V2_INFER, ("POST",), predicts=True)
 INFER_VERSION = Route("/v2/models/{model}/versions/{model_version}/infer", ("POST",), predicts=True, label=V2_INFER)
@@ -45,6 +46,7 @@ ROUTES = (
     CLASSIFY,
     CLASSIFY_BATCH,
     CLASSIFY_PIXELS,
+    READ,
     PROBABILITIES,
     INFER,
     INFER_VERSION,

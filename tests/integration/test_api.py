@@ -214,7 +214,7 @@ def test_every_bad_input_gets_its_4xx_and_the_api_keeps_answering(client, digits
 def test_prediction_routes_answer_the_same_called_straight_as_through_fastapi(digits):
     """The service calls the prediction routes' endpoints straight (service/api.py direct_routes): every answer,
     good or bad, as FastAPI's stack gives it, and what is not a POST to one of them still goes to FastAPI."""
-    assert set(prediction_endpoints()) == {"/classify", "/classify_batch", "/classify_pixels"}
+    assert set(prediction_endpoints()) == {"/classify", "/classify_batch", "/classify_pixels", "/read"}
     images, _ = digits
     png = as_png(images[0])
     requests = [
@@ -224,6 +224,8 @@ def test_prediction_routes_answer_the_same_called_straight_as_through_fastapi(di
         ("pixels", "/classify_pixels", {"json": images[:5].tolist()}),
         ("unsure", "/classify_pixels?min_confidence=1", {"json": images[:2].tolist()}),
         ("bad option", "/classify?min_confidence=2", {"files": {"image": ("d.png", png)}}),
+        ("read", "/read?debug=true", {"files": {"image": ("d.png", png)}}),
+        ("read unsure", "/read?min_confidence=1", {"content": png, "headers": {"content-type": "image/png"}}),
         *((name, path, request) for name, path, request, _ in bad_inputs(png)),
     ]
     with in_process() as straight, in_process(through_fastapi=True) as through:

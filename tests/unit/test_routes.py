@@ -93,7 +93,9 @@ def test_public_paths_are_found_and_do_not_predict(path: str) -> None:
 
 
 def test_unknown_paths_are_not_found() -> None:
-    assert [routes.find(p) for p in ("/admin", "/v2/models", "/classifyx", "/v2/models/a/b/infer", "/uix")] == [None] * 5
+    assert [routes.find(p) for p in ("/admin", "/v2/models", "/classifyx", "/v2/models/a/b/infer", "/uix")] == [
+        None
+    ] * 5
 
 
 def example(path: str) -> str:
@@ -167,3 +169,26 @@ def test_untraced_patterns_are_the_prediction_routes() -> None:
     for path in ("/classify", "/probabilities", "/v2/models/digits/infer", "/v2/models/x/versions/2/infer"):
         assert any(p.search(path) for p in patterns), path
     assert not any(p.search(path) for p in patterns for path in ("/model", "/v2/models/digits", "/livez"))
+
+
+DASHBOARDS_AND_RULES = (
+    "deploy/prometheus/rules.yml",
+    "deploy/grafana/digitserve.json",
+    "deploy/kubernetes/overlays/cpu-request-rate/prometheus-adapter-values.yaml",
+)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS_AND_RULES)
+def test_the_rules_and_dashboards_select_exactly_the_prediction_routes(path: str) -> None:
+    """Their `endpoint=~"..."` selectors are written out (PromQL has no variables): each must name the table's
+    prediction labels, no more, no fewer."""
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / path).read_text().replace('\\"', '"')
+    selectors = re.findall(r'endpoint=~"([^"]*/classify[^"]*)"', text)
+    assert selectors
+    for selector in selectors:
+        unescaped = re.sub(r"\\+(.)", r"\1", selector)
+        assert set(unescaped.split("|")) == routes.PREDICTION_LABELS, (path, selector)

@@ -1,0 +1,302 @@
+"""A written number -> candidate digits, and the reading the model likes best among them.
+
+    gray image -> ink and its marks -> pieces, left to right -> candidate digits (runs of 1-3 pieces), each 28x28
+    the model's probabilities for every candidate -> the best path through them: the digits
+
+The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out;
+the bright part on a dark ground), and split into marks (connected components); specks and the sheet's edges are
+left out. Marks stacked one over another (a 5's flag, a dotted stroke) are one piece. A piece much wider than
+the line is tall holds touching digits: it is cut at the narrowest columns of its ink, each a candidate cut. Which
+pieces make a digit is then not guessed from shapes but decided by the classifier (recognition-based
+segmentation): every run of up to three neighbouring pieces that could be one digit is read, all in one batch,
+and the reading is the path of runs that maximises the digits' summed log-probabilities, less a cost for each
+cut used and for digits far wider than tall. A digit broken in two joins up because the whole is read more surely
+than its parts; two touching digits come apart because each reads surely and their union does not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from service.decode import LINE_SIDES, decode_image
+from service.errors import ClientError
+from service.photo import (
+    KEEP_MASS,
+    NO_DIGIT,
+    STRONG,
+    WEAK,
+    FillsFrame,
+    measure_darkness,
+    measure_marks,
+    measure_stroke_darkness,
+    remove_lines,
+    select_digit_marks,
+)
+from service.preprocess import INK_FRACTION, fit_and_centre, light_background, require_ink, to_gray
+
+MAX_DIGITS = 32
+MAX_PIECES = 3  # a digit is made of at most this many pieces
+STACKED = 0.5  # marks overlapping by this much of the narrower one's width, side by side, are one piece
+JOIN_GAP = 0.2  # pieces further apart than this fraction of the line's height are different digits
+MAX_WIDTH = 2.0  # no digit is wider than this many line heights
+WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it
+MIN_PART = 0.2  # a cut leaves at least this many line heights of the piece on either side
+CUT_COST = 0.5  # log-probability a path pays for each cut it uses (a cut is a guess, a gap is seen)...
+CROSS_COST = 1.5  # ...and for each stroke the cut crosses (touching digits meet in one at most)
+STROKE = 0.12  # a stroke is about this fraction of the line's height wide
+GAP_COST = 1.0  # ...and for each gap it bridges between pieces that do not overlap (two digits, more often)
+SQUAT = 1.0  # a candidate digit wider than this many times its height pays...
+SQUAT_COST = 6.0  # ...this much log-probability per unit of aspect ratio beyond it
+BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
+MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray
+
+
+@dataclass
+class Piece:
+    labels: list[int]  # the marks it is made of
+    left: int  # columns [left, right) it spans
+    right: int
+    cut_before: bool = False  # its left edge is a cut, not a gap
+    crossed: float = 0.0  # strokes that cut crosses (ink along it, in units of a stroke's width)
+    # Where a cut divides marks: per image row, the first column that is the piece's (lo) and the first that is
+    # not (hi); None: no cut on that side.
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+    def mask(self, labels: np.ndarray, left: int, right: int) -> np.ndarray:
+        """The piece's pixels in columns [left, right) of the image, as a boolean [H, right - left]."""
+        mask = np.isin(labels[:, left:right], [m + 1 for m in self.labels])
+        columns = np.arange(left, right)
+        if self.lo is not None:
+            mask &= columns >= self.lo[:, None]
+        if self.hi is not None:
+            mask &= columns < self.hi[:, None]
+        return mask
+
+
+@dataclass
+class Candidates:
+    """What the model is asked to read: each run of pieces that could be one digit, as MNIST images."""
+
+    spans: list[tuple[int, int]]  # (first piece, last piece + 1)
+    bridged: list[int]  # for each, the gaps between its pieces (not overlapping, not cut) that it bridges
+    pixels: np.ndarray  # uint8 [N, 28, 28]
+    boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom) in the image
+    cuts: list[float]  # for each piece boundary 1..n-1: what using it costs (0: a gap; CUT_COST and up: a cut)
+    pieces: int
+
+
+def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ink as float [H, W] 0-255 (white on black), its marks labelled (0: none), the marks' boxes (top, left,
+    bottom, right; mark i is label i + 1) and the marks that are writing (specks, the sheet's edges and lines
+    left out)."""
+    light = light_background(gray)
+    if light:
+        ink = measure_darkness(gray)
+        strokes = measure_stroke_darkness(ink)
+        ink = remove_lines(ink, ink > WEAK * strokes)
+        try:
+            select_digit_marks(ink, strokes, close_crops=True)
+        except FillsFrame:  # the writing cut out close: its ground is even (service/preprocess.py to_mnist)
+            light, gray = False, 255 - gray
+    if light:
+        threshold = WEAK * strokes
+        edges_out = True
+    else:
+        ink = np.clip(gray - require_ink(gray), 0, None)
+        threshold = INK_FRACTION * float(ink.max())
+        edges_out = False
+    count, labels = cv2.connectedComponents((ink > threshold).view(np.uint8), connectivity=8)
+    if count == 1:
+        raise ClientError(422, NO_DIGIT)
+    boxes, mass, peak = measure_marks(labels, ink)
+    boxes = np.array(boxes)
+    height, width = ink.shape
+    keep = mass >= KEEP_MASS * mass.max()
+    if light:
+        keep &= peak > STRONG * strokes  # hysteresis, as for one digit
+    if edges_out:  # a mark from edge to edge is the sheet's edge or a line, not writing
+        keep &= ~(((boxes[:, 0] == 0) & (boxes[:, 2] == height)) | ((boxes[:, 1] == 0) & (boxes[:, 3] == width)))
+    if not keep.any():
+        raise ClientError(422, NO_DIGIT)
+    level = float(np.percentile(ink[np.isin(labels, np.flatnonzero(keep) + 1)], 90)) or 1.0
+    return np.clip(ink / level, 0, 1) * 255, labels, boxes, keep
+
+
+def group_marks(boxes: np.ndarray, marks: list[int]) -> list[Piece]:
+    """Marks -> pieces, left to right: marks stacked over one another (overlapping by STACKED of the narrower's
+    width) are one piece."""
+    pieces: list[Piece] = []
+    for mark in sorted(marks, key=lambda m: (boxes[m, 1] + boxes[m, 3]) / 2):
+        left, right = int(boxes[mark, 1]), int(boxes[mark, 3])
+        for piece in pieces[::-1][:3]:  # the last few pieces are the only ones it can overlap much
+            overlap = min(right, piece.right) - max(left, piece.left)
+            if overlap >= STACKED * min(right - left, piece.right - piece.left):
+                piece.labels.append(mark)
+                piece.left, piece.right = min(piece.left, left), max(piece.right, right)
+                break
+        else:
+            pieces.append(Piece([mark], left, right))
+    return sorted(pieces, key=lambda p: (p.left + p.right) / 2)
+
+
+def cut_starts(profile: np.ndarray, line: float) -> list[int]:
+    """Where to try cutting a piece of touching digits: the columns of least ink (local minima of its
+    projection), at least MIN_PART of the line's height from its ends and from each other; a few more than digits
+    of normal width would need, the path chooses among them."""
+    width = len(profile)
+    margin = max(1, round(MIN_PART * line))
+    if width <= 2 * margin:
+        return []
+    smooth = np.convolve(profile, np.ones(5) / 5, mode="same")
+    inner = np.arange(margin, width - margin)
+    wanted = max(1, round(width / (0.6 * line)))  # a digit is about 0.6 line heights wide
+    chosen: list[int] = []
+    for column in inner[np.argsort(smooth[inner], kind="stable")]:
+        if all(abs(column - c) >= margin for c in chosen):
+            chosen.append(int(column))
+            if len(chosen) == 2 * wanted:
+                break
+    return sorted(chosen)
+
+
+def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
+    """The path from the top row to the bottom that crosses the least ink (`cost` [H, W]), one column per row,
+    moving at most one column from row to row and staying within `reach` of column `start`: a cut that can slip
+    between digits that overlap, where a straight one would slice through a stroke."""
+    low, high = max(0, start - reach), min(cost.shape[1], start + reach + 1)
+    window = cost[:, low:high].astype(np.float64)
+    total = window[0].copy()
+    moves = np.zeros(window.shape, np.int8)
+    for row in range(1, len(window)):
+        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        moves[row] = options.argmin(axis=0) - 1
+        total = window[row] + options.min(axis=0)
+    path = np.empty(len(window), np.int64)
+    path[-1] = int(total.argmin())
+    for row in range(len(window) - 1, 0, -1):
+        path[row - 1] = path[row] + moves[row, path[row]]
+    return path + low
+
+
+def find_candidates(gray: np.ndarray) -> Candidates:
+    """The candidate digits of a written number in `gray` (float [H, W] 0-255, any polarity)."""
+    ink, labels, boxes, keep = find_ink(gray)
+    marks = list(np.flatnonzero(keep))
+    heights = boxes[marks, 2] - boxes[marks, 0]
+    line = float(np.percentile(heights, 75))
+    pieces = group_marks(boxes, marks)
+    pieces = [p for p in pieces if piece_height(boxes, p) >= MIN_HEIGHT * line or len(pieces) == 1]
+    if not pieces:
+        raise ClientError(422, NO_DIGIT)
+    pieces = cut_wide_pieces(pieces, labels, ink, line)
+    if len(pieces) > MAX_PIECES * MAX_DIGITS:
+        raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
+    spans, bridged, images, found = [], [], [], []
+    for first in range(len(pieces)):
+        joined = gaps = 0  # gaps bridged: a run may bridge MAX_PIECES - 1 of them, and undo any number of cuts
+        for last in range(first + 1, len(pieces) + 1):
+            run = pieces[first:last]
+            if last - first > 1:
+                after = run[-1]
+                if not after.cut_before:
+                    joined += 1
+                    gap = after.left - max(p.right for p in run[:-1])
+                    if joined >= MAX_PIECES or gap > JOIN_GAP * line:
+                        break
+                    gaps += gap > 0
+                if max(p.right for p in run) - min(p.left for p in run) > MAX_WIDTH * line:
+                    break
+            crop, box = digit_image(run, labels, ink)
+            spans.append((first, last))
+            bridged.append(gaps if crop is not None else BLANK)
+            images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
+            found.append(box)
+    cuts = [CUT_COST + CROSS_COST * p.crossed if p.cut_before else 0.0 for p in pieces[1:]]
+    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
+
+
+def piece_height(boxes: np.ndarray, piece: Piece) -> int:
+    return int(boxes[piece.labels, 2].max() - boxes[piece.labels, 0].min())
+
+
+def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float) -> list[Piece]:
+    """Pieces wider than WIDE line heights cut along seams (`seam`) from their candidate columns (`cut_starts`)."""
+    out: list[Piece] = []
+    height = labels.shape[0]
+    for piece in pieces:
+        if piece.right - piece.left <= WIDE * line:
+            out.append(piece)
+            continue
+        cost = ink[:, piece.left : piece.right] * piece.mask(labels, piece.left, piece.right)
+        rows = np.flatnonzero(cost.any(axis=1))
+        top, bottom = int(rows[0]), int(rows[-1]) + 1
+        reach = max(1, round(MIN_PART * line / 2))
+        stroke = 255.0 * max(1.0, line * STROKE)
+        seams = []
+        for start in cut_starts(cost.sum(axis=0), line):
+            path = seam(cost[top:bottom], start, reach)
+            crossed = float(cost[top:bottom][np.arange(bottom - top), path].sum()) / stroke
+            path += piece.left
+            seams.append((np.concatenate([np.full(top, path[0]), path, np.full(height - bottom, path[-1])]), crossed))
+        seams.sort(key=lambda found: float(np.mean(found[0])))
+        bounds = [(piece.lo, piece.crossed), *seams, (piece.hi, 0.0)]
+        for n, ((lo, crossed), (hi, _)) in enumerate(itertools.pairwise(bounds)):
+            left = piece.left if lo is None else int(lo.min())
+            right = piece.right if hi is None else int(hi.max())
+            out.append(Piece(piece.labels, left, right, n > 0 or piece.cut_before, crossed, lo, hi))
+    return out
+
+
+def digit_image(run: list[Piece], labels: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    """The ink of a run of pieces, cropped to it, and its box (left, top, right, bottom)."""
+    left, right = min(p.left for p in run), max(p.right for p in run)
+    mask = run[0].mask(labels, left, right)
+    for piece in run[1:]:
+        mask |= piece.mask(labels, left, right)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):  # seams that left a piece no ink
+        return None, (left, 0, right, 1)
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    mask = cv2.dilate(mask[top:bottom].view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)  # soft edges
+    cols = np.flatnonzero(mask.any(axis=0))
+    crop = ink[top:bottom, left:right] * mask
+    return crop[:, cols[0] : cols[-1] + 1], (left + int(cols[0]), top, left + int(cols[-1]) + 1, bottom)
+
+
+def best_reading(candidates: Candidates, probabilities: np.ndarray) -> list[int]:
+    """The candidates (indices) that make the likeliest reading, left to right: the path through the pieces that
+    maximises the chosen candidates' log-probabilities, less CUT_COST per cut used and SQUAT_COST for squat
+    ones."""
+    n = candidates.pieces
+    best = np.full(n + 1, -np.inf)
+    best[0] = 0.0
+    back = [-1] * (n + 1)
+    score = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
+    for index, ((first, last), box) in enumerate(zip(candidates.spans, candidates.boxes, strict=True)):
+        left, top, right, bottom = box
+        aspect = (right - left) / max(1, bottom - top)
+        value = score[index] - SQUAT_COST * max(0.0, aspect - SQUAT) - GAP_COST * candidates.bridged[index]
+        if last < n:
+            value -= candidates.cuts[last - 1]
+        if best[first] + value > best[last]:
+            best[last], back[last] = best[first] + value, index
+    chosen, at = [], n
+    while at > 0:
+        index = back[at]
+        chosen.append(index)
+        at = candidates.spans[index][0]
+    return chosen[::-1]
+
+
+def read_candidates(data: bytes, max_pixels: int) -> Candidates:
+    """Image bytes -> the candidate digits of the number in it, boxes in the full image's displayed pixels."""
+    decoded = decode_image(data, max_pixels, LINE_SIDES)
+    candidates = find_candidates(to_gray(decoded.image))
+    sx, sy = decoded.scale
+    candidates.boxes = [(round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in candidates.boxes]
+    return candidates

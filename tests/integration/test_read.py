@@ -1,0 +1,112 @@
+"""POST /read in process (harness.in_process): numbers made of real MNIST test digits (harness/numbers.py) in
+every form /classify takes, the answer's contract, and a 4xx for every bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client import REGISTRY
+
+from harness.digits import encode
+from harness.in_process import in_process
+from harness.numbers import number_image, number_strip
+from service.responses import Reading
+from service.segment import MAX_DIGITS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client():
+    with in_process() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def number(digits) -> tuple[np.ndarray, str]:
+    """A strip of five MNIST test digits and the number it shows."""
+    images, labels = digits
+    return number_strip(images[:5], np.random.default_rng(0)), "".join(map(str, labels[:5]))
+
+
+def test_a_photo_of_a_number_is_read_digit_by_digit(client, number) -> None:
+    strip, want = number
+    answer = client.post("/read", content=number_image(strip, "plain", 1), headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200, answer.text
+    reading = Reading.model_validate(answer.json())
+    assert reading.text == want
+    assert [d.digit for d in reading.digits] == [int(c) for c in want]
+    assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    lefts = [d.box[0] for d in reading.digits]
+    width, height = Image.open(io.BytesIO(number_image(strip, "plain", 1))).size
+    assert lefts == sorted(lefts) and all(0 <= d.box[0] < d.box[2] <= width for d in reading.digits)
+    assert all(0 <= d.box[1] < d.box[3] <= height for d in reading.digits)
+    assert all(abs(sum(d.probabilities) - 1) < 1e-4 for d in reading.digits)
+    assert "image" not in answer.json()["digits"][0]
+
+
+@pytest.mark.parametrize("rendering", ["canvas", "transparent", "12mp"])
+def test_multipart_drawings_and_large_photos(client, number, rendering: str) -> None:
+    strip, want = number
+    answer = client.post("/read", files={"image": ("number", number_image(strip, rendering, 2))})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text"] == want
+
+
+def test_debug_adds_each_digits_28x28_image(client, number) -> None:
+    strip, want = number
+    answer = client.post("/read", params={"debug": "true"}, files={"image": ("n", number_image(strip, "canvas", 3))})
+    digits = answer.json()["digits"]
+    assert len(digits) == len(want)
+    assert all(Image.open(io.BytesIO(base64.b64decode(d["image"]))).size == (28, 28) for d in digits)
+
+
+def test_a_digit_below_min_confidence_is_a_422_with_the_whole_reading(client, number) -> None:
+    strip, want = number
+    body = {"files": {"image": ("n", number_image(strip, "canvas", 3))}}
+    confidences = [d["confidence"] for d in client.post("/read", **body).json()["digits"]]
+    threshold = sorted(confidences)[1] + 1e-9  # the two least sure fall below it
+    answer = client.post("/read", params={"min_confidence": threshold}, **body)
+    assert answer.status_code == 422
+    error = answer.json()
+    assert error["not_confident"] == sorted(np.argsort(confidences)[:2].tolist())
+    assert error["reading"]["text"] == want and "unsure" in error["error"]
+
+
+def test_more_digits_than_allowed_is_a_422_that_says_so(client, digits) -> None:
+    images, _ = digits
+    strip = number_strip(images[: MAX_DIGITS + 4], np.random.default_rng(1))
+    answer = client.post("/read", files={"image": ("n", number_image(strip, "canvas", 4))})
+    assert answer.status_code == 422
+    assert answer.json()["digits"] > MAX_DIGITS and f"more than {MAX_DIGITS}" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 400),
+        ({"content": b"not an image", "headers": {"content-type": "image/png"}}, 415),
+        ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415),
+        ({"files": {"other": ("x.png", b"x")}}, 422),
+        ({"content": encode(Image.new("L", (200, 60), 255)), "headers": {"content-type": "image/png"}}, 422),
+        ({"content": encode(Image.new("L", (200, 60), 0)), "headers": {"content-type": "image/png"}}, 422),
+    ],
+    ids=["empty", "not an image", "json", "no image field", "blank paper", "blank screen"],
+)
+def test_bad_input_is_a_json_4xx(client, body: dict, status: int) -> None:
+    answer = client.post("/read", **body)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]
+
+
+def test_reads_are_counted_under_their_own_endpoint(client, number) -> None:
+    def count() -> float:
+        return REGISTRY.get_sample_value("digitserve_requests_total", {"endpoint": "/read", "status": "200"}) or 0.0
+
+    before = count()
+    client.post("/read", files={"image": ("n", number_image(number[0], "canvas", 5))})
+    assert count() == before + 1
