@@ -119,6 +119,11 @@ bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_
 bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)
 
+READ_ARGS ?=
+bench-read: install-dev  ## POST /read on written numbers (photos, canvases, touching), beside Tesseract 5; docs/benchmarks.md
+	$(call debian,tesseract,tesseract-ocr,the Tesseract columns stay empty)
+	$(BIN)/python benchmarks/bench_read.py $(READ_ARGS)
+
 bench-plain: install-dev install-fonts  ## UCI digits cut close, an 8x8 MNIST control, printed digits per font; docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_plain.py $(PLAIN_ARGS)
 
