@@ -173,13 +173,16 @@ async def classify(request: Request) -> Response:
     """One PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image: as the multipart field `image`, or as the
     raw body with its image content type. `?debug=true` adds the 28x28 image the model saw (base64 PNG) and
     the box where the digit was found. `?min_confidence=0.9`: below that confidence, 422 "not confidently a
-    digit" with the probabilities instead of a digit."""
+    digit" with the probabilities instead of a digit. An image that plainly holds several digits (read as a
+    number, two or more sure ones) is a 422 that says how many, rather than one of them: /read reads it."""
     options = read_options(request)
     pipeline = pipeline_of(request)
     limits = pipeline.settings
     with pipeline.batcher.request():
         data = await read_image(request, limits.max_bytes)
-        pixels, boxes = await pipeline.read_digits([data])
+        pixels, boxes, (several,) = await pipeline.read_digits([data])
+        if several and (count := await pipeline.count_digits(data)) > 1:
+            raise ClientError(422, f"the image holds {count} digits: POST it to /read", {"digits": count})
         (prediction,) = await pipeline.classify(pixels, options.debug, boxes)
     refuse_unsure([prediction], options.min_confidence, limits.min_confidence, single=True)
     record_digits(request.scope, [prediction["digit"]])
@@ -197,7 +200,7 @@ async def classify_batch(request: Request) -> Response:
     limits = pipeline.settings
     with pipeline.batcher.request():
         files = await read_uploads(request, "images", limits.max_batch, limits.max_bytes)
-        pixels, boxes = await pipeline.read_digits(files)
+        pixels, boxes, _ = await pipeline.read_digits(files)
         results = await pipeline.classify(pixels, options.debug, boxes)
     refuse_unsure(results, options.min_confidence, limits.min_confidence)
     record_digits(request.scope, [r["digit"] for r in results])

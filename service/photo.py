@@ -27,6 +27,7 @@ cv2.setNumThreads(1)  # images of a few hundred pixels: threads cost more than t
 CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 FILL_THIN = 0.1  # a mark thinner than this fraction of the image across it is a line, not a close-cut digit
 FILL = 0.7  # a digit this large one way, touching the image's edge, was cut out close (a photographed one is smaller)
+OTHER_MASS, OTHER_HEIGHT = 0.25, 0.5  # a mark left out this heavy and tall (against the digit's) may be a digit
 SLOPES = np.tan(np.radians(np.arange(-5, 5.5, 1.0)))  # photos are seldom straighter than this
 
 
@@ -171,10 +172,11 @@ class FillsFrame(Exception):
 
 def select_digit_marks(
     ink: np.ndarray, strokes: float, close_crops: bool = False
-) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The marks that make the digit: their box (top, left, bottom, right), exclusive, and a boolean mask of
-    them over that box. `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge (and is no
-    line), or where the digit's marks fill the frame."""
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+    """The marks that make the digit: their box (top, left, bottom, right), exclusive, a boolean mask of them
+    over that box, and whether marks as large as a digit were left out (the image may hold several digits).
+    `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge (and is no line), or where the
+    digit's marks fill the frame."""
     count, labels = cv2.connectedComponents((ink > WEAK * strokes).view(np.uint8), connectivity=4)
     if count == 1:  # background only (the lines taken out were all there was)
         raise ClientError(422, NO_DIGIT)
@@ -214,23 +216,31 @@ def select_digit_marks(
         raise FillsFrame
     keep = np.zeros(count + 1, bool)
     keep[[i + 1 for i in kept]] = True
-    return keep[labels[top:bottom, left:right]], (top, left, bottom, right)
+    digit_height = bottom - top
+    others = any(
+        mass[i] >= OTHER_MASS * mass[seed] and boxes[i][2] - boxes[i][0] >= OTHER_HEIGHT * digit_height
+        for i in candidates
+        if i not in kept
+    )
+    return keep[labels[top:bottom, left:right]], (top, left, bottom, right), others
 
 
-def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def find_digit(
+    gray: np.ndarray, close_crops: bool = False
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
-    cropped to its box, and that box (left, top, right, bottom) in `gray`'s pixels. `close_crops`: raise
-    FillsFrame where the image is a digit cut out close (select_digit_marks), instead of taking its strokes for
-    the sheet's edge."""
+    cropped to its box, that box (left, top, right, bottom) in `gray`'s pixels, and whether marks as large as a
+    digit were left out. `close_crops`: raise FillsFrame where the image is a digit cut out close
+    (select_digit_marks), instead of taking its strokes for the sheet's edge."""
     ink = measure_darkness(gray)
     strokes = measure_stroke_darkness(ink)
     ink = remove_lines(ink, ink > WEAK * strokes)
-    mask, (top, left, bottom, right) = select_digit_marks(ink, strokes, close_crops)
+    mask, (top, left, bottom, right), others = select_digit_marks(ink, strokes, close_crops)
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))
     # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).
     mask = cv2.dilate(mask.view(np.uint8), CROSS).view(bool)
-    return np.clip(ink / level, 0, 1) * 255 * mask, (left, top, right, bottom)
+    return np.clip(ink / level, 0, 1) * 255 * mask, (left, top, right, bottom), others
 
 
 def edge_pixels(image: np.ndarray) -> np.ndarray:

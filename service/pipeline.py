@@ -27,6 +27,7 @@ from service.segment import MAX_DIGITS, Candidates, best_reading, read_candidate
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
 # other requests meanwhile (measured: docs/benchmarks.md, "Photos").
 INLINE_BYTES = 32_000
+SURE = 0.9  # /classify refuses an image whose reading as a number finds two digits or more, each this sure
 
 
 def pipeline_of(request: Request) -> Pipeline:
@@ -90,17 +91,28 @@ class Pipeline:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self.decoder, work)
 
-    async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]]]:
-        """The images of one request -> uint8 [N, 28, 28] and their boxes; photos off the event loop."""
+    async def read_digits(self, files: list[bytes]) -> tuple[np.ndarray, list[list[int]], list[bool]]:
+        """The images of one request -> uint8 [N, 28, 28], their boxes, and whether each may hold several digits
+        (preprocess.Digit.several); photos off the event loop."""
         max_pixels = self.settings.max_pixels
 
         def read() -> list[Digit]:
             return [read_digit(f, max_pixels) for f in files]
 
         found = await self.off_loop(read, sum(len(f) for f in files))
-        return np.stack([d.pixels for d in found]), [list(d.box) for d in found]
+        return np.stack([d.pixels for d in found]), [list(d.box) for d in found], [d.several for d in found]
 
-    async def read_number(self, data: bytes, debug: bool = False) -> dict:
+    async def count_digits(self, data: bytes) -> int:
+        """How many digits an image plainly holds: those of its reading (`read_number`) if every one of them is
+        SURE, else 1 (an image /classify should answer as one digit)."""
+        try:
+            reading = await self.read_number(data, record=False)
+        except ClientError:
+            return 1
+        sure = all(d["confidence"] >= SURE for d in reading["digits"])
+        return len(reading["digits"]) if sure else 1
+
+    async def read_number(self, data: bytes, debug: bool = False, record: bool = True) -> dict:
         """An image of a written number -> its reading (a dict shaped as responses.Reading): every candidate digit
         (service/segment.py) read in one batch, with the other requests in flight, and the likeliest path."""
         max_pixels = self.settings.max_pixels
@@ -112,7 +124,8 @@ class Pipeline:
                 422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
             )
         digits, confidences = metrics.top(probabilities[chosen])
-        metrics.record_predictions(digits, confidences)
+        if record:  # on /metrics
+            metrics.record_predictions(digits, confidences)
         found = [
             {
                 "digit": digit,

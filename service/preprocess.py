@@ -17,6 +17,7 @@ SIZE, BOX = 28, 20
 DARK = 64  # a background at or below this (0-255) is dark: the ink is the bright part
 BORDER_SPLIT = 0.15  # a border within this of half light, half dark does not decide the polarity alone
 MIN_CONTRAST = 32  # ink must stand this far (0-255) above the background, or there is no digit
+SQUAT = 1.15  # ink this many times wider than tall is seldom one digit
 INK_FRACTION = 0.25  # pixels above this fraction of the peak ink count for the bounding box (noise tolerance)
 
 
@@ -104,6 +105,18 @@ def fit_and_centre(crop: np.ndarray) -> np.ndarray:
 class Digit:
     pixels: np.ndarray  # uint8 [28, 28], what the model sees
     box: Box  # (left, top, right, bottom) of the digit in the image it was found in, right and bottom exclusive
+    several: bool = False  # the image may hold more than one digit: more marks beside it, or ink far wider than tall
+
+
+def looks_several(crop: np.ndarray) -> bool:
+    """Whether white-on-black ink cropped to its box may be several digits side by side: wider than tall
+    (SQUAT; a digit seldom is), or split by an empty column between two parts a quarter of it wide or more."""
+    height, width = crop.shape
+    if width > SQUAT * height:
+        return True
+    columns = crop.max(axis=0) > INK_FRACTION * 255
+    empty = np.flatnonzero(~columns)
+    return bool(len(empty)) and min(empty[0], width - 1 - empty[-1]) >= width // 4
 
 
 def to_mnist(image: Image.Image) -> Digit:
@@ -119,14 +132,15 @@ def to_mnist(image: Image.Image) -> Digit:
         gray = 255 - gray if light else gray
         require_ink(gray)
         return Digit(np.rint(gray).astype(np.uint8), (0, 0, SIZE, SIZE))
+    others = False
     if not light:
         crop, box = crop_to_ink(gray)
     else:
         try:
-            crop, box = find_digit(gray, close_crops=True)
+            crop, box, others = find_digit(gray, close_crops=True)
         except FillsFrame:  # cut out close: its ground is even, and the strokes that reach its edges are the digit
             crop, box = crop_to_ink(255 - gray)
-    return Digit(fit_and_centre(crop), box)
+    return Digit(fit_and_centre(crop), box, others or looks_several(crop))
 
 
 def read_digit(data: bytes, max_pixels: int) -> Digit:
@@ -134,4 +148,6 @@ def read_digit(data: bytes, max_pixels: int) -> Digit:
     decoded = decode_image(data, max_pixels)
     digit = to_mnist(decoded.image)
     (sx, sy), (left, top, right, bottom) = decoded.scale, digit.box
-    return Digit(digit.pixels, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
+    return Digit(
+        digit.pixels, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)), digit.several
+    )

@@ -234,6 +234,9 @@ def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, li
             continue
         cost = ink[:, piece.left : piece.right] * piece.mask(labels, piece.left, piece.right)
         rows = np.flatnonzero(cost.any(axis=1))
+        if not len(rows):
+            out.append(piece)
+            continue
         top, bottom = int(rows[0]), int(rows[-1]) + 1
         reach = max(1, round(MIN_PART * line / 2))
         stroke = 255.0 * max(1.0, line * STROKE)
@@ -245,10 +248,20 @@ def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, li
             seams.append((np.concatenate([np.full(top, path[0]), path, np.full(height - bottom, path[-1])]), crossed))
         seams.sort(key=lambda found: float(np.mean(found[0])))
         bounds = [(piece.lo, piece.crossed), *seams, (piece.hi, 0.0)]
+        parts = []
         for n, ((lo, crossed), (hi, _)) in enumerate(itertools.pairwise(bounds)):
-            left = piece.left if lo is None else int(lo.min())
-            right = piece.right if hi is None else int(hi.max())
-            out.append(Piece(piece.labels, left, right, n > 0 or piece.cut_before, crossed, lo, hi))
+            left = piece.left if lo is None else max(piece.left, int(lo.min()))
+            right = piece.right if hi is None else min(piece.right, int(hi.max()))
+            part = Piece(piece.labels, left, max(right, left + 1), n > 0 or piece.cut_before, crossed, lo, hi)
+            if parts and not part.mask(labels, part.left, part.right).any():  # seams that met: no piece between
+                parts[-1].hi, parts[-1].right = part.hi, max(parts[-1].right, part.right)
+                continue
+            parts.append(part)
+        if not parts[0].mask(labels, parts[0].left, parts[0].right).any() and len(parts) > 1:
+            parts[1].lo, parts[1].left, parts[1].cut_before = parts[0].lo, parts[0].left, parts[0].cut_before
+            parts[1].crossed = parts[0].crossed
+            parts.pop(0)
+        out += parts
     return out
 
 

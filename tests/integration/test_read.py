@@ -110,3 +110,24 @@ def test_reads_are_counted_under_their_own_endpoint(client, number) -> None:
     before = count()
     client.post("/read", files={"image": ("n", number_image(number[0], "canvas", 5))})
     assert count() == before + 1
+
+
+def test_classify_refuses_an_image_of_several_digits_and_says_how_many(client, number) -> None:
+    strip, want = number
+    for rendering in ("plain", "canvas"):
+        answer = client.post("/classify", files={"image": ("n", number_image(strip, rendering, 6))})
+        assert answer.status_code == 422, answer.text
+        assert answer.json() == {"error": f"the image holds {len(want)} digits: POST it to /read", "digits": len(want)}
+
+
+def test_classify_still_answers_one_digit_with_specks_and_lines(client, digits) -> None:
+    from harness.photos import photo
+
+    images, labels = digits
+    answers = [
+        client.post("/classify", content=photo(images[n], condition, n), headers={"content-type": "image/jpeg"})
+        for condition in ("ruled", "shadowed")
+        for n in range(40, 70)
+    ]
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    assert np.mean([a.json()["digit"] for a in answers] == np.tile(labels[40:70], 2)) >= 0.95

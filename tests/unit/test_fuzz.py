@@ -1,5 +1,7 @@
 """Property-based fuzzing of the request path before the model: whatever the bytes, decoding and preprocessing
-end in a 28x28 digit or in the documented client error (a ClientError with a 4xx status), never anything else.
+end in a 28x28 digit or in the documented client error (a ClientError with a 4xx status), never anything else;
+and so does reading them as a number (/read: service/segment.py), its candidates in bounds and a path through
+them whatever the model says.
 
 CI runs a short budget; `make fuzz FUZZ_EXAMPLES=20000` runs a long one and prints how many inputs it tried.
 """
@@ -20,6 +22,7 @@ from service.decode import decode_image
 from service.errors import ClientError
 from service.pixels import parse_pixels
 from service.preprocess import read_digit
+from service.segment import best_reading, read_candidates
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # Pillow's notes on the corrupt files we feed it
 
@@ -31,18 +34,41 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
 
 
 def outcome(data: bytes) -> str:
-    """The request path up to the model: 'digit', or the client error's status. Anything else escapes."""
+    """The request path up to the model, as /classify and as /read take it: 'digit', or the client error's
+    status (the same for both, where /read reads digits). Anything else escapes."""
+    reading = read_as_number(data)
     try:
         digit = read_digit(data, MAX_PIXELS)
     except ClientError as exc:
         assert 400 <= exc.status < 500, exc.status
         assert exc.message
+        assert reading in ("digits", str(exc.status)), (reading, exc.status)
         return str(exc.status)
     assert digit.pixels.shape == (28, 28) and digit.pixels.dtype == np.uint8
     left, top, right, bottom = digit.box
     width, height = Image.open(io.BytesIO(data)).size
     assert 0 <= left < right <= width + 1 and 0 <= top < bottom <= height + 1, (digit.box, width, height)
     return "digit"
+
+
+def read_as_number(data: bytes) -> str:
+    """/read's path up to the model, then a path through its candidates for random probabilities: 'digits', or
+    the client error's status."""
+    try:
+        candidates = read_candidates(data, MAX_PIXELS)
+    except ClientError as exc:
+        assert 400 <= exc.status < 500 and exc.message, exc.status
+        return str(exc.status)
+    count = len(candidates.spans)
+    assert candidates.pixels.shape == (count, 28, 28) and candidates.pixels.dtype == np.uint8
+    width, height = Image.open(io.BytesIO(data)).size
+    for left, top, right, bottom in candidates.boxes:
+        assert 0 <= left < right <= width + 1 and 0 <= top < bottom <= height + 1, ((left, top, right, bottom), width)
+    probabilities = np.random.default_rng(count).dirichlet(np.ones(10), count)
+    chosen = best_reading(candidates, probabilities)
+    assert chosen and candidates.spans[chosen[0]][0] == 0
+    assert candidates.spans[chosen[-1]][1] == candidates.pieces
+    return "digits"
 
 
 def sample_files() -> list[bytes]:

@@ -56,7 +56,7 @@ def ruled_page(tilt_degrees: float = 2.0) -> np.ndarray:
 
 def test_ruled_lines_are_erased_and_a_stroke_crossing_them_kept():
     page = with_strokes(ruled_page(), [(200, 60, 210, 240)])  # a "1" crossing seven lines
-    crop, box = find_digit(page)
+    crop, box, _ = find_digit(page)
     left, top, right, bottom = box
     assert abs(left - 200) <= 2 and abs(right - 210) <= 2 and abs(top - 60) <= 2 and abs(bottom - 240) <= 2
     column = crop[:, crop.shape[1] // 2]
@@ -68,7 +68,7 @@ def test_ruled_lines_are_erased_and_a_stroke_crossing_them_kept():
 
 def test_a_tall_one_filling_the_frame_is_not_taken_for_a_line():
     page = with_strokes(np.full((H, W), 230, np.float32), [(190, 20, 215, 280)])  # 87 % of the height
-    _, (left, top, right, bottom) = find_digit(page)
+    _, (left, top, right, bottom), _ = find_digit(page)
     assert (left, top, right, bottom) == (190, 20, 215, 280)
 
 
@@ -78,7 +78,7 @@ def test_the_digits_parts_are_kept_and_specks_away_from_it_dropped():
         np.full((H, W), 230, np.float32),
         [(150, 120, 160, 200), (150, 190, 220, 200), (150, 110, 215, 116), (20, 20, 23, 23), (380, 280, 383, 283)],
     )
-    _, box = find_digit(page)
+    _, box, _ = find_digit(page)
     assert box == (150, 110, 220, 200)
 
 
@@ -86,7 +86,7 @@ def test_the_sheets_edge_and_a_dark_desk_are_not_the_digit():
     page = np.full((H, W), 230, np.float32)
     page[:, :80] = 40  # the desk beside the sheet, from edge to edge
     page = with_strokes(page, [(250, 100, 262, 220)])
-    _, box = find_digit(page)
+    _, box, _ = find_digit(page)
     assert box == (250, 100, 262, 220)
 
 
@@ -102,7 +102,7 @@ def test_a_photo_of_a_digit_frames_like_mnist():
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     page = lit_page()
     page[100:200, 150:250] *= 1 - 0.85 * ink
-    crop, _ = find_digit(page)
+    crop, _, _ = find_digit(page)
     digit = fit_and_centre(crop).astype(np.float32)
     reference = fit_and_centre(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * 255).astype(np.float32)
     correlation = np.corrcoef(digit.ravel(), reference.ravel())[0, 1]
