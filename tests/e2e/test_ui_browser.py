@@ -67,22 +67,23 @@ def browser():
     driver.quit()
 
 
-def draw(browser, strokes: list[list[tuple[int, int]]]) -> None:
-    """Press, move through the points, release, for each stroke, as a mouse would."""
+def draw(browser, strokes: list[list[tuple[int, int]]], width: int = 280) -> None:
+    """Press, move through the points, release, for each stroke, as a mouse would (points in the pad's own
+    coordinates: 280x280, or `width`x280 for a number)."""
     pad = browser.find_element(By.ID, "pad")
-    size = pad.size  # CSS pixels; the pad's own coordinates are 280x280
+    size = pad.size  # CSS pixels
     for stroke in strokes:
         actions = ActionChains(browser, duration=10)
         x, y = stroke[0]
         actions.move_to_element_with_offset(
-            pad, x * size["width"] / 280 - size["width"] / 2, y * size["height"] / 280 - size["height"] / 2
+            pad, x * size["width"] / width - size["width"] / 2, y * size["height"] / 280 - size["height"] / 2
         )
         actions.click_and_hold()
         for x, y in stroke[1:]:
             for _ in range(4):  # several small moves, as a hand makes, not one jump
                 actions.move_by_offset(0, 0)
             actions.move_to_element_with_offset(
-                pad, x * size["width"] / 280 - size["width"] / 2, y * size["height"] / 280 - size["height"] / 2
+                pad, x * size["width"] / width - size["width"] / 2, y * size["height"] / 280 - size["height"] / 2
             )
         actions.release()
         actions.perform()
@@ -96,7 +97,7 @@ def shown_digit(browser, after: int) -> str:
     """The digit the page shows once its answer to the last request has come: `after` answers were shown before."""
     # Each stroke's end sends the drawing: the answer to the last one is the one that counts.
     WebDriverWait(browser, 15).until(
-        lambda d: answers(d) > after and d.find_element(By.ID, "confidence").text != "classifying…"
+        lambda d: answers(d) > after and d.find_element(By.ID, "confidence").text not in ("classifying…", "reading…")
     )
     return browser.find_element(By.ID, "digit").text
 
@@ -124,6 +125,51 @@ def test_drawn_digits_are_recognised(browser, page_url, strokes, digit):
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(seen.split(",", 1)[1]))))
     assert pixels.shape == (28, 28) and 20 < (pixels > 128).sum() < 400  # the stroke, framed as MNIST frames ink
     screenshot(browser, f"drawn-{digit}")  # an artefact for people to look at (reports/screenshots)
+
+
+def test_before_the_first_drawing_no_empty_image_is_shown(browser, page_url):
+    browser.get(page_url)
+    assert not browser.find_element(By.ID, "seen-figure").is_displayed()
+    assert not browser.find_element(By.ID, "seen").is_displayed()
+
+
+def shifted(strokes: list[list[tuple[int, int]]], dx: int) -> list[list[tuple[int, int]]]:
+    return [[(x + dx, y) for x, y in stroke] for stroke in strokes]
+
+
+def test_a_drawn_number_is_read_with_a_box_and_confidence_per_digit(browser, page_url):
+    browser.get(page_url)
+    browser.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="number"]').click()
+    assert browser.execute_script("return document.getElementById('pad').width") == 840
+    for stroke in [*ONE, *shifted(SEVEN, 280), *shifted(FOUR, 560)]:
+        before = answers(browser)
+        draw(browser, [stroke], width=840)
+        shown = shown_digit(browser, before)
+    assert shown == "174"
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#pad-frame .number-box")
+    assert [b.text.split(" ")[0] for b in boxes] == ["1", "7", "4"]
+    lefts = [b.location["x"] for b in boxes]
+    assert lefts == sorted(lefts)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#digits li img")) == 3
+    screenshot(browser, "drawn-number")
+    browser.find_element(By.ID, "clear").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, ".number-box")
+
+
+def test_an_uploaded_photo_of_a_number_is_read(browser, page_url, mnist_dir, tmp_path):
+    from harness.numbers import number_image, number_strip
+    from training.data import load_split
+
+    test = load_split("test", mnist_dir)
+    path = tmp_path / "number.jpg"
+    path.write_bytes(number_image(number_strip(test.images[:4], np.random.default_rng(0)), "plain", 0))
+    browser.get(page_url)
+    browser.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="number"]').click()
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert shown_digit(browser, 0) == "".join(map(str, test.labels[:4]))
+    WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#photo-frame .number-box")) == 4)
+    browser.execute_script("document.getElementById('photo-figure').scrollIntoView()")
+    screenshot(browser, "photo-of-a-number")
 
 
 def test_clear_resets_the_pad_and_the_answer(browser, page_url):
