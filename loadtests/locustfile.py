@@ -6,8 +6,9 @@
 
 Shapes (tags): `classify` one image per request (real MNIST PNGs, dark-on-light JPEGs, canvas strokes, large
 photos), `batch` 8 images per /classify_batch request, `pixels` 64 raw MNIST-format images per /classify_pixels
-request. The user classes' weights give the mix. A response counts as a success only if its status is 200 and
-its body is well-formed with the right digit for the image (the samples are real, labelled test digits).
+request, `read` one image of a written number per /read request (phone photos and canvas drawings). The user
+classes' weights give the mix. A response counts as a success only if its status is 200 and its body is
+well-formed with the right digit (or number) for the image (the samples are real, labelled test digits).
 
 With DIGITSERVE_USER_RATE=r each user sends r requests per second at most (locust's constant_throughput): the
 soak's steady load (loadtests/soak.py).
@@ -34,7 +35,8 @@ from urllib3 import encode_multipart_formdata
 
 SAMPLES = Path(__file__).with_name("samples")
 LABELS: dict = json.loads((SAMPLES / "labels.json").read_text())
-IMAGES = [(name, (SAMPLES / name).read_bytes(), label) for name, label in LABELS.items() if name != "pixels.bin"]
+IMAGES = [(name, (SAMPLES / name).read_bytes(), label) for name, label in LABELS.items() if isinstance(label, int)]
+NUMBERS = [(name, (SAMPLES / name).read_bytes(), label) for name, label in LABELS.items() if isinstance(label, str)]
 PIXELS = (SAMPLES / "pixels.bin").read_bytes()
 PIXEL_LABELS: list[int] = LABELS["pixels.bin"]
 PIXELS_PER_REQUEST = 64
@@ -131,3 +133,26 @@ class PixelsUser(DigitUser):
         headers = {"Content-Type": "application/octet-stream"}
         # The model's 99.6 % still leaves the odd wrong digit among 64: allow a few.
         self.checked("/classify_pixels", "/classify_pixels", labels, 0.05, data=body, headers=headers)
+
+
+class NumberUser(DigitUser):
+    """A photo or a drawing of a written number to /read: its digits must all come back, in order."""
+
+    weight = 2
+
+    @tag("read")
+    @task
+    def read(self) -> None:
+        name, data, number = random.choice(NUMBERS)
+        with self.client.post(
+            "/read", name="/read", catch_response=True, data=data, headers={"Content-Type": content_type(name)}
+        ) as response:
+            if response.status_code in (429, 503) and SHED_OK:
+                response.request_meta["name"] = "/read [shed]"
+                response.success()
+            elif response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+            elif (response.json() or {}).get("text") != number:
+                response.failure(f"read {response.json().get('text')!r}, not {number!r}")
+            else:
+                response.success()

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_smoke_run_meets_its_objectives(tmp_path):
-    command = [sys.executable, "loadtests/run.py", "--scenario", "smoke", "--users", "4", "--spawn-rate", "4"]
+    command = [sys.executable, "loadtests/run.py", "--scenario", "smoke", "--users", "5", "--spawn-rate", "5"]
     # Locust runs in its own process: it gevent-patches whatever imports it.
     done = subprocess.run(
         [*command, "--duration", "15s", "--out", str(tmp_path)],
@@ -30,7 +30,7 @@ def test_smoke_run_meets_its_objectives(tmp_path):
 
     with open(tmp_path / "smoke_stats.csv", newline="") as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
-    for name in ("/classify", "/classify_batch", "/classify_pixels"):
+    for name in ("/classify", "/classify_batch", "/classify_pixels", "/read"):
         assert int(rows[name]["Request Count"]) > 0, name
         assert int(rows[name]["Failure Count"]) == 0, name
     objectives = yaml.safe_load((ROOT / "loadtests" / "slo.yaml").read_text())["smoke"]
