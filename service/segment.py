@@ -86,7 +86,7 @@ class Candidates:
     bridged: list[int]  # for each, the gaps between its pieces (not overlapping, not cut) that it bridges
     pixels: np.ndarray  # uint8 [N, 28, 28]
     boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom) in the image
-    cuts: list[float]  # for each piece boundary 1..n-1: what using it costs (0: a gap; CUT_COST and up: a cut)
+    cuts: list[float | None]  # for each piece boundary 1..n-1: the strokes a cut there crosses (None: a gap)
     pieces: int
 
 
@@ -216,7 +216,7 @@ def find_candidates(gray: np.ndarray) -> Candidates:
             bridged.append(gaps if crop is not None else BLANK)
             images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
             found.append(box)
-    cuts = [CUT_COST + CROSS_COST * p.crossed if p.cut_before else 0.0 for p in pieces[1:]]
+    cuts = [p.crossed if p.cut_before else None for p in pieces[1:]]
     return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
 
 
@@ -294,8 +294,8 @@ def best_reading(candidates: Candidates, probabilities: np.ndarray) -> list[int]
         left, top, right, bottom = box
         aspect = (right - left) / max(1, bottom - top)
         value = score[index] - SQUAT_COST * max(0.0, aspect - SQUAT) - GAP_COST * candidates.bridged[index]
-        if last < n:
-            value -= candidates.cuts[last - 1]
+        if last < n and candidates.cuts[last - 1] is not None:
+            value -= CUT_COST + CROSS_COST * candidates.cuts[last - 1]
         if best[first] + value > best[last]:
             best[last], back[last] = best[first] + value, index
     chosen, at = [], n
