@@ -207,19 +207,21 @@ def classify_latency(url: str, body: bytes, count: int, content_type: str = "ima
 
 
 @contextmanager
-def photo_load(url: str, photos: list[bytes]) -> Iterator[list[int]]:
-    """One client per photo sending it to /classify back to back while the block runs; yields the list of the
-    digits answered so far (its length: photos served)."""
+def photo_load(url: str, photos: list[bytes], path: str = "/classify") -> Iterator[list]:
+    """One client per photo sending it to `path` (/classify, or /read for photos of numbers) back to back while
+    the block runs; yields the list of the answers so far (digits, or the numbers read; its length: photos
+    served)."""
     stop, answered, failed = threading.Event(), [], []
 
     def send(body: bytes) -> None:
         with httpx.Client(base_url=url, timeout=30) as client:
             while not stop.is_set():
-                response = client.post("/classify", content=body, headers={"content-type": "image/jpeg"})
+                response = client.post(path, content=body, headers={"content-type": "image/jpeg"})
                 if response.status_code != 200:
                     failed.append(response.status_code)
                     return
-                answered.append(response.json()["digit"])
+                answer = response.json()
+                answered.append(answer["text"] if path == "/read" else answer["digit"])
 
     senders = [threading.Thread(target=send, args=(body,), daemon=True) for body in photos]
     for sender in senders:
