@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from service.runtime import softmax
-from training.evaluate import split_logits
+from training.inference import split_logits
 
 BINS = 15
 

@@ -8,55 +8,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+from tqdm import tqdm
 
-from service.contract import (
-    INPUT,
-    OUTPUT,
-    card_path,
-    read_card,
-    read_normalisation,
-    read_temperature,
-    to_model_input,
-)
+from harness.report import write_section
+from service.contract import card_path, read_card, read_normalisation, read_temperature, to_model_input
 from training import data
+from training.calibration import errors_before_and_after
 from training.corruptions import CORRUPTIONS, corrupt
-from training.metrics import accuracy_report, format_report
-
-
-def cpu_session(model_path: str | Path) -> ort.InferenceSession:
-    """A plain session on the CPU: evaluation needs no cache or provider choice (service/runtime.py has those)."""
-    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-
-
-def run_logits(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """float32 [N, 1, 28, 28] -> logits [N, 10], in chunks to bound memory."""
-    return np.concatenate(
-        [session.run([OUTPUT], {INPUT: inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
-    )
-
-
-def split_logits(
-    model_path: Path, split: str, data_dir: str | None = None, scale: tuple[float, float] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model's logits for a whole MNIST split through ONNX Runtime, and the labels. `scale`: the (mean, std) of
-    its card unless given (the export evaluates a model before it writes the card)."""
-    mean, std = scale or read_normalisation(read_card(Path(model_path)))
-    images = data.load_split(split, data_dir)
-    return run_logits(cpu_session(model_path), to_model_input(images.images, mean, std)), images.labels
-
-
-def predict_test_set(
-    model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model's predicted digits for the 10,000 test images, and the true labels."""
-    logits, labels = split_logits(model_path, "test", data_dir, scale)
-    return logits.argmax(1), labels
-
-
-def evaluate(model_path: Path, data_dir: str | None = None, scale: tuple[float, float] | None = None) -> dict:
-    predictions, labels = predict_test_set(model_path, data_dir, scale)
-    return accuracy_report(labels, predictions)
+from training.inference import cpu_session, evaluate, run_logits, split_logits
+from training.metrics import format_report
+from training.plots import plot_corruptions, plot_reliability
 
 
 def corrupted_sets(
@@ -64,8 +25,6 @@ def corrupted_sets(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The test set (its first `images`; 0: all 10,000) under each corruption (uint8 [N, 28, 28] each, the same for
     the same seed), and its labels."""
-    from tqdm import tqdm
-
     test = data.load_split("test", data_dir)
     if images:
         test = data.Split(test.images[:images], test.labels[:images])
@@ -76,8 +35,6 @@ def corrupted_sets(
 def corruption_report(model_path: Path, sets: dict[str, np.ndarray], labels: np.ndarray) -> tuple[dict, np.ndarray]:
     """Accuracy per corruption, their mean and worst, and the expected calibration error over all of them before
     and after the card's temperature (training/calibration.py); and the logits of all of them, in order."""
-    from training.calibration import errors_before_and_after
-
     card = read_card(Path(model_path))
     mean, std = read_normalisation(card)
     temperature = read_temperature(card)
@@ -148,8 +105,6 @@ def main(args: argparse.Namespace) -> None:
     card_path(args.model).write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote the corruption figures into {card_path(args.model)}")
     if args.record:
-        from harness.report import write_section
-
         against = f", beside {args.baseline.name} (the model it replaced)" if args.baseline else ""
         table = format_corruptions(found, baseline, columns)
         section = (
@@ -158,8 +113,6 @@ def main(args: argparse.Namespace) -> None:
         )
         write_section(args.record, section, *RECORD, "### Corruptions", "# digitserve")
     if args.plots:
-        from training.plots import plot_corruptions, plot_reliability
-
         args.plots.mkdir(parents=True, exist_ok=True)
         legend = (args.model.name, args.baseline.name if args.baseline else None)
         plot_corruptions(found, baseline, *legend, args.plots / "corruptions.png")

@@ -19,7 +19,7 @@ from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to
 from training import data, soup
 from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
-from training.evaluate import cpu_session, evaluate, run_logits
+from training.inference import cpu_session, evaluate, run_logits
 from training.train import config_from_command, load_checkpoint
 from training.variants import VariantError, make_variant
 

@@ -11,6 +11,9 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from service.runtime import softmax
+from training.calibration import expected_calibration_error, reliability
+
 
 def plot_curves(history: list[dict], path: Path) -> None:
     steps = [h["step"] for h in history]
@@ -69,8 +72,6 @@ def plot_corruptions(report: dict, baseline: dict | None, name: str, baseline_na
 def plot_reliability(panels: dict[str, tuple[np.ndarray, np.ndarray]], temperature: float, path: Path) -> None:
     """One reliability diagram per (logits, labels) set: accuracy against confidence in 15 bins, before and after
     temperature scaling; the diagonal is perfect calibration."""
-    from service.runtime import softmax
-    from training.calibration import expected_calibration_error, reliability
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (title, (logits, labels)) in zip(axes[0], panels.items(), strict=True):

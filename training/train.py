@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -288,9 +290,6 @@ def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The network's weights from a training checkpoint or from an exported ONNX model (its initializers carry the
     state_dict's names: the exporter keeps them)."""
     if str(path).endswith(".onnx"):
-        import onnx
-        from onnx import numpy_helper
-
         names = MnistCNN(reference_init=False).state_dict().keys()
         found = {i.name: i for i in onnx.load(str(path)).graph.initializer}
         missing = [name for name in names if name not in found]

@@ -24,7 +24,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from service.contract import INPUT, VARIANTS, file_sha256, read_card, read_normalisation, to_model_input, variant_path
 from training import data
-from training.evaluate import predict_test_set
+from training.inference import predict_test_set
 from training.metrics import accuracy_report
 
 MAX_INT8_DROP = 0.001  # 0.1 percentage points of test accuracy

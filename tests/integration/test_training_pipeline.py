@@ -16,8 +16,8 @@ from training import data
 from training.__main__ import main
 from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
-from training.evaluate import evaluate, split_logits
 from training.export import ExportError, export, reproduce_commands
+from training.inference import evaluate, split_logits
 from training.train import TrainConfig, initial_weights, load_checkpoint, predict, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,7 @@ from service.contract import read_card, read_normalisation, to_model_input
 from tests.conftest import MODEL
 from training import variants
 from training.data import load_split
-from training.evaluate import evaluate
+from training.inference import evaluate
 
 pytestmark = pytest.mark.integration
 
