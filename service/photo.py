@@ -225,9 +225,7 @@ def select_digit_marks(
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right), others
 
 
-def find_digit(
-    gray: np.ndarray, close_crops: bool = False
-) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
     cropped to its box, that box (left, top, right, bottom) in `gray`'s pixels, and whether marks as large as a
     digit were left out. `close_crops`: raise FillsFrame where the image is a digit cut out close
