@@ -103,29 +103,35 @@ class Pipeline:
         return np.stack([d.pixels for d in found]), [list(d.box) for d in found], [d.several for d in found]
 
     async def count_digits(self, data: bytes) -> int:
-        """How many digits an image plainly holds: those of its reading (`read_number`) if every one of them is
-        SURE, else 1 (an image /classify should answer as one digit)."""
+        """How many digits an image plainly holds: those of its reading as a number if they stand apart (no cut
+        between any two: a wide digit cut in two can read as two sure halves) and every one is SURE; else 1 (an
+        image /classify answers as one digit)."""
         try:
-            reading = await self.read_number(data, record=False)
+            candidates, probabilities, chosen = await self.segmented(data)
         except ClientError:
             return 1
-        sure = all(d["confidence"] >= SURE for d in reading["digits"])
-        return len(reading["digits"]) if sure else 1
+        apart = all(candidates.cuts[candidates.spans[i][1] - 1] is None for i in chosen[:-1])
+        sure = bool((probabilities[chosen].max(axis=1) >= SURE).all())
+        return len(chosen) if apart and sure else 1
 
-    async def read_number(self, data: bytes, debug: bool = False, record: bool = True) -> dict:
-        """An image of a written number -> its reading (a dict shaped as responses.Reading): every candidate digit
-        (service/segment.py) read in one batch, with the other requests in flight, and the likeliest path."""
+    async def segmented(self, data: bytes) -> tuple[Candidates, np.ndarray, list[int]]:
+        """An image of a written number -> its candidate digits (service/segment.py), their probabilities (all
+        read in one batch, with the other requests in flight) and the candidates of the likeliest reading."""
         max_pixels = self.settings.max_pixels
         candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels), len(data))
         probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(candidates.pixels)))
-        chosen = best_reading(candidates, probabilities)
+        return candidates, probabilities, best_reading(candidates, probabilities)
+
+    async def read_number(self, data: bytes, debug: bool = False) -> dict:
+        """An image of a written number -> its reading (a dict shaped as responses.Reading), each digit counted on
+        /metrics."""
+        candidates, probabilities, chosen = await self.segmented(data)
         if len(chosen) > MAX_DIGITS:
             raise ClientError(
                 422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
             )
         digits, confidences = metrics.top(probabilities[chosen])
-        if record:  # on /metrics
-            metrics.record_predictions(digits, confidences)
+        metrics.record_predictions(digits, confidences)
         found = [
             {
                 "digit": digit,
