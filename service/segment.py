@@ -29,12 +29,11 @@ from service.photo import (
     NO_DIGIT,
     STRONG,
     WEAK,
-    FillsFrame,
+    line_like,
     measure_darkness,
     measure_marks,
     measure_stroke_darkness,
     remove_lines,
-    select_digit_marks,
 )
 from service.preprocess import INK_FRACTION, fit_and_centre, light_background, require_ink, to_gray
 
@@ -52,6 +51,7 @@ STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 SQUAT = 1.0  # a candidate digit wider than this many times its height pays...
 SQUAT_COST = 6.0  # ...this much log-probability per unit of aspect ratio beyond it
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
+THIN, FAR = 0.1, 1.5  # a piece thinner than this (line heights) and further than this from the rest is a stray line
 MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray
 
 
@@ -99,32 +99,44 @@ def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         ink = measure_darkness(gray)
         strokes = measure_stroke_darkness(ink)
         ink = remove_lines(ink, ink > WEAK * strokes)
-        try:
-            select_digit_marks(ink, strokes, close_crops=True)
-        except FillsFrame:  # the writing cut out close: its ground is even (service/preprocess.py to_mnist)
+        labels, boxes, mass, peak = find_marks(ink, WEAK * strokes)
+        surely = np.flatnonzero(peak > STRONG * strokes)
+        heaviest = surely[np.argmax(mass[surely])] if len(surely) else None
+        # The writing cut out close (as for one digit, service/preprocess.py to_mnist): its heaviest mark runs
+        # from edge to edge and is no ruled line. (A number may span the frame: that alone is no sign.)
+        if (
+            heaviest is not None
+            and edge_to_edge(boxes[heaviest], ink.shape)
+            and not line_like(boxes[heaviest], *ink.shape)
+        ):
             light, gray = False, 255 - gray
-    if light:
-        threshold = WEAK * strokes
-        edges_out = True
-    else:
+    if not light:
         ink = np.clip(gray - require_ink(gray), 0, None)
-        threshold = INK_FRACTION * float(ink.max())
-        edges_out = False
-    count, labels = cv2.connectedComponents((ink > threshold).view(np.uint8), connectivity=8)
-    if count == 1:
-        raise ClientError(422, NO_DIGIT)
-    boxes, mass, peak = measure_marks(labels, ink)
-    boxes = np.array(boxes)
-    height, width = ink.shape
+        labels, boxes, mass, peak = find_marks(ink, INK_FRACTION * float(ink.max()))
     keep = mass >= KEEP_MASS * mass.max()
     if light:
         keep &= peak > STRONG * strokes  # hysteresis, as for one digit
-    if edges_out:  # a mark from edge to edge is the sheet's edge or a line, not writing
-        keep &= ~(((boxes[:, 0] == 0) & (boxes[:, 2] == height)) | ((boxes[:, 1] == 0) & (boxes[:, 3] == width)))
+        # A mark from edge to edge is the sheet's edge or a line, not writing.
+        keep &= ~np.array([edge_to_edge(box, ink.shape) for box in boxes], bool)
     if not keep.any():
         raise ClientError(422, NO_DIGIT)
     level = float(np.percentile(ink[np.isin(labels, np.flatnonzero(keep) + 1)], 90)) or 1.0
     return np.clip(ink / level, 0, 1) * 255, labels, boxes, keep
+
+
+def find_marks(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The marks (8-connected) of ink above `threshold`: labels (0: none), boxes (top, left, bottom, right), mass
+    and darkest value, mark i being label i + 1; 422 where there are none."""
+    count, labels = cv2.connectedComponents((ink > threshold).view(np.uint8), connectivity=8)
+    if count == 1:
+        raise ClientError(422, NO_DIGIT)
+    boxes, mass, peak = measure_marks(labels, ink)
+    return labels, np.array(boxes), mass, peak
+
+
+def edge_to_edge(box, shape: tuple[int, int]) -> bool:
+    top, left, bottom, right = box
+    return (top == 0 and bottom == shape[0]) or (left == 0 and right == shape[1])
 
 
 def group_marks(boxes: np.ndarray, marks: list[int]) -> list[Piece]:
@@ -191,6 +203,7 @@ def find_candidates(gray: np.ndarray) -> Candidates:
     line = float(np.percentile(heights, 75))
     pieces = group_marks(boxes, marks)
     pieces = [p for p in pieces if piece_height(boxes, p) >= MIN_HEIGHT * line or len(pieces) == 1]
+    pieces = [p for n, p in enumerate(pieces) if not stray_line(pieces, n, line)]
     if not pieces:
         raise ClientError(422, NO_DIGIT)
     pieces = cut_wide_pieces(pieces, labels, ink, line)
@@ -218,6 +231,16 @@ def find_candidates(gray: np.ndarray) -> Candidates:
             found.append(box)
     cuts = [p.crossed if p.cut_before else None for p in pieces[1:]]
     return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
+
+
+def stray_line(pieces: list[Piece], n: int, line: float) -> bool:
+    """Whether piece `n` is what is left of a ruled or margin line beside the number rather than a digit: thinner
+    than any stroke of a digit the line's height and far from every other piece."""
+    piece = pieces[n]
+    if len(pieces) == 1 or piece.right - piece.left >= THIN * line:
+        return False
+    gaps = [max(other.left - piece.right, piece.left - other.right) for other in pieces if other is not piece]
+    return min(gaps) > FAR * line
 
 
 def piece_height(boxes: np.ndarray, piece: Piece) -> int:
