@@ -1,6 +1,6 @@
 """The README agrees with the code: its configuration table lists exactly the settings service/config.py reads, with
-the same defaults, and its install table names every package of each extra of pyproject.toml and of make bench-v2's
-environment."""
+the same defaults, its install table names every package of each extra of pyproject.toml and of make bench-v2's
+environment, and its layout names every module."""
 
 from __future__ import annotations
 
@@ -118,3 +118,12 @@ def test_the_variants_table_says_what_each_card_says(variant):
     changed_cell = "" if changed is None else (f"{changed} of {data['test_total']:,}" if changed else "0")
     row = f"| {variant} | {data['size_bytes'] / 1e6:.1f} MB | {percent(data['test_accuracy'])} | {changed_cell} |"
     assert row.replace("|  |", "| |") in readme, row
+
+
+@pytest.mark.parametrize("package", ["service", "training", "harness", "benchmarks", "loadtests"])
+def test_the_layout_names_every_module(package):
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    modules = [p.name for p in sorted((ROOT / package).glob("*.py")) if p.name != "__init__.py"]
+    assert [m for m in modules if m not in layout] == []
