@@ -158,11 +158,24 @@ def fills_frame(box: list[int], height: int, width: int) -> bool:
     return at_edge and (bottom - top >= FILL * height or right - left >= FILL * width)
 
 
+def edge_to_edge(box: list[int], shape: tuple[int, int]) -> bool:
+    """A mark's box (top, left, bottom, right) runs from one edge of the image to the other: a ruled line, a
+    margin line or the sheet's edge, not a digit's stroke."""
+    top, left, bottom, right = box
+    return (top == 0 and bottom == shape[0]) or (left == 0 and right == shape[1])
+
+
 def line_like(box: list[int], height: int, width: int) -> bool:
     """A mark's box (top, left, bottom, right) is as thin as a ruled or margin line across the image (a close-cut
     digit's strokes, even a "1"'s, are thicker)."""
     top, left, bottom, right = box
     return bottom - top < FILL_THIN * height or right - left < FILL_THIN * width
+
+
+def cut_out_close(box: list[int], shape: tuple[int, int]) -> bool:
+    """The heaviest mark's box says the image is writing cut out close, not a sheet: it runs edge to edge and is
+    no ruled or margin line."""
+    return edge_to_edge(box, shape) and not line_like(box, *shape)
 
 
 class FillsFrame(Exception):
@@ -184,16 +197,12 @@ def select_digit_marks(
     surely = peak > STRONG * strokes  # hysteresis: marks with a pixel above the strong threshold
     height, width = ink.shape
 
-    def edge_to_edge(i: int) -> bool:  # a ruled line, a margin line or the sheet's edge, not a digit's stroke
-        top, left, bottom, right = boxes[i]
-        return (top == 0 and bottom == height) or (left == 0 and right == width)
-
     # Heaviest first; a mark under KEEP_MASS of the heaviest is a speck and is never looked at.
     order = np.argsort(mass)[::-1]
     heaviest = next((i for i in order if surely[i]), None)
-    if close_crops and heaviest is not None and edge_to_edge(heaviest) and not line_like(boxes[heaviest], *ink.shape):
+    if close_crops and heaviest is not None and cut_out_close(boxes[heaviest], ink.shape):
         raise FillsFrame
-    candidates = [i for i in order if surely[i] and not edge_to_edge(i)]
+    candidates = [i for i in order if surely[i] and not edge_to_edge(boxes[i], ink.shape)]
     if not candidates:
         raise ClientError(422, NO_DIGIT)
     seed = candidates[0]

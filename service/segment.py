@@ -29,7 +29,8 @@ from service.photo import (
     NO_DIGIT,
     STRONG,
     WEAK,
-    line_like,
+    cut_out_close,
+    edge_to_edge,
     measure_darkness,
     measure_marks,
     measure_stroke_darkness,
@@ -104,11 +105,7 @@ def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         heaviest = surely[np.argmax(mass[surely])] if len(surely) else None
         # The writing cut out close (as for one digit, service/preprocess.py to_mnist): its heaviest mark runs
         # from edge to edge and is no ruled line. (A number may span the frame: that alone is no sign.)
-        if (
-            heaviest is not None
-            and edge_to_edge(boxes[heaviest], ink.shape)
-            and not line_like(boxes[heaviest], *ink.shape)
-        ):
+        if heaviest is not None and cut_out_close(boxes[heaviest], ink.shape):
             light, gray = False, 255 - gray
     if not light:
         ink = np.clip(gray - require_ink(gray), 0, None)
@@ -132,11 +129,6 @@ def find_marks(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
         raise ClientError(422, NO_DIGIT)
     boxes, mass, peak = measure_marks(labels, ink)
     return labels, np.array(boxes), mass, peak
-
-
-def edge_to_edge(box, shape: tuple[int, int]) -> bool:
-    top, left, bottom, right = box
-    return (top == 0 and bottom == shape[0]) or (left == 0 and right == shape[1])
 
 
 def group_marks(boxes: np.ndarray, marks: list[int]) -> list[Piece]:
