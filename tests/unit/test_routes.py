@@ -6,18 +6,17 @@ is then proved to be treated as one by requests through the middleware."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import _IncludedRouter
-from prometheus_client import REGISTRY
 from starlette.routing import Mount
 
 from service import routes
 from service.app import DigitService
 from service.config import Settings
 from service.middleware import RequestMiddleware
+from tests.unit.test_middleware import App, call, sample
 
 Served = list[tuple[str, frozenset[str]]]
 
@@ -103,38 +102,12 @@ def example(path: str) -> str:
     return path.replace("{model}", "digits").replace("{model_version}", "1")
 
 
-class Held:
-    """A stand-in app that answers once released: a request held in flight."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def __call__(self, scope, receive, send) -> None:
-        await self.release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-
-async def call(app, path: str, key: bytes | None) -> dict:
-    headers = [(b"authorization", b"Bearer " + key)] if key else []
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("127.0.0.1", 1)}
-    answer: dict = {}
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            answer["status"], answer["headers"] = message["status"], dict(message["headers"])
-        else:
-            answer["body"] = json.loads(message["body"])
-
-    await app(scope, receive, send)
-    return answer
-
-
 def count(label: str, status: int) -> float:
-    return REGISTRY.get_sample_value("digitserve_requests_total", {"endpoint": label, "status": str(status)}) or 0.0
+    return sample("digitserve_requests_total", endpoint=label, status=str(status))
+
+
+def key(value: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", b"Bearer " + value)]
 
 
 @pytest.mark.parametrize("route", routes.PREDICTIONS, ids=lambda route: route.path)
@@ -142,16 +115,17 @@ def test_each_prediction_route_needs_the_key_is_limited_metered_and_given_an_id(
     settings = Settings.from_env(
         {"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_API_KEY": "k", "DIGITSERVE_MAX_CONCURRENCY": "1"}
     )
-    held = Held()
+    held = App()  # tests/unit/test_middleware.py's stand-in: holds a prediction until released
+    held.release.clear()
     app = RequestMiddleware(held, settings)
     path = example(route.path)
     before = {status: count(route.label, status) for status in (200, 401, 429)}
 
     async def scenario() -> tuple[dict, dict, dict]:
-        refused = await call(app, path, None)
-        first = asyncio.create_task(call(app, path, b"k"))
+        refused = await call(app, path)
+        first = asyncio.create_task(call(app, path, key(b"k")))
         await asyncio.sleep(0.01)
-        crowded = await call(app, path, b"k")
+        crowded = await call(app, path, key(b"k"))
         held.release.set()
         return refused, crowded, await first
 
