@@ -65,8 +65,9 @@ class DigitUser(FastHttpUser):
     abstract = True
     wait_time = constant_throughput(USER_RATE) if USER_RATE else between(0.0, 0.05)
 
-    def checked(self, path: str, name: str, expected: list[int], wrong_allowed: float, **kwargs) -> None:
-        """POST and judge the answer: 200, well-formed, and at most `wrong_allowed` (a fraction) wrong digits."""
+    def posted(self, path: str, name: str, judge, **kwargs) -> None:
+        """POST and judge the answer: shed (429, 503) when that is expected, else a failure unless it is a 200
+        that `judge(body)` finds nothing wrong with (it returns what is wrong, or None)."""
         with self.client.post(path, name=name, catch_response=True, **kwargs) as response:
             if response.status_code in (429, 503) and SHED_OK:
                 response.request_meta["name"] = f"{name} [shed]"
@@ -76,19 +77,28 @@ class DigitUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
                 return
             try:
-                body = response.json()
-                results = body.get("results", [body])
-                digits = [r["digit"] for r in results]
-                well_formed = all(0 <= r["digit"] <= 9 and len(r["probabilities"]) == 10 for r in results)
-            except (ValueError, KeyError, TypeError) as exc:
-                response.failure(f"malformed body: {exc!r}")
-                return
-            if not well_formed or len(digits) != len(expected):
-                response.failure(f"malformed body: {len(digits)} results for {len(expected)} images")
-            elif sum(d != e for d, e in zip(digits, expected, strict=True)) > wrong_allowed * len(expected):
-                response.failure(f"wrong digits: {digits} for {expected}")
+                wrong = judge(response.json())
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                wrong = f"malformed body: {exc!r}"
+            if wrong:
+                response.failure(wrong)
             else:
                 response.success()
+
+    def checked(self, path: str, name: str, expected: list[int], wrong_allowed: float, **kwargs) -> None:
+        """POST and judge the answer: 200, well-formed, and at most `wrong_allowed` (a fraction) wrong digits."""
+
+        def judge(body: dict) -> str | None:
+            results = body.get("results", [body])
+            digits = [r["digit"] for r in results]
+            well_formed = all(0 <= r["digit"] <= 9 and len(r["probabilities"]) == 10 for r in results)
+            if not well_formed or len(digits) != len(expected):
+                return f"malformed body: {len(digits)} results for {len(expected)} images"
+            if sum(d != e for d, e in zip(digits, expected, strict=True)) > wrong_allowed * len(expected):
+                return f"wrong digits: {digits} for {expected}"
+            return None
+
+        self.posted(path, name, judge, **kwargs)
 
 
 class SingleImageUser(DigitUser):
@@ -144,15 +154,8 @@ class NumberUser(DigitUser):
     @task
     def read(self) -> None:
         name, data, number = random.choice(NUMBERS)
-        with self.client.post(
-            "/read", name="/read", catch_response=True, data=data, headers={"Content-Type": content_type(name)}
-        ) as response:
-            if response.status_code in (429, 503) and SHED_OK:
-                response.request_meta["name"] = "/read [shed]"
-                response.success()
-            elif response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
-            elif (response.json() or {}).get("text") != number:
-                response.failure(f"read {response.json().get('text')!r}, not {number!r}")
-            else:
-                response.success()
+
+        def judge(body: dict) -> str | None:
+            return None if body["text"] == number else f"read {body['text']!r}, not {number!r}"
+
+        self.posted("/read", "/read", judge, data=data, headers={"Content-Type": content_type(name)})
