@@ -133,11 +133,16 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
     raise ClientError(415, f"content type {kind or 'missing'!r}: send multipart/form-data or an image")
 
 
+def find_unsure(results: list[dict], asked: float | None, default: float) -> tuple[float, list[int]]:
+    """The threshold (the request's, else the service's) and the positions of the results below it."""
+    threshold = default if asked is None else asked
+    return threshold, [n for n, r in enumerate(results) if r["confidence"] < threshold]
+
+
 def refuse_unsure(results: list[dict], asked: float | None, default: float, single: bool = False) -> None:
     """422 "not confidently a digit" when a prediction's confidence is below the threshold (the request's, else
     the service's), with the probabilities so that nothing the model said is lost."""
-    threshold = default if asked is None else asked
-    unsure = [n for n, r in enumerate(results) if r["confidence"] < threshold]
+    threshold, unsure = find_unsure(results, asked, default)
     if not unsure:
         return
     if single:
@@ -246,8 +251,7 @@ async def read(request: Request) -> Response:
     with pipeline.batcher.request():
         data = await read_image(request, limits.max_bytes)
         reading = await pipeline.read_number(data, options.debug)
-    threshold = limits.min_confidence if options.min_confidence is None else options.min_confidence
-    unsure = [n for n, d in enumerate(reading["digits"]) if d["confidence"] < threshold]
+    threshold, unsure = find_unsure(reading["digits"], options.min_confidence, limits.min_confidence)
     if unsure:
         positions = ", ".join(map(str, unsure))
         details = {"not_confident": unsure, "min_confidence": threshold, "reading": reading}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -148,6 +148,4 @@ def read_digit(data: bytes, max_pixels: int) -> Digit:
     decoded = decode_image(data, max_pixels)
     digit = to_mnist(decoded.image)
     (sx, sy), (left, top, right, bottom) = decoded.scale, digit.box
-    return Digit(
-        digit.pixels, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)), digit.several
-    )
+    return replace(digit, box=(round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
