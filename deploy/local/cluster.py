@@ -53,8 +53,8 @@ class Cluster:
     """What runs: read from and written to runs/cluster/state.json, so that any command can act on it."""
 
     host: str
-    port: int  # HAProxy's frontend: the cluster's URL
-    stats_port: int  # HAProxy's stats page and Prometheus exporter
+    port: int  # HAProxy's frontend: the cluster's URL (0: a free one, chosen as HAProxy starts)
+    stats_port: int  # HAProxy's stats page and Prometheus exporter (0: likewise)
     prometheus_port: int  # 0: no Prometheus
     drain_seconds: float
     replicas: list[Replica] = field(default_factory=list)
@@ -121,6 +121,8 @@ class Cluster:
         """Until HAProxy reports each of `names` UP (or, with up=False, not UP); the seconds it took."""
         start = time.monotonic()
         while True:
+            if not alive(self.haproxy):
+                raise HAProxyExited(self.log_tail("haproxy.log"))
             states = self.server_states()
             if all((states.get(name, "").startswith("UP")) == up for name in names):
                 return time.monotonic() - start
@@ -128,7 +130,47 @@ class Cluster:
                 raise TimeoutError(f"HAProxy still reports {states} after {timeout} s")
             time.sleep(0.05)
 
+    def log_tail(self, log: str, lines: int = 20) -> str:
+        text = (self.folder / log).read_text(errors="replace").splitlines()
+        return f"its log, {self.folder / log}, ends:\n" + "\n".join(text[-lines:])
+
     # HAProxy -------------------------------------------------------------------------------------------------
+
+    def start_haproxy(self, attempts: int = 3) -> None:
+        """HAProxy in front of the replicas, once each one is UP in it. A port left as 0 is chosen now, not at
+        `new_cluster`: a free port chosen minutes before, while replicas start and open connections, can be taken
+        by then (CI, once: HAProxy exited and `wait_in_rotation` waited 30 s on a socket that never came). Such a
+        port is chosen again if HAProxy cannot bind it; a port the user gave is not."""
+        chosen = {"port": not self.port, "stats_port": not self.stats_port}
+        for attempt in range(attempts):
+            for name, free in chosen.items():
+                if free:
+                    setattr(self, name, free_port())
+            config = self.write_haproxy_config()
+            self.haproxy = self.spawn(["haproxy", "-db", "-f", str(config)], "haproxy.log")
+            self.save()
+            try:
+                self.wait_haproxy_answering()
+                self.wait_in_rotation({r.name for r in self.replicas})
+                return
+            except HAProxyExited as exited:
+                wait_gone(self.haproxy, 5)  # reaped
+                lost_a_port = "cannot bind" in str(exited) and any(chosen.values())
+                if not lost_a_port or attempt == attempts - 1:
+                    raise
+
+    def wait_haproxy_answering(self, timeout: float = 30) -> None:
+        """Until HAProxy answers on its runtime API: it binds every listener before, and exits if one fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not alive(self.haproxy):
+                raise HAProxyExited(self.log_tail("haproxy.log"))
+            with contextlib.suppress(OSError):
+                self.haproxy_command("show info")
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HAProxy not answering after {timeout} s; {self.log_tail('haproxy.log')}")
+            time.sleep(0.05)
 
     def write_haproxy_config(self) -> Path:
         servers = "\n".join(f"    server {r.name} {self.host}:{r.port} check" for r in self.replicas)
@@ -203,10 +245,7 @@ class Cluster:
         self.save()  # from here `stop` finds them, whatever fails next
         for replica in self.replicas:
             self.wait_ready(replica)
-        config = self.write_haproxy_config()
-        self.haproxy = self.spawn(["haproxy", "-db", "-f", str(config)], "haproxy.log")
-        self.save()
-        self.wait_in_rotation({r.name for r in self.replicas})
+        self.start_haproxy()
         if self.prometheus_port:
             shutil.rmtree(self.folder / "prometheus-data", ignore_errors=True)  # no series of an earlier cluster
             command = [
@@ -224,6 +263,10 @@ class Cluster:
         for pid in [self.prometheus, self.haproxy, *(r.pid for r in self.replicas)]:
             stop_group(pid)
         (self.folder / "state.json").unlink(missing_ok=True)
+
+
+class HAProxyExited(RuntimeError):
+    """HAProxy is not running: a bad config, or a port it cannot bind."""
 
 
 def ready(url: str) -> bool:
@@ -288,8 +331,8 @@ def new_cluster(replicas: int, port: int, prometheus_port: int, drain_seconds: f
     host = "127.0.0.1"
     return Cluster(
         host=host,
-        port=port or free_port(),
-        stats_port=free_port(),
+        port=port,
+        stats_port=0,
         prometheus_port=prometheus_port,
         drain_seconds=drain_seconds,
         replicas=[Replica(f"replica{n + 1}", free_port()) for n in range(replicas)],
