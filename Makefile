@@ -22,7 +22,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu loadtest bench-model bench-photos bench-plain bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
+	bento bento-gpu container container-gpu base-image container-check container-tools loadtest bench-model bench-photos bench-plain bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -144,11 +144,23 @@ bento: install  ## build the CPU Bento (service code + model, pinned packages) i
 bento-gpu: install  ## build the GPU Bento (onnxruntime-gpu with CUDA 13 and cuDNN wheels)
 	$(BIN)/bentoml build -f bentofile.gpu.yaml
 
-container: bento  ## the CPU container image digitserve:latest (needs a Docker engine)
-	$(BIN)/bentoml containerize digitserve:latest --image-tag digitserve:latest
+# Images with podman or Docker, whichever answers (deploy/container/: the Containerfile, the host settings podman
+# gets through CONTAINERS_CONF, the build and the check). No registry needed: the base image is made from Debian's
+# packages where none answers, and the wheels come from this machine's pip.
+container: install container-tools  ## the CPU image digitserve:latest (SAVE=1: also an OCI archive in runs/container/)
+	$(BIN)/python -m deploy.container.build --flavour cpu $(if $(SAVE),--save)
 
-container-gpu: bento-gpu  ## the GPU container image digitserve-gpu:latest (needs a Docker engine)
-	$(BIN)/bentoml containerize digitserve-gpu:latest --image-tag digitserve-gpu:latest
+container-gpu: install container-tools  ## the GPU image digitserve-gpu:latest (onnxruntime-gpu, CUDA 13 and cuDNN wheels)
+	$(BIN)/python -m deploy.container.build --flavour gpu $(if $(SAVE),--save)
+
+base-image: install container-tools  ## the images' base: python:3.11-slim from a registry, else made by debootstrap (once)
+	$(BIN)/python -m deploy.container.build --base-only
+
+container-check: install-dev container-tools  ## build and run the CPU image and check what it serves (GPU=1: the GPU image too)
+	$(BIN)/python -m deploy.container.check $(if $(GPU),--gpu)
+
+container-tools:  ## Debian's podman, runc and debootstrap for the container targets (as root or with sudo)
+	$(call debian,podman runc debootstrap,podman runc debootstrap,container-check will skip)
 
 # Replicas behind HAProxy, Prometheus scraping them (deploy/local/); runs/cluster/ holds their configs and logs.
 REPLICAS ?= 2
@@ -214,9 +226,11 @@ ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and t
 
 # The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
 # under load) run alone, after the others: a test beside them would skew them, or be starved by them.
-test: lint browser ops-tools install-fonts  ## lint, then the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2)
+# Then the CPU image is built, run and checked where podman or Docker can run it (else one line says why not).
+test: lint browser ops-tools install-fonts container-tools  ## lint, the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2), container-check
 	$(PYTEST) -m "not timing and not alone" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(PYTEST_ARGS)
+	$(BIN)/python -m deploy.container.check
 
 test-fast: install-dev  ## the tests not marked slow
 	$(PYTEST) -m "not slow and not timing and not alone" $(PYTEST_ARGS)

@@ -1,0 +1,204 @@
+"""`make container-check`: build the CPU image, run it as production would, and check what it serves.
+
+    python -m deploy.container.check             # build (layer cache kept), run, check, stop, remove
+    python -m deploy.container.check --gpu       # also build the GPU image and check CUDA is among its providers
+
+The container runs with a read-only root filesystem (a tmpfs on /tmp for BentoML's state), published on a port of
+this machine's loopback. Checked: `/readyz` within 60 s (the time is printed), the user (uid 1034, not root), the
+image's HEALTHCHECK, real MNIST test digits and a photo of the photo suite through `/classify`, the Open Inference
+Protocol route, `/metrics` counting them, and the drain on stop (`/readyz` 503 at once, exit code 0). The container
+is removed by its id whatever happens. Where no engine can run containers it prints one line saying why and exits 0
+(`make test` calls it: CI checks the images wherever it can).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+from deploy.container.build import build, step
+from deploy.container.engine import Engine, find_engine
+from harness.digits import as_png
+from harness.photos import photo
+from harness.server import free_port
+from training.data import load_split
+
+DIGITS = 200  # MNIST test digits sent to /classify (and 64 of them to the V2 route)
+USER = "1034"
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise CheckFailed(what)
+    step(f"ok: {what}")
+
+
+def wait_ready(url: str, engine: Engine, container: str, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if engine.run("inspect", "--format", "{{.State.Running}}", container) != "true":
+            raise CheckFailed(f"the container exited; its log:\n{engine.logs(container)[-3000:]}")
+        time.sleep(0.1)
+    raise CheckFailed(f"/readyz not 200 after {timeout} s; the log:\n{engine.logs(container)[-3000:]}")
+
+
+def healthy(engine: Engine, container: str, timeout: float = 40) -> bool:
+    """The image's HEALTHCHECK passes: run at once by podman; Docker runs it on its own interval."""
+    if engine.name == "podman":
+        return engine.ok("healthcheck", "run", container, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine.run("inspect", "--format", "{{.State.Health.Status}}", container) == "healthy":
+            return True
+        time.sleep(1)
+    return False
+
+
+def classify_digits(url: str) -> dict[str, Any]:
+    test = load_split("test")
+    images, labels = test.images[:DIGITS], test.labels[:DIGITS]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        answers = [
+            http.post("/classify", content=as_png(image), headers={"Content-Type": "image/png"}) for image in images
+        ]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+        right = sum(a.json()["digit"] == label for a, label in zip(answers, labels, strict=True))
+        body = {
+            "inputs": [
+                {"name": "pixels", "shape": [64, 28, 28], "datatype": "UINT8", "data": images[:64].ravel().tolist()}
+            ]
+        }
+        v2 = http.post("/v2/models/digits/infer", json=body)
+        v2_right = (
+            int((np.argmax(np.reshape(v2.json()["outputs"][0]["data"], (64, -1)), axis=-1) == labels[:64]).sum())
+            if v2.is_success
+            else -1
+        )
+        shot = http.post(
+            "/classify", content=photo(test.images[0], "plain", seed=1), headers={"Content-Type": "image/jpeg"}
+        )
+        metrics = http.get("/metrics").text
+    return {
+        "right": right,
+        "v2_status": v2.status_code,
+        "v2_right": v2_right,
+        "photo": shot.json().get("digit") if shot.is_success else shot.text,
+        "photo_label": int(test.labels[0]),
+        "metrics": metrics,
+    }
+
+
+def drain(url: str, engine: Engine, container: str) -> dict[str, Any]:
+    """`stop` (SIGTERM, then SIGKILL after 30 s) while polling /readyz; what was seen and how long it took."""
+    seen: list[int] = []
+    stop = threading.Thread(target=engine.run, args=("stop", "-t", "30", container))
+    started = time.monotonic()
+    stop.start()
+    while stop.is_alive():
+        try:
+            seen.append(httpx.get(f"{url}/readyz", timeout=1).status_code)
+        except httpx.HTTPError:
+            seen.append(0)
+        time.sleep(0.1)
+    stop.join()
+    return {
+        "seconds": time.monotonic() - started,
+        "seen": seen,
+        "exit_code": int(engine.run("inspect", "--format", "{{.State.ExitCode}}", container)),
+        "log": engine.logs(container),
+    }
+
+
+def check_cpu(engine: Engine) -> dict[str, Any]:
+    image = build(engine, "cpu")
+    port = free_port()
+    options = ["run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:3000"]
+    if engine.name == "podman":
+        options += ["--health-interval", "disable"]  # podman times health checks with systemd; run by hand below
+    started = time.monotonic()
+    container = engine.run(*options, image)
+    url = f"http://127.0.0.1:{port}"
+    figures: dict[str, Any] = {
+        "image": image,
+        "size_mb": int(engine.run("image", "inspect", "--format", "{{.Size}}", image)) / 1e6,
+    }
+    try:
+        wait_ready(url, engine, container)
+        figures["ready_s"] = time.monotonic() - started
+        step(f"ready {figures['ready_s']:.1f} s after `{engine.name} run`")
+        expect(engine.run("exec", container, "id", "-u") == USER, f"runs as uid {USER}, not root")
+        read_only = engine.run("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container)
+        expect(
+            read_only == "true" and not engine.ok("exec", container, "touch", "/home/bentoml/x"),
+            "root filesystem read-only",
+        )
+        expect(healthy(engine, container), "HEALTHCHECK passes")
+        served = classify_digits(url)
+        expect(served["right"] >= 0.98 * DIGITS, f"/classify: {served['right']}/{DIGITS} MNIST test digits right")
+        expect(served["v2_status"] == 200 and served["v2_right"] >= 62, f"V2 infer: {served['v2_right']}/64 right")
+        expect(
+            served["photo"] == served["photo_label"], f"a photo of a {served['photo_label']}: read {served['photo']}"
+        )
+        counted = [
+            line
+            for line in served["metrics"].splitlines()
+            if line.startswith("digitserve_requests_total") and 'endpoint="/classify"' in line
+        ]
+        expect(bool(counted), "/metrics counts the /classify requests")
+        drained = drain(url, engine, container)
+        figures["stop_s"] = drained["seconds"]
+        expect(
+            drained["seen"][:1] == [503] or 503 in drained["seen"], "on SIGTERM /readyz answers 503 at once (draining)"
+        )
+        expect(
+            "SIGTERM: draining" in drained["log"] and drained["exit_code"] == 0,
+            f"drained and exited 0 in {drained['seconds']:.1f} s",
+        )
+    finally:
+        engine.run("rm", "--force", container, check=False)
+    return figures
+
+
+def check_gpu(engine: Engine) -> dict[str, Any]:
+    image = build(engine, "gpu")
+    code = "import onnxruntime as o; print(__import__('json').dumps(o.get_available_providers()))"
+    providers = json.loads(engine.run("run", "--rm", image, "python3", "-c", code).splitlines()[-1])
+    expect("CUDAExecutionProvider" in providers, f"GPU image: onnxruntime-gpu providers {providers}")
+    return {"image": image, "size_mb": int(engine.run("image", "inspect", "--format", "{{.Size}}", image)) / 1e6}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="also build the GPU image and check its providers")
+    args = parser.parse_args(argv)
+    engine, why = find_engine()
+    if engine is None:
+        print(f"container-check skipped: {why}")
+        return
+    try:
+        figures = [check_cpu(engine), *([check_gpu(engine)] if args.gpu else [])]
+    except CheckFailed as failed:
+        sys.exit(f"container-check FAILED: {failed}")
+    for f in figures:
+        extra = f", ready {f['ready_s']:.1f} s after run, stopped in {f['stop_s']:.1f} s" if "ready_s" in f else ""
+        print(f"container-check: {f['image']} {f['size_mb']:,.0f} MB{extra}")
+
+
+if __name__ == "__main__":
+    main()
