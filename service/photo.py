@@ -10,11 +10,11 @@ left, those that belong to the digit are kept: the heaviest one, and the ones ne
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from service.errors import ClientError
+from service.morphology import box_mean_3x3, column_opening, dilate, grey_closing, label_marks
 
 NO_DIGIT = "no digit found: the image has no ink that stands out from its background"
 MIN_DARKNESS = 0.18  # the digit's strokes must be at least this much darker than the paper under them (0-1)
@@ -23,8 +23,6 @@ KEEP_MASS = 0.03  # a mark this light relative to the digit's heaviest part is a
 REACH = 0.25  # a mark this close (fraction of the digit's size) to the digit belongs to it
 LINE_SPAN = 0.6  # a straight row or column of marks longer than this fraction of the image is a ruled line...
 LINE_THICKNESS = 0.02  # ...if it is no thicker than this fraction of the image (a stroke is thicker)
-cv2.setNumThreads(1)  # images of a few hundred pixels: threads cost more than they save, and other requests wait
-CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 FILL_THIN = 0.1  # a mark thinner than this fraction of the image across it is a line, not a close-cut digit
 FILL = 0.7  # a digit this large one way, touching the image's edge, was cut out close (a photographed one is smaller)
 OTHER_MASS, OTHER_HEIGHT = 0.25, 0.5  # a mark left out this heavy and tall (against the digit's) may be a digit
@@ -44,7 +42,7 @@ def estimate_paper_level(gray: np.ndarray) -> np.ndarray:
     # Extended past the border by odd reflection, which continues the light's slope: with a plain edge mode a
     # page that darkens towards its border would look like a valley there, and the closing would fill it.
     padded = np.pad(small, window, mode="reflect", reflect_type="odd")
-    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((window, window), np.uint8))
+    closed = grey_closing(padded, window)
     level = closed[window:-window, window:-window]
     return np.asarray(Image.fromarray(level, mode="F").resize((width, height), Image.Resampling.BILINEAR))
 
@@ -112,8 +110,7 @@ def remove_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
         thickness = int(widths[line_rows].max())
         on_line = widen(line_rows, thickness)[rows]  # its faint edges too
         ys, xs = ys[on_line], xs[on_line]
-        column = np.ones((2 * thickness + 3, 1), np.uint8)
-        opened = cv2.morphologyEx(np.ascontiguousarray(ink_t), cv2.MORPH_OPEN, column, borderType=cv2.BORDER_REPLICATE)
+        opened = column_opening(ink_t, 2 * thickness + 3)
         ink_t[ys, xs] = opened[ys, xs]
     return ink
 
@@ -121,7 +118,7 @@ def remove_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
 def measure_stroke_darkness(ink: np.ndarray) -> float:
     """How dark the digit's strokes are: the darkest 3x3 patch (lone noisy pixels do not count); 422 when even
     that is too faint to be ink."""
-    strokes = float(cv2.blur(ink, (3, 3)).max())
+    strokes = float(box_mean_3x3(ink).max())
     if strokes < MIN_DARKNESS:
         raise ClientError(422, NO_DIGIT)
     return strokes
@@ -190,7 +187,7 @@ def select_digit_marks(
     over that box, and whether marks as large as a digit were left out (the image may hold several digits).
     `close_crops`: raise FillsFrame where the heaviest mark runs edge to edge (and is no line), or where the
     digit's marks fill the frame."""
-    count, labels = cv2.connectedComponents((ink > WEAK * strokes).view(np.uint8), connectivity=4)
+    count, labels = label_marks(ink > WEAK * strokes, connectivity=4)
     if count == 1:  # background only (the lines taken out were all there was)
         raise ClientError(422, NO_DIGIT)
     boxes, mass, peak = measure_marks(labels, ink)
@@ -246,7 +243,7 @@ def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray,
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))
     # The strokes' cores full white, as in MNIST; their soft edges kept (a pixel around the marks).
-    mask = cv2.dilate(mask.view(np.uint8), CROSS).view(bool)
+    mask = dilate(mask, cross=True)
     return np.clip(ink / level, 0, 1) * 255 * mask, (left, top, right, bottom), others
 
 

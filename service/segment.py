@@ -19,11 +19,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
+from service.morphology import dilate, label_marks
 from service.photo import (
     KEEP_MASS,
     NO_DIGIT,
@@ -124,7 +124,7 @@ def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def find_marks(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The marks (8-connected) of ink above `threshold`: labels (0: none), boxes (top, left, bottom, right), mass
     and darkest value, mark i being label i + 1; 422 where there are none."""
-    count, labels = cv2.connectedComponents((ink > threshold).view(np.uint8), connectivity=8)
+    count, labels = label_marks(ink > threshold, connectivity=8)
     if count == 1:
         raise ClientError(422, NO_DIGIT)
     boxes, mass, peak = measure_marks(labels, ink)
@@ -290,7 +290,7 @@ def digit_image(run: list[Piece], labels: np.ndarray, ink: np.ndarray) -> tuple[
     if not len(rows):  # seams that left a piece no ink
         return None, (left, 0, right, 1)
     top, bottom = int(rows[0]), int(rows[-1]) + 1
-    mask = cv2.dilate(mask[top:bottom].view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)  # soft edges
+    mask = dilate(mask[top:bottom])  # soft edges
     cols = np.flatnonzero(mask.any(axis=0))
     crop = ink[top:bottom, left:right] * mask
     return crop[:, cols[0] : cols[-1] + 1], (left + int(cols[0]), top, left + int(cols[-1]) + 1, bottom)
