@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from deploy.container.engine import HERE, ROOT, RUNS, Engine, find_engine
+from deploy.wheelhouse import requirements
 
 REGISTRY_BASE = "docker.io/library/python:3.11-slim-bookworm"
 LOCAL_BASE = "localhost/digitserve-base:bookworm"
@@ -112,7 +113,11 @@ def bento(bentofile: str, name: str, into: Path) -> str:
 
 
 def wheels(flavour: str, into: Path) -> None:
-    """The pinned serving wheels for Python 3.11 on this machine's platform (kept between builds)."""
+    """The pinned serving wheels for Python 3.11 on this machine's platform (kept between builds, unless the
+    requirements changed: no wheel of an earlier pin is left to reach the image or the lock)."""
+    asked = into / "requirements.txt"
+    if asked.exists() and asked.read_text() != "\n".join(requirements(flavour)) + "\n":
+        shutil.rmtree(into)
     command = [sys.executable, str(ROOT / "deploy" / "wheelhouse.py"), "--flavour", flavour]
     command += ["--python-version", "3.11", "--out", str(into)]
     done = subprocess.run(command, capture_output=True, text=True)
