@@ -22,7 +22,7 @@ PORT ?= 3000
 
 
 .PHONY: help serve bench data install install-wheelhouse wheelhouse gpu-check install-train install-dev train export evaluate test test-fast lint format clean \
-	bento bento-gpu container container-gpu base-image container-check container-tools loadtest bench-model bench-photos bench-plain bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
+	bento bento-gpu container container-gpu base-image container-check container-tools bench-container loadtest bench-model bench-photos bench-plain bench-v2 corruptions bench-unsure bench-scaling ops-tools cluster cluster-stop rollout fuzz browser soak coverage
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -159,8 +159,12 @@ base-image: install container-tools  ## the images' base: python:3.11-slim from 
 container-check: install-dev container-tools  ## build and run the CPU image and check what it serves (GPU=1: the GPU image too)
 	$(BIN)/python -m deploy.container.check $(if $(GPU),--gpu)
 
-container-tools:  ## Debian's podman, runc and debootstrap for the container targets (as root or with sudo)
-	$(call debian,podman runc debootstrap,podman runc debootstrap,container-check will skip)
+bench-container: install-dev container-tools  ## the CPU image vs the same service outside it: start, requests/s (docs/containers.md)
+	$(call debian,wrk,wrk,bench-container needs it)
+	$(BIN)/python benchmarks/bench_container.py $(CONTAINER_ARGS)
+
+container-tools:  ## Debian's podman, runc, catatonit (a pod's pause process) and debootstrap (as root or with sudo)
+	$(call debian,podman runc catatonit debootstrap,podman runc catatonit debootstrap,container-check will skip)
 
 # Replicas behind HAProxy, Prometheus scraping them (deploy/local/); runs/cluster/ holds their configs and logs.
 REPLICAS ?= 2

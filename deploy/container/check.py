@@ -7,14 +7,18 @@ The container runs with a read-only root filesystem (a tmpfs on /tmp for BentoML
 this machine's loopback. Checked: `/readyz` within 60 s (the time is printed), the user (uid 1034, not root), the
 image's HEALTHCHECK, real MNIST test digits and a photo of the photo suite through `/classify`, the Open Inference
 Protocol route, `/metrics` counting them, and the drain on stop (`/readyz` 503 at once, exit code 0). The container
-is removed by its id whatever happens. Where no engine can run containers it prints one line saying why and exits 0
-(`make test` calls it: CI checks the images wherever it can).
+is removed by its id whatever happens. Then, with podman, the Kubernetes manifests against the image: the CPU
+overlay rendered by `kubectl kustomize` and played by `podman kube play`, ready by its own probes, a digit read,
+the manifest's user and read-only root in force, and `podman kube down`. Where no engine can run containers it
+prints one line saying why and exits 0 (`make test` calls it: CI checks the images wherever it can).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -22,9 +26,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import yaml
 
 from deploy.container.build import build, step
-from deploy.container.engine import Engine, find_engine
+from deploy.container.engine import ROOT, RUNS, Engine, find_engine
 from harness.digits import as_png
 from harness.photos import photo
 from harness.server import free_port
@@ -175,6 +180,72 @@ def check_cpu(engine: Engine) -> dict[str, Any]:
     return figures
 
 
+def played_manifest(image: str, port: int) -> str:
+    """The CPU overlay as `kubectl kustomize` renders it, as podman can play it: the Deployment at 1 replica
+    (podman publishes each replica's containerPort on the host: a second one would clash), its http port on
+    127.0.0.1:`port`, the image just built. Service, budget and autoscaler are Kubernetes' own: podman skips them."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "kubernetes" / "overlays" / "cpu")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    deployment["spec"]["replicas"] = 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["image"] = f"localhost/{image}"
+    (http,) = [p for p in container["ports"] if p["name"] == "http"]
+    http.update(hostPort=port, hostIP="127.0.0.1")
+    return yaml.safe_dump(deployment)
+
+
+def probe(url: str, spec: dict) -> float:
+    """The manifest's own httpGet probe, as the kubelet runs it: every periodSeconds until it passes, failing
+    after failureThreshold tries. podman 4.3 cannot run it itself (it turns an httpGet probe into a curl command,
+    the port's name into port 0, and the image has no curl). The seconds it took."""
+    started = time.monotonic()
+    for _ in range(spec.get("failureThreshold", 3)):
+        try:
+            if httpx.get(url + spec["httpGet"]["path"], timeout=spec.get("timeoutSeconds", 1)).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(spec.get("periodSeconds", 10))
+    raise CheckFailed(f"probe {spec['httpGet']['path']} failed {spec.get('failureThreshold', 3)} times")
+
+
+def check_kube(engine: Engine, image: str) -> dict[str, Any]:
+    """`podman kube play` of the CPU overlay: ready by its probes, a digit classified, taken down."""
+    if engine.name != "podman" or not shutil.which("kubectl"):
+        step("kube play skipped: it needs podman and kubectl (to render the kustomize overlay)")
+        return {}
+    port = free_port()
+    manifest = RUNS / "kube-play.yaml"
+    manifest.write_text(played_manifest(image, port))
+    url = f"http://127.0.0.1:{port}"
+    (container,) = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]["containers"]
+    started = time.monotonic()
+    engine.run("kube", "play", str(manifest))
+    try:
+        probe(url, container["startupProbe"])
+        ready = time.monotonic() - started
+        probe(url, container["readinessProbe"])
+        probe(url, container["livenessProbe"])
+        expect(True, f"kube play: the pod passed its startup, readiness and liveness probes {ready:.1f} s after play")
+        digit = load_split("test")
+        answer = httpx.post(f"{url}/classify", content=as_png(digit.images[0]), headers={"Content-Type": "image/png"})
+        expect(answer.status_code == 200 and answer.json()["digit"] == digit.labels[0], "kube play: a digit read")
+        inspected = engine.run("ps", "--filter", "label=app.kubernetes.io/name=digitserve", "--format", "{{.Names}}")
+        name = next(n for n in inspected.split() if not n.endswith("-infra"))
+        user = engine.run("inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}", name)
+        expect(user == "1034:1034 true", f"kube play: the manifest's user and read-only root ({user})")
+    finally:
+        engine.run("kube", "down", str(manifest), check=False)
+    left = engine.run("pod", "ps", "--filter", "name=digitserve", "--format", "{{.Name}}")
+    expect(not left, "kube down: no pod left")
+    return {"kube_ready_s": ready}
+
+
 def check_gpu(engine: Engine) -> dict[str, Any]:
     image = build(engine, "gpu")
     code = "import onnxruntime as o; print(__import__('json').dumps(o.get_available_providers()))"
@@ -192,11 +263,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"container-check skipped: {why}")
         return
     try:
-        figures = [check_cpu(engine), *([check_gpu(engine)] if args.gpu else [])]
+        cpu = check_cpu(engine)
+        cpu.update(check_kube(engine, cpu["image"]))
+        figures = [cpu, *([check_gpu(engine)] if args.gpu else [])]
     except CheckFailed as failed:
         sys.exit(f"container-check FAILED: {failed}")
     for f in figures:
         extra = f", ready {f['ready_s']:.1f} s after run, stopped in {f['stop_s']:.1f} s" if "ready_s" in f else ""
+        extra += f"; kube play ready in {f['kube_ready_s']:.1f} s" if "kube_ready_s" in f else ""
         print(f"container-check: {f['image']} {f['size_mb']:,.0f} MB{extra}")
 
 

@@ -1,0 +1,134 @@
+"""`make bench-container`: the CPU image against the same service outside it, on this machine, in one run.
+
+    python benchmarks/bench_container.py [--rounds 3] [--seconds 8] [--connections 8] [--starts 3]
+
+Both serve with 2 workers (the image's default and the Kubernetes pod's), one at a time: start to `/readyz`
+(`--starts` times each, the container from `podman run`, the service from `bentoml serve`), then `/classify` with
+a 28x28 PNG under wrk, taking turns (`--rounds` runs of each, the one not measured paused). Writes its section of
+docs/containers.md: the image sizes, the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.bench_http import Target, alternate
+from deploy.container.build import FLAVOURS, build
+from deploy.container.engine import ROOT, Engine, find_engine
+from harness.digits import as_png, sample_digits
+from harness.report import machine, write_section
+from harness.server import free_port, serving
+
+OUT = ROOT / "docs" / "containers.md"
+START, END = "<!-- bench_container:start -->", "<!-- bench_container:end -->"
+WORKERS = "2"
+
+
+def wait_ready(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url}/readyz not ready after {timeout} s")
+
+
+def container_start(engine: Engine, image: str) -> tuple[str, str, float]:
+    """`run` to ready: the container's id, its URL and the seconds it took."""
+    port = free_port()
+    started = time.monotonic()
+    options = ["run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:3000"]
+    options += ["-e", f"DIGITSERVE_WORKERS={WORKERS}"]
+    if engine.name == "podman":
+        options += ["--health-interval", "disable"]
+    container = engine.run(*options, image)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url)
+    return container, url, time.monotonic() - started
+
+
+def start_times(engine: Engine, image: str, starts: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"container": [], "outside": []}
+    for _ in range(starts):
+        container, _, seconds = container_start(engine, image)
+        engine.run("rm", "--force", container)
+        times["container"].append(seconds)
+        started = time.monotonic()
+        with serving({"DIGITSERVE_WORKERS": WORKERS}):
+            times["outside"].append(time.monotonic() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    engine, why = find_engine()
+    if engine is None:
+        raise SystemExit(f"no container engine: {why}")
+    image = build(engine, "cpu")
+    sizes = {}
+    for _, name, _ in FLAVOURS.values():
+        if engine.has_image(f"{name}:latest"):
+            sizes[name] = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest")) / 1e6
+    starts = start_times(engine, image, args.starts)
+    images, _ = sample_digits()
+    with tempfile.TemporaryDirectory() as scratch:
+        png = Path(scratch) / "digit.png"
+        png.write_bytes(as_png(images[0]))
+        container, url, _ = container_start(engine, image)
+        try:
+            pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", container))
+            with serving({"DIGITSERVE_WORKERS": WORKERS}) as outside:
+                targets = {
+                    "container": Target(f"{url}/classify", png, "image/png", pid),
+                    "outside": Target(f"{outside.url}/classify", png, "image/png", outside.process.pid),
+                }
+                results = alternate(targets, args.rounds, args.seconds, args.connections)
+        finally:
+            engine.run("rm", "--force", container, check=False)
+    ratio = results["container"]["rps"] / results["outside"]["rps"]
+    lines = [
+        START,
+        f"Machine: {machine()}; {engine.name} {engine.run('--version').split()[-1]}; {WORKERS} workers each.",
+        "",
+        "| | image size | start to `/readyz` (median of "
+        f"{args.starts}) | `/classify` 28×28 PNG, {args.connections} connections: requests/s (median of "
+        f"{args.rounds}) | p50 / p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("container", "outside"):
+        result = results[name]
+        size = f"{sizes.get('digitserve', 0):,.0f} MB" if name == "container" else "—"
+        lines.append(
+            f"| {name} | {size} | {statistics.median(starts[name]):.1f} s | {result['rps']:,.0f} "
+            f"({', '.join(f'{r:,.0f}' for r in result['rounds_rps'])}) | {result['p50_ms']:.1f} / "
+            f"{result['p99_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        f"In the container: **{ratio:.2f}×** the requests per second of the same service outside it.",
+    ]
+    if "digitserve-gpu" in sizes:
+        lines.append(f"GPU image (`make container-gpu`, built on this machine): {sizes['digitserve-gpu']:,.0f} MB.")
+    lines += ["", "Command: `make bench-container` (`python benchmarks/bench_container.py --help`).", END]
+    section = "\n".join(lines)
+    print(section)
+    write_section(args.out, section, START, END, "## Measured (`make bench-container`)", title="# Containers")
+
+
+if __name__ == "__main__":
+    main()
