@@ -4,8 +4,10 @@
 
 Both serve with 2 workers (the image's default and the Kubernetes pod's), one at a time: start to `/readyz`
 (`--starts` times each, the container from `podman run`, the service from `bentoml serve`), then `/classify` with
-a 28x28 PNG under wrk, taking turns (`--rounds` runs of each, the one not measured paused). Writes its section of
-docs/containers.md: the image sizes, the medians and their ratio.
+a 28x28 PNG under wrk, taking turns (`--rounds` runs of each, the ones not measured paused), each with the access
+log on (the default) and off: in a container every log line goes through a pipe to the engine's logger (podman's
+conmon, Kubernetes' container runtime), outside it to a file. Writes its section of docs/containers.md: the image
+sizes, the medians and the ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -42,12 +45,13 @@ def wait_ready(url: str, timeout: float = 90) -> None:
     raise TimeoutError(f"{url}/readyz not ready after {timeout} s")
 
 
-def container_start(engine: Engine, image: str) -> tuple[str, str, float]:
+def container_start(engine: Engine, image: str, env: dict[str, str] | None = None) -> tuple[str, str, float]:
     """`run` to ready: the container's id, its URL and the seconds it took."""
     port = free_port()
     started = time.monotonic()
     options = ["run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:3000"]
-    options += ["-e", f"DIGITSERVE_WORKERS={WORKERS}"]
+    for name, value in {"DIGITSERVE_WORKERS": WORKERS, **(env or {})}.items():
+        options += ["-e", f"{name}={value}"]
     if engine.name == "podman":
         options += ["--health-interval", "disable"]
     container = engine.run(*options, image)
@@ -86,42 +90,44 @@ def main() -> None:
             sizes[name] = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest")) / 1e6
     starts = start_times(engine, image, args.starts)
     images, _ = sample_digits()
-    with tempfile.TemporaryDirectory() as scratch:
+    quiet = {"DIGITSERVE_ACCESS_LOG": "false"}
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         png = Path(scratch) / "digit.png"
         png.write_bytes(as_png(images[0]))
-        container, url, _ = container_start(engine, image)
-        try:
+        targets = {}
+        for name, env in (("container", {}), ("container, no access log", quiet)):
+            container, url, _ = container_start(engine, image, env)
+            stack.callback(engine.run, "rm", "--force", container, check=False)
             pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", container))
-            with serving({"DIGITSERVE_WORKERS": WORKERS}) as outside:
-                targets = {
-                    "container": Target(f"{url}/classify", png, "image/png", pid),
-                    "outside": Target(f"{outside.url}/classify", png, "image/png", outside.process.pid),
-                }
-                results = alternate(targets, args.rounds, args.seconds, args.connections)
-        finally:
-            engine.run("rm", "--force", container, check=False)
-    ratio = results["container"]["rps"] / results["outside"]["rps"]
+            targets[name] = Target(f"{url}/classify", png, "image/png", pid)
+        for name, env in (("outside", {}), ("outside, no access log", quiet)):
+            outside = stack.enter_context(serving({"DIGITSERVE_WORKERS": WORKERS, **env}))
+            targets[name] = Target(f"{outside.url}/classify", png, "image/png", outside.process.pid)
+        results = alternate(targets, args.rounds, args.seconds, args.connections)
     lines = [
         START,
         f"Machine: {machine()}; {engine.name} {engine.run('--version').split()[-1]}; {WORKERS} workers each.",
         "",
-        "| | image size | start to `/readyz` (median of "
-        f"{args.starts}) | `/classify` 28×28 PNG, {args.connections} connections: requests/s (median of "
-        f"{args.rounds}) | p50 / p99 ms |",
+        f"| | image size | start to `/readyz` (median of {args.starts}) | `/classify` 28×28 PNG, "
+        f"{args.connections} connections: requests/s, median of {args.rounds} (each run) | p50 / p99 ms |",
         "|---|---|---|---|---|",
     ]
-    for name in ("container", "outside"):
-        result = results[name]
-        size = f"{sizes.get('digitserve', 0):,.0f} MB" if name == "container" else "—"
+    for name, result in results.items():
+        size = f"{sizes.get('digitserve', 0):,.0f} MB" if name == "container" else ""
+        start = f"{statistics.median(starts[name]):.1f} s" if name in starts else ""
+        each = ", ".join(f"{r:,.0f}" for r in result["rounds_rps"])
         lines.append(
-            f"| {name} | {size} | {statistics.median(starts[name]):.1f} s | {result['rps']:,.0f} "
-            f"({', '.join(f'{r:,.0f}' for r in result['rounds_rps'])}) | {result['p50_ms']:.1f} / "
+            f"| {name} | {size} | {start} | {result['rps']:,.0f} ({each}) | {result['p50_ms']:.1f} / "
             f"{result['p99_ms']:.1f} |"
         )
-    lines += [
-        "",
-        f"In the container: **{ratio:.2f}×** the requests per second of the same service outside it.",
-    ]
+    lines.append("")
+    for suffix in ("", ", no access log"):
+        inside, outside = results[f"container{suffix}"], results[f"outside{suffix}"]
+        paired = [a / b for a, b in zip(inside["rounds_rps"], outside["rounds_rps"], strict=True)]
+        lines.append(
+            f"In the container{suffix or ', access log on (the default)'}: **{inside['rps'] / outside['rps']:.2f}×** "
+            f"the requests per second outside it (median of each round's ratio: {statistics.median(paired):.2f})."
+        )
     if "digitserve-gpu" in sizes:
         lines.append(f"GPU image (`make container-gpu`, built on this machine): {sizes['digitserve-gpu']:,.0f} MB.")
     lines += ["", "Command: `make bench-container` (`python benchmarks/bench_container.py --help`).", END]
