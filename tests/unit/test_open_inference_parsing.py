@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.errors import ClientError
-from service.open_inference import DTYPES, Model, Tensor, checked_input, read_inputs, requested_outputs, split_body
+from service.v2_codec import DTYPES, Model, Tensor, checked_input, read_inputs, requested_outputs, split_body
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 MODEL = Model("digits", "1", (Tensor("pixels", "UINT8", [-1, 28, 28]),), (Tensor("digit", "INT64", [-1]),))
