@@ -1,5 +1,5 @@
 """The per-request middleware in process, around a stand-in app: the concurrency limit (429), the API key (401),
-request ids, and the Prometheus request metrics each answer leaves behind."""
+request ids, and the Prometheus request metrics each answer leaves behind; and each of its concerns alone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
-from service import metrics, routes
+from service import lifecycle, metrics, routes
 from service.activity import MARGIN, Activity
 from service.config import Settings
-from service.middleware import RequestMiddleware
+from service.middleware import ConnectionPolicy, Gate, RequestMiddleware, RequestRecord
 
 
 def settings(**env: str) -> Settings:
@@ -189,3 +189,41 @@ def test_the_apis_prediction_routes_go_to_it_straight_and_the_rest_through_bento
         return api.seen, stack.seen
 
     assert asyncio.run(scenario()) == (4, 4)
+
+
+# Each concern alone -----------------------------------------------------------------------------------------------
+
+
+def test_the_gate_refuses_a_wrong_key_before_counting_and_past_the_limit(tmp_path):
+    gate = Gate("s3cret", 1, Activity(None, 0))
+    right = {b"authorization": b"Bearer s3cret"}
+    assert gate.refusal({})[0] == 401 and gate.refusal({b"authorization": b"Basic s3cret"})[0] == 401
+    assert gate.refusal(right) is None
+    gate.enter()
+    assert gate.refusal(right)[:2] == (429, "too many requests in flight; retry later")
+    assert gate.refusal({})[0] == 401  # no key: 401 whatever the load
+    gate.leave()
+    assert gate.refusal(right) is None and gate.in_flight == 0
+    assert Gate("", 1, Activity(None, 0)).refusal({}) is None  # no key set: open
+
+
+def test_the_connection_policy_closes_while_draining_and_when_crowded_after_predictions(tmp_path, monkeypatch):
+    alone = ConnectionPolicy(Activity(None, 0))
+    assert not alone.closes(("10.0.0.1", 1), predicting=True)
+    monkeypatch.setattr("service.middleware.draining", lambda: True)
+    assert alone.closes(("10.0.0.1", 1), predicting=False), "draining: every answer closes"
+    monkeypatch.setattr("service.middleware.draining", lambda: False)
+    crowded = ConnectionPolicy(Activity(tmp_path, 1))
+    Activity(tmp_path, 2)  # the other worker: no connections
+    for port in range(2 * MARGIN):
+        crowded.arrived(("10.0.0.1", port), predicting=True)
+    assert not crowded.closes(("10.0.0.1", 0), predicting=False), "a probe's answer never closes for crowding"
+    assert crowded.closes(("10.0.0.1", 0), predicting=True)
+    assert lifecycle.draining() is False
+
+
+def test_the_record_keeps_a_sane_request_id_and_replaces_any_other():
+    assert RequestRecord.request_id({b"x-request-id": b"abc-123"}) == "abc-123"
+    for bad in (b"", b"a b", b"x" * 129, "é".encode()):
+        made = RequestRecord.request_id({b"x-request-id": bad})
+        assert made != bad.decode("latin-1") and len(made) == 32
