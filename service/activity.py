@@ -32,7 +32,8 @@ WINDOW = 1.0  # seconds: a connection with no request for longer is no longer co
 # Crowded: this many connections over the workers' mean. A split within it is left alone: redoing it would cost
 # the clients new connections for little.
 MARGIN = 2
-LOOK_EVERY = 0.05  # seconds between looks at the other workers' rows (a look costs ~15 µs, a request ~2 ms)
+LOOK_EVERY = 0.05  # seconds between looks at the other workers' rows: far cheaper than a request (docs/benchmarks.md,
+# "Measured by hand")
 
 
 class Activity:

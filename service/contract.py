@@ -88,7 +88,8 @@ def input_table(mean: float, std: float) -> np.ndarray:
 
 def to_model_input(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
     """uint8 [N, 28, 28] (white ink on black) -> float32 [N, 1, 28, 28], the model's input. Bytes are looked up in
-    `input_table` (the same values): a 64-image request's input in 40 µs instead of 120 µs computed per pixel."""
+    `input_table` (the same values), a third of the time of computing them per pixel (docs/benchmarks.md,
+    "Measured by hand")."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:  # not bytes: no table covers it
         return pixel_values(pixels, mean, std)[:, None, :, :]

@@ -19,9 +19,10 @@ Array = simdjson.Array
 Object = simdjson.Object
 
 
-# One parser per thread, reused: a fresh one per body cost a 64-image request 0.65 ms more (its buffers are
-# allocated for the document's size). simdjson refuses to parse again while a view of the parser's last document is
-# alive; a body that comes meanwhile (from a request that overlaps one still holding views) gets a new parser.
+# One parser per thread, reused: a fresh one per body costs its buffers' allocation for the document's size, every
+# request (docs/benchmarks.md, "Measured by hand"). simdjson refuses to parse again while a view of the parser's
+# last document is alive; a body that comes meanwhile (from a request that overlaps one still holding views) gets
+# a new parser.
 _local = threading.local()
 
 

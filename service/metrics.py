@@ -85,8 +85,8 @@ BULK = 8  # values from which observe_all's numpy pays: fewer (/classify's one i
 
 def observe_all(histogram: Histogram, values: np.ndarray) -> None:
     """`histogram.observe(v)` for each of `values`, as one write per bucket reached and one to the sum rather than
-    two per value: 64 confidences cost ~120 µs one by one here, a fifth of a 64-image request's Python time in
-    the worker (docs/benchmarks.md, "Per-request overhead"). prometheus_client has no bulk update, so this reads
+    two per value: one by one, a 64-image request's confidences were a fifth of its Python time in the worker
+    (docs/benchmarks.md, "Measured by hand"). prometheus_client has no bulk update, so this reads
     its Histogram's internals (`_upper_bounds`, `_buckets`, `_sum`, each bucket counted on its own, `le`
     cumulated at collection); tests/unit/test_metrics.py checks it against `observe` one by one, so that an
     upgrade that changes them fails there, and without them this falls back to `observe`."""

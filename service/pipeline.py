@@ -64,9 +64,9 @@ class Pipeline:
 
     def infer_alone(self, inputs: np.ndarray) -> np.ndarray:
         """`infer` for a request alone in the worker: the idle cores share a one-image call if the other workers
-        are idle. Only one image: its matrix-vector products gain most (1.3 -> 0.46 ms here, 2 threads), and the
-        call is over before another worker is likely to need its core back; a 64-image call would hold both cores
-        for 15 ms, time enough for the other worker to take work and find its core taken."""
+        are idle. Only one image: its matrix-vector products gain most from a second thread, and the call is over
+        before another worker is likely to need its core back; a 64-image call would hold both cores long enough
+        for the other worker to take work and find its core taken (docs/benchmarks.md, "Measured by hand")."""
         return self.infer(inputs, alone=len(inputs) == 1 and self.activity.others_idle())
 
     async def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
