@@ -72,28 +72,12 @@ def start_times(engine: Engine, image: str, starts: int) -> dict[str, list[float
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--starts", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    engine, why = find_engine()
-    if engine is None:
-        raise SystemExit(f"no container engine: {why}")
-    image = build(engine, "cpu")
-    sizes = {}
-    for _, name, _ in FLAVOURS.values():
-        if engine.has_image(f"{name}:latest"):
-            sizes[name] = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest")) / 1e6
-    starts = start_times(engine, image, args.starts)
-    images, _ = sample_digits()
+def throughput(engine: Engine, image: str, args: argparse.Namespace) -> dict[str, dict]:
+    """wrk on /classify, in turns: the container and the service outside, each with the access log on and off."""
     quiet = {"DIGITSERVE_ACCESS_LOG": "false"}
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         png = Path(scratch) / "digit.png"
-        png.write_bytes(as_png(images[0]))
+        png.write_bytes(as_png(sample_digits()[0][0]))
         targets = {}
         for name, env in (("container", {}), ("container, no access log", quiet)):
             container, url, _ = container_start(engine, image, env)
@@ -103,7 +87,10 @@ def main() -> None:
         for name, env in (("outside", {}), ("outside, no access log", quiet)):
             outside = stack.enter_context(serving({"DIGITSERVE_WORKERS": WORKERS, **env}))
             targets[name] = Target(f"{outside.url}/classify", png, "image/png", outside.process.pid)
-        results = alternate(targets, args.rounds, args.seconds, args.connections)
+        return alternate(targets, args.rounds, args.seconds, args.connections)
+
+
+def report(engine: Engine, sizes: dict, starts: dict, results: dict, args: argparse.Namespace) -> str:
     lines = [
         START,
         f"Machine: {machine()}; {engine.name} {engine.run('--version').split()[-1]}; {WORKERS} workers each.",
@@ -131,7 +118,27 @@ def main() -> None:
     if "digitserve-gpu" in sizes:
         lines.append(f"GPU image (`make container-gpu`, built on this machine): {sizes['digitserve-gpu']:,.0f} MB.")
     lines += ["", "Command: `make bench-container` (`python benchmarks/bench_container.py --help`).", END]
-    section = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    engine, why = find_engine()
+    if engine is None:
+        raise SystemExit(f"no container engine: {why}")
+    image = build(engine, "cpu")
+    sizes = {}
+    for _, name, _ in FLAVOURS.values():
+        if engine.has_image(f"{name}:latest"):
+            sizes[name] = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest")) / 1e6
+    starts = start_times(engine, image, args.starts)
+    section = report(engine, sizes, starts, throughput(engine, image, args), args)
     print(section)
     write_section(args.out, section, START, END, "## Measured (`make bench-container`)", title="# Containers")
 

@@ -20,7 +20,8 @@ from training import data, soup
 from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
 from training.inference import cpu_session, evaluate, run_logits
-from training.train import config_from_command, load_checkpoint
+from training.network import load_checkpoint
+from training.train import config_from_command
 from training.variants import VariantError, make_variant
 
 OPSET = 18

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from training import data
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
+from training.network import hardware, load_checkpoint, logits_of, predict
 from training.plots import plot_confusion
-from training.train import first, hardware, load_checkpoint, logits_of, predict
+from training.train import first
 
 SOUP = "python -m training soup"  # how a card's `reproduce` line that makes a soup begins
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import shlex
 import time
 from collections.abc import Iterator
@@ -14,10 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -26,6 +22,7 @@ from training import data, outliers, printed
 from training.augment import RECIPES, SHAPE_ONLY, augment
 from training.metrics import accuracy_report, format_report
 from training.model import MnistCNN, count_parameters
+from training.network import hardware, initial_weights, pick_device, predict, to_unit_tensor
 from training.plots import plot_confusion, plot_curves
 
 PRINTED_PER_DIGIT = 8  # renderings of each digit per font: ~13,000 printed digits from Debian's fonts
@@ -52,40 +49,6 @@ class TrainConfig:
     train_subset: int = 0  # 0: all 55,000 training images; else the first N (quick runs and tests)
     eval_subset: int = 0  # 0: all validation and test images; else the first N of each (quick runs and tests)
     device: str = "auto"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def to_unit_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1]."""
-    return torch.tensor(images, device=device).float().div_(255).unsqueeze(1)  # copies: IDX arrays are read-only
-
-
-@torch.inference_mode()
-def logits_of(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> torch.Tensor:
-    model.eval()
-    return torch.cat(
-        [
-            model(standardise(to_unit_tensor(images[i : i + batch], device), data.MEAN, data.STD))
-            for i in range(0, len(images), batch)
-        ]
-    )
-
-
-def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000) -> np.ndarray:
-    return logits_of(model, images, device, batch).argmax(1).cpu().numpy()
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads ({os.cpu_count()} cores)"
-    )
 
 
 def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progress: bool = True) -> dict:
@@ -137,11 +100,20 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
                 torch.save({"state_dict": best["state"], "config": asdict(config)}, out_dir / "best_so_far.pt")
     seconds = time.perf_counter() - started
 
+    metrics = final_metrics(config, model, best, history, seconds, device, data_dir)
+    save_run(out_dir, best["state"], config, metrics)
+    return metrics
+
+
+def final_metrics(
+    config: TrainConfig, model: MnistCNN, best: dict, history: list, seconds: float, device: torch.device, data_dir
+) -> dict:
+    """The best weights, evaluated once on the test set, and what the run was: its metrics.json."""
     model.load_state_dict(best["state"])
     test = first(data.load_split("test", data_dir), config.eval_subset)
     report = accuracy_report(test.labels, predict(model, test.images, device))
     print(f"test set, weights of step {best['step']}: {format_report(report)}")
-    metrics = {
+    return {
         "config": asdict(config),
         "parameters": count_parameters(model),
         "best_step": best["step"],
@@ -153,8 +125,6 @@ def train(config: TrainConfig, out_dir: Path, data_dir: str | None = None, progr
         "hardware": hardware(device),
         "torch_version": str(torch.__version__),
     }
-    save_run(out_dir, best["state"], config, metrics)
-    return metrics
 
 
 def first(split: data.Split, count: int) -> data.Split:
@@ -273,30 +243,6 @@ def save_run(out_dir: Path, state: dict, config: TrainConfig, metrics: dict) -> 
 
 def _without(d: dict, key: str) -> dict:
     return {k: v for k, v in d.items() if k != key}
-
-
-def load_checkpoint(path: str | Path) -> tuple[MnistCNN, dict]:
-    """The trained model (eval mode) and the checkpoint's config and metrics."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint["config"]
-    if isinstance(config.get("augment"), bool):  # checkpoints from before the recipes: --augment was a flag for affine
-        config["augment"] = "affine" if config["augment"] else "none"
-    model = MnistCNN(dropout=checkpoint["config"]["dropout"], reference_init=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
-
-
-def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network's weights from a training checkpoint or from an exported ONNX model (its initializers carry the
-    state_dict's names: the exporter keeps them)."""
-    if str(path).endswith(".onnx"):
-        names = MnistCNN(reference_init=False).state_dict().keys()
-        found = {i.name: i for i in onnx.load(str(path)).graph.initializer}
-        missing = [name for name in names if name not in found]
-        if missing:
-            raise ValueError(f"{path}: no weights named {', '.join(missing)} (not this network's export?)")
-        return {name: torch.from_numpy(numpy_helper.to_array(found[name]).copy()) for name in names}
-    return load_checkpoint(path)[1]["state_dict"]
 
 
 def config_from_command(line: str) -> tuple[dict, Path]:

@@ -18,7 +18,8 @@ from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
 from training.export import ExportError, export, reproduce_commands
 from training.inference import evaluate, split_logits
-from training.train import TrainConfig, initial_weights, load_checkpoint, predict, train
+from training.network import initial_weights, load_checkpoint, predict
+from training.train import TrainConfig, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

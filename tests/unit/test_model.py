@@ -36,7 +36,8 @@ def test_a_checkpoint_from_before_the_recipes_reproduces_with_its_recipe(tmp_pat
     from dataclasses import asdict
 
     from training.export import reproduce_commands
-    from training.train import TrainConfig, load_checkpoint
+    from training.network import load_checkpoint
+    from training.train import TrainConfig
 
     for flag, recipe in ((True, "affine"), (False, "none")):
         config = {**asdict(TrainConfig()), "augment": flag}
