@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.bench_http import Target, alternate
 from deploy.container.build import FLAVOURS, build
 from deploy.container.engine import ROOT, Engine, find_engine
 from harness.digits import as_png, sample_digits
+from harness.load import Target, alternate
 from harness.report import machine, write_section
 from harness.server import free_port, serving
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,13 +21,12 @@ import tempfile
 import threading
 import time
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from harness.digits import as_png
+from harness.load import COPY, Target, alternate, median_of, wrk
 from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, running_service, serving, started
@@ -38,93 +34,6 @@ from service.runtime import ModelRuntime
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
-
-LUA = Path(__file__).with_name("wrk_report.lua")
-
-
-def wrk(
-    url: str, body: Path, content_type: str, connections: int, seconds: int, headers: dict[str, str] | None = None
-) -> dict:
-    lines = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
-    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type, "HEADERS": lines}
-    out = subprocess.run(
-        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
-    result["rps"] = result["requests"] / result["seconds"]
-    return result
-
-
-def median_of(runs: list[dict]) -> dict:
-    """Each figure's median over the runs, and each run's requests/s (`rounds_rps`), to show how they spread."""
-    return {**{k: statistics.median(r[k] for r in runs) for k in runs[0]}, "rounds_rps": [r["rps"] for r in runs]}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and all its descendants so far, those that ended included (a worker
-    that a supervisor replaced mid-run: its time is in its parent's children_* once reaped)."""
-    total = 0.0
-    root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:  # gone meanwhile
-            pass
-    return total
-
-
-@dataclass
-class Target:
-    url: str  # the full URL to POST to
-    body: Path
-    content_type: str
-    pid: int  # the server's top process: its tree's CPU time is charged to the requests
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-COPY = " #"  # "name #1": the second server of `name`; alternate() reports a name's servers together
-
-
-def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections: int) -> dict[str, dict]:
-    """`rounds` wrk runs of each target, taking turns; medians, with CPU microseconds per request. Targets named
-    `name #k` (copies of one server, started apart) are reported as `name`, over all their runs: a server started
-    once can run faster or slower than another of the same code for its whole life (measured: two of each of two
-    variants, 1 worker, 4 rounds: each pair's servers apart by up to 10%, the variants' order reversed from one
-    pair to the other), which a comparison of one server each would take for the code's doing."""
-    runs: dict[str, list[dict]] = {name: [] for name in targets}
-    try:
-        for round in range(rounds + 1):  # the first: warm-up
-            for name, target in targets.items():
-                only(target, targets.values())
-                before = cpu_seconds(target.pid)
-                length = seconds if round else 2
-                result = wrk(target.url, target.body, target.content_type, connections, length, target.headers)
-                result["cpu_us"] = (cpu_seconds(target.pid) - before) / max(result["requests"], 1) * 1e6
-                if round:
-                    runs[name].append(result)
-                    print(f"  {name}: {result['rps']:.0f} requests/s, {result['cpu_us']:.0f} µs CPU each", flush=True)
-    finally:
-        for target in targets.values():
-            os.killpg(target.pid, signal.SIGCONT)
-    grouped: dict[str, list[dict]] = {}
-    for name, results in runs.items():
-        grouped.setdefault(name.split(COPY)[0], []).extend(results)
-    return {name: median_of(results) for name, results in grouped.items()}
-
-
-def only(running: Target, targets) -> None:
-    """Pause every server but `running` (SIGSTOP to its process group): an idle server is not always idle
-    (measured here: LitServe's two idle workers poll their queues at 0.4 cores), and none may take CPU from the
-    one measured."""
-    for target in targets:
-        if target.pid != running.pid:
-            os.killpg(target.pid, signal.SIGSTOP)
-    os.killpg(running.pid, signal.SIGCONT)
 
 
 def baseline(port: int, workers: int) -> AbstractContextManager[subprocess.Popen]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_http import COPY, Target, alternate
+from harness.load import COPY, Target, alternate
 from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, serving, started
@@ -151,7 +151,7 @@ def perf_analyzer(url: str, model: str, concurrency: int, batch: int, data: Path
 
 
 def against_mlserver(model: str, bodies: dict, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """`args.copies` servers of each, in alternating rounds (bench_http.alternate pools a kind's servers' rounds:
+    """`args.copies` servers of each, in alternating rounds (harness.load.alternate pools a kind's servers' rounds:
     a server keeps its own speed for its whole life)."""
     targets = {}
     with ExitStack() as stack:

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_http import cpu_seconds, wrk
 from deploy.local.cluster import ROOT, Cluster, new_cluster
 from harness.digits import as_png
+from harness.load import cpu_seconds, wrk
 from harness.report import write_section
 from training.data import load_split
 

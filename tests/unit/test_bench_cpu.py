@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from benchmarks.bench_http import cpu_seconds
+from harness.load import cpu_seconds
 
 PARENT = """
 import subprocess, sys
