@@ -30,6 +30,7 @@ from harness.load import COPY, Target, alternate, median_of, wrk
 from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, running_service, serving, started
+from service.config import DEFAULT_MODEL
 from service.runtime import ModelRuntime
 from training.data import load_split
 
@@ -171,7 +172,7 @@ def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: 
     """What the service's workers could do without HTTP: one ONNX Runtime session (1 thread) per worker, all
     running at once (ONNX Runtime releases the GIL), as they do in the service; measured one at a time and
     multiplied, they would overstate it, since the sessions share the cores' caches and memory bandwidth."""
-    runtimes = [ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1) for _ in range(sessions)]
+    runtimes = [ModelRuntime(DEFAULT_MODEL, "cpu", threads=1) for _ in range(sessions)]
     inputs = runtimes[0].model_input(batch)
     counts = [0] * sessions
 
@@ -193,7 +194,7 @@ def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: 
 
 def batch_size_table(images: np.ndarray, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> list[str]:
     """Median time of one ONNX Runtime call (1 thread) per batch size: what the batcher's settings rest on."""
-    runtime = ModelRuntime(ROOT / "models" / "mnist_cnn.onnx", "cpu", threads=1)
+    runtime = ModelRuntime(DEFAULT_MODEL, "cpu", threads=1)
     rows = ["| images per call | ms per call | ms per image | images/s |", "|---:|---:|---:|---:|"]
     for size in sizes:
         inputs = runtime.model_input(images[:size])

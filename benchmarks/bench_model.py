@@ -26,11 +26,12 @@ from benchmarks.gpu_check import FLOPS_PER_IMAGE
 from benchmarks.gpu_check import timed as timed_calls
 from harness.report import write_section
 from harness.server import running_service
+from service.config import DEFAULT_MODEL
 from service.contract import VARIANTS, variant_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MODEL = ROOT / "models" / "mnist_cnn.onnx"
+MODEL = DEFAULT_MODEL
 START, END = "<!-- bench_model:start -->", "<!-- bench_model:end -->"
 
 

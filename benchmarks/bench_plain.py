@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from harness.plain import at_8x8, printed_digits, uci_digits
 from harness.report import machine, write_section
-from service.config import Settings
+from service.config import DEFAULT_MODEL, Settings
 from service.errors import ClientError
 from service.preprocess import read_digit
 from service.runtime import ModelRuntime
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=2000, help="MNIST test digits in the 8x8 control")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "mnist_cnn.onnx", help="an exported model")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an exported model")
     args = parser.parse_args()
 
     model = ModelRuntime(args.model)

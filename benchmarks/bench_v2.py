@@ -36,12 +36,13 @@ from harness.load import COPY, Target, alternate
 from harness.report import machine as report_machine
 from harness.report import write_section
 from harness.server import free_port, serving, started
+from service.config import DEFAULT_MODEL
 from service.contract import read_card, read_normalisation, to_model_input
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-bench-v2"
-MODEL = ROOT / "models" / "mnist_cnn.onnx"
+MODEL = DEFAULT_MODEL
 WORKERS, THREADS = 2, 1
 # perf_analyzer holds a fixed number of requests in flight and stops at the first error; at 64 connections of 64
 # images (4,096 images queued, about a second of work here) the service's own shedding (429 past 32 requests per

@@ -35,14 +35,15 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.report import write_section
-from service.contract import read_card, read_normalisation, to_model_input
-from service.runtime import CPU, CUDA
+from service.config import DEFAULT_MODEL
+from service.contract import read_card, read_normalisation, to_model_input, variant_path
+from service.runtime import CPU, CUDA, softmax
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MODEL = ROOT / "models" / "mnist_cnn.onnx"
-FP16 = ROOT / "models" / "mnist_cnn_fp16.onnx"
+MODEL = DEFAULT_MODEL
+FP16 = variant_path(DEFAULT_MODEL, "fp16")
 START, END = "<!-- gpu_check:start -->", "<!-- gpu_check:end -->"
 # Multiply-adds of the network, x2: conv1 28*28*32*25, conv2 14*14*64*25*32, fc1 3136*1024, fc2 1024*10.
 FLOPS_PER_IMAGE = 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 25 * 32 + 3136 * 1024 + 1024 * 10)
@@ -73,11 +74,6 @@ def node_providers(path: Path, provider: str, images: np.ndarray) -> Counter:
         if event.get("cat") == "Node" and "provider" in args:
             nodes[event["name"].removesuffix("_kernel_time")] = args["provider"]
     return Counter(nodes.values())
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def probabilities(sess: ort.InferenceSession, images: np.ndarray, batch: int = 1000) -> np.ndarray:
