@@ -2,9 +2,8 @@
 
 They replace OpenCV, whose wheel (155 MB installed, video codecs and a second OpenBLAS included) was a third of the
 serving image for five calls. Each one computes what its OpenCV counterpart did, border rules included
-(tests/unit/test_morphology.py compares them on random images), each in whole-array numpy passes: a wide sliding
-maximum or minimum by van Herk and Gil-Werman's method, a few passes whatever the window. They cost more than
-OpenCV's (docs/benchmarks.md, "Reading the photo figures"), but less than a millisecond in a photo's request.
+(tests/unit/test_morphology.py compares them on random images), each in whole-array numpy passes. They cost more
+than OpenCV's (docs/benchmarks.md, "Reading the photo figures").
 """
 
 from __future__ import annotations
@@ -22,24 +21,20 @@ def extreme(reduce: np.ufunc, dtype: np.dtype) -> float | int:
 
 def sliding(reduce: np.ufunc, image: np.ndarray, size: int, axis: int) -> np.ndarray:
     """reduce (np.maximum or np.minimum) over `size` neighbours along `axis`: output i covers input i ... i + size
-    - 1, so the output is size - 1 shorter along `axis` than `image`."""
-    # The filtered axis first: each step below is then one pass over whole rows, contiguous in memory.
-    moved = np.moveaxis(image, axis, 0)
-    length = moved.shape[0] - size + 1
-    if size <= 8:  # a short window: its shifted copies, one whole-array pass each
-        out = moved[:length].copy()
-        for shift in range(1, size):
-            reduce(out, moved[shift : shift + length], out=out)
-        return np.moveaxis(out, 0, axis)
-    # van Herk / Gil-Werman: blocks of `size`, running reductions forward and backward within each block; a window
-    # spans the end of one block's backward run and the start of the next one's forward run.
-    blocks = -(-moved.shape[0] // size)
-    padded = np.full((blocks * size, *moved.shape[1:]), extreme(reduce, image.dtype), dtype=image.dtype)
-    padded[: moved.shape[0]] = moved
-    runs = padded.reshape(blocks, size, -1)
-    forward = reduce.accumulate(runs, axis=1).reshape(padded.shape)
-    backward = reduce.accumulate(runs[:, ::-1], axis=1)[:, ::-1].reshape(padded.shape)
-    return np.moveaxis(reduce(backward[:length], forward[size - 1 : size - 1 + length]), 0, axis)
+    - 1, so the output is size - 1 shorter along `axis` than `image`. One whole-array pass per shift: at these
+    images' sizes (a few hundred pixels) and windows (3 to 25), faster in numpy than van Herk and Gil-Werman's
+    method, whose cost does not grow with the window (docs/benchmarks.md, "Measured by hand")."""
+    length = image.shape[axis] - size + 1
+
+    def shifted(start: int) -> np.ndarray:
+        cut = [slice(None)] * image.ndim
+        cut[axis] = slice(start, start + length)
+        return image[tuple(cut)]
+
+    out = shifted(0).copy()
+    for shift in range(1, size):
+        reduce(out, shifted(shift), out=out)
+    return out
 
 
 def grey_filter(reduce: np.ufunc, image: np.ndarray, height: int, width: int, edge: bool) -> np.ndarray:
