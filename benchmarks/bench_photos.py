@@ -108,6 +108,59 @@ def hop_and_decode(small: bytes, canvas: bytes, photo: bytes) -> list[str]:
     return rows
 
 
+def medium_photos(images: np.ndarray, count: int = 10) -> list[bytes]:
+    """`count` photos of test digits at 1280x960, for their latency."""
+    medium = []
+    for i in range(400):
+        data = photo_and_box(images[i], "plain", seed=i)[0]
+        if Image.open(io.BytesIO(data)).size == (1280, 960):
+            medium.append(data)
+        if len(medium) == count:
+            break
+    return medium
+
+
+def latencies(url: str, large: list[bytes], medium: list[bytes], small: bytes, requests: int) -> dict:
+    """Seconds per request: 12 MP photos as raw bodies and as uploads, 1280x960 photos, a 28x28 PNG idle and
+    while 4 clients send 12 MP photos (and how many photos those served meanwhile)."""
+    for body in large[:3] + medium[:3]:  # warm-up
+        classify_latency(url, body, 1, "image/jpeg")
+    timed: dict = {"twelve": [t for body in large for t in classify_latency(url, body, requests // 10, "image/jpeg")]}
+    timed["twelve_multipart"] = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for body in large:
+            for _ in range(requests // 10):
+                start = time.perf_counter()
+                client.post("/classify", files={"image": ("photo.jpg", body)}).raise_for_status()
+                timed["twelve_multipart"].append(time.perf_counter() - start)
+    timed["medium"] = [t for body in medium for t in classify_latency(url, body, requests // 10, "image/jpeg")]
+    timed["idle"] = classify_latency(url, small, 200)
+    with photo_load(url, large[:4]) as answered:
+        time.sleep(0.5)
+        timed["loaded"] = classify_latency(url, small, 200)
+        timed["photos_during"] = len(answered)
+    return timed
+
+
+def latency_table(timed: dict, large: list[bytes]) -> list[str]:
+    sizes = [len(b) / 1e6 for b in large]
+
+    def p90(times: list[float]) -> str:
+        return f"{np.percentile(times, 90) * 1000:.1f}"
+
+    return [
+        "| request (one worker, one client) | p50 ms | p90 ms |",
+        "|---|---:|---:|",
+        f"| 12 MP (4032×3024) JPEG, {min(sizes):.1f}–{max(sizes):.1f} MB, raw body "
+        f"| {ms(timed['twelve'])} | {p90(timed['twelve'])} |",
+        f"| the same, multipart upload | {ms(timed['twelve_multipart'])} | {p90(timed['twelve_multipart'])} |",
+        f"| 1280×960 JPEG | {ms(timed['medium'])} | {p90(timed['medium'])} |",
+        f"| 28×28 PNG, idle | {ms(timed['idle'])} | {p90(timed['idle'])} |",
+        f"| 28×28 PNG while 4 clients send 12 MP photos ({timed['photos_during']} photos meanwhile) "
+        f"| {ms(timed['loaded'])} | {p90(timed['loaded'])} |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--digits", type=int, default=1000, help="photos per condition for the accuracy table")
@@ -120,34 +173,13 @@ def main() -> None:
     images, labels = test.images[: args.digits], test.labels[: args.digits]
     print(f"making {args.digits} photos per condition ...", flush=True)
     sets = dict(accuracy_sets(images))
-    medium = []  # 1280x960 photos, for their latency
-    for i in range(400):
-        data = photo_and_box(test.images[i], "plain", seed=i)[0]
-        if Image.open(io.BytesIO(data)).size == (1280, 960):
-            medium.append(data)
-        if len(medium) == 10:
-            break
+    medium = medium_photos(test.images)
     small = as_png(images[0])
 
     with serving({"DIGITSERVE_WORKERS": "1"}) as server:
         url = server.url
         large = sets["photos: 12mp"][:10]
-        for body in large[:3] + medium[:3]:  # warm-up
-            classify_latency(url, body, 1, "image/jpeg")
-        twelve = [t for body in large for t in classify_latency(url, body, args.requests // 10, "image/jpeg")]
-        twelve_multipart = []
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for body in large:
-                for _ in range(args.requests // 10):
-                    start = time.perf_counter()
-                    client.post("/classify", files={"image": ("photo.jpg", body)}).raise_for_status()
-                    twelve_multipart.append(time.perf_counter() - start)
-        medium_times = [t for body in medium for t in classify_latency(url, body, args.requests // 10, "image/jpeg")]
-        idle = classify_latency(url, small, 200)
-        with photo_load(url, large[:4]) as answered:
-            time.sleep(0.5)
-            loaded = classify_latency(url, small, 200)
-            photos_during = len(answered)
+        timed = latencies(url, large, medium, small, args.requests)
         (worker,) = server.workers()
         growth, served = rss_growth_under(url, worker, [large[i % len(large)] for i in range(16)], 10)
         rows = ["| set | images | accuracy |", "|---|---:|---:|"]
@@ -155,19 +187,8 @@ def main() -> None:
             rows.append(f"| {name} | {len(bodies)} | {accuracy(url, bodies, labels) * 100:.2f} % |")
             print(rows[-1], flush=True)
 
-    sizes = [len(b) / 1e6 for b in large]
-    latency = [
-        "| request (one worker, one client) | p50 ms | p90 ms |",
-        "|---|---:|---:|",
-        f"| 12 MP (4032×3024) JPEG, {min(sizes):.1f}–{max(sizes):.1f} MB, raw body "
-        f"| {ms(twelve)} | {np.percentile(twelve, 90) * 1000:.1f} |",
-        f"| the same, multipart upload | {ms(twelve_multipart)} | {np.percentile(twelve_multipart, 90) * 1000:.1f} |",
-        f"| 1280×960 JPEG | {ms(medium_times)} | {np.percentile(medium_times, 90) * 1000:.1f} |",
-        f"| 28×28 PNG, idle | {ms(idle)} | {np.percentile(idle, 90) * 1000:.1f} |",
-        f"| 28×28 PNG while 4 clients send 12 MP photos ({photos_during} photos meanwhile) "
-        f"| {ms(loaded)} | {np.percentile(loaded, 90) * 1000:.1f} |",
-    ]
-    stall = statistics.median(loaded) / statistics.median(idle)
+    latency = latency_table(timed, large)
+    stall = statistics.median(timed["loaded"]) / statistics.median(timed["idle"])
     in_process = hop_and_decode(small, on_canvas(images[0]), medium[0])
     machine = report_machine()
     report = "\n".join(

@@ -31,7 +31,7 @@ from harness.numbers import RENDERINGS, number_set, number_strip
 from harness.photos import photo
 from harness.report import machine, write_section
 from harness.server import serving
-from training.data import load_split
+from training.data import Split, load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench_read:start -->", "<!-- bench_read:end -->"
@@ -111,6 +111,63 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def set_rows(reader: Reader, test: Split, numbers: int, has_tesseract: bool) -> list[str]:
+    """Each set of numbers read by the service (and by Tesseract, where installed): the table's rows."""
+    rows = [
+        "| set | numbers | whole numbers | digits | p50 ms | p99 ms | Tesseract 5: whole | digits |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in SETS:
+        count = max(10, numbers // 3) if name == "12mp" else numbers
+        touching = name == "touching"
+        items = number_set(test.images, test.labels, count, "canvas" if touching else name, touching)
+        truths = [t for _, t in items]
+        readings, seconds = [], []
+        for body, _ in tqdm(items, desc=name, unit="number"):
+            text, took = reader.read(body)
+            readings.append(text)
+            seconds.append(took)
+        whole, per_digit = scores(readings, truths)
+        theirs = "|"
+        if has_tesseract:
+            tess = [tesseract(body) for body, _ in tqdm(items, desc=f"{name}: tesseract", unit="number")]
+            t_whole, t_digits = scores(tess, truths)
+            theirs = f"{t_whole:.1%} | {t_digits:.1%}"
+        p99 = float(np.percentile(seconds, 99))
+        rows.append(
+            f"| {'touching (canvas)' if touching else name} | {count} | {whole:.1%} | {per_digit:.2%} | "
+            f"{ms(statistics.median(seconds))} | {ms(p99)} | {theirs} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def latency_rows(reader: Reader, test: Split) -> list[str]:
+    """The latency targets: one 6-digit number, photographed at 1280x960 and at 12 MP, sent again and again."""
+    rng = np.random.default_rng(7)
+    latency = []
+    for condition, size in (("plain", "1280×960"), ("12mp", "4032×3024")):
+        seed = next(s for s in range(100) if (condition == "12mp" or _size(s) == (1280, 960)))
+        body = photo(number_strip(test.images[:6], rng), condition, seed)
+        times = [reader.read(body)[1] for _ in range(30)]
+        latency.append(f"| {size} photo, 6 digits | {ms(statistics.median(times))} | {ms(max(times))} |")
+    return latency
+
+
+def agreement(reader: Reader, test: Split, singles: int) -> tuple[int, int]:
+    """One digit: does /read say what /classify says? (agreeing, photos)"""
+    agree = total = 0
+    for condition in ("plain", "shadowed", "ruled", "blue_ink", "12mp"):
+        count = singles // 3 if condition == "12mp" else singles
+        for n in tqdm(range(count), desc=f"one digit: {condition}", unit="photo"):
+            body = photo(test.images[n], condition, n)
+            read = reader.read(body)[0]
+            status, answer, _ = reader.post("/classify", body)
+            agree += status == 200 and read == str(answer["digit"])
+            total += 1
+    return agree, total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numbers", type=int, default=300, help="numbers per set (12 MP: a third as many)")
@@ -121,54 +178,11 @@ def main() -> None:
 
     test = load_split("test", args.data_dir)
     has_tesseract = shutil.which("tesseract") is not None
-    rows = [
-        "| set | numbers | whole numbers | digits | p50 ms | p99 ms | Tesseract 5: whole | digits |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
     with serving({"DIGITSERVE_WORKERS": "1", "DIGITSERVE_ACCESS_LOG": "false"}) as server:
         reader = Reader(server.url)
-        for name in SETS:
-            count = max(10, args.numbers // 3) if name == "12mp" else args.numbers
-            touching = name == "touching"
-            items = number_set(test.images, test.labels, count, "canvas" if touching else name, touching)
-            truths = [t for _, t in items]
-            readings, seconds = [], []
-            for body, _ in tqdm(items, desc=name, unit="number"):
-                text, took = reader.read(body)
-                readings.append(text)
-                seconds.append(took)
-            whole, per_digit = scores(readings, truths)
-            theirs = "|"
-            if has_tesseract:
-                tess = [tesseract(body) for body, _ in tqdm(items, desc=f"{name}: tesseract", unit="number")]
-                t_whole, t_digits = scores(tess, truths)
-                theirs = f"{t_whole:.1%} | {t_digits:.1%}"
-            p99 = float(np.percentile(seconds, 99))
-            rows.append(
-                f"| {'touching (canvas)' if touching else name} | {count} | {whole:.1%} | {per_digit:.2%} | "
-                f"{ms(statistics.median(seconds))} | {ms(p99)} | {theirs} |"
-            )
-            print(rows[-1], flush=True)
-
-        # Latency targets: one 6-digit number, photographed at 1280x960 and at 12 MP, sent again and again.
-        rng = np.random.default_rng(7)
-        latency = []
-        for condition, size in (("plain", "1280×960"), ("12mp", "4032×3024")):
-            seed = next(s for s in range(100) if (condition == "12mp" or _size(s) == (1280, 960)))
-            body = photo(number_strip(test.images[:6], rng), condition, seed)
-            times = [reader.read(body)[1] for _ in range(30)]
-            latency.append(f"| {size} photo, 6 digits | {ms(statistics.median(times))} | {ms(max(times))} |")
-
-        # One digit: does /read say what /classify says?
-        agree = total = 0
-        for condition in ("plain", "shadowed", "ruled", "blue_ink", "12mp"):
-            count = args.singles // 3 if condition == "12mp" else args.singles
-            for n in tqdm(range(count), desc=f"one digit: {condition}", unit="photo"):
-                body = photo(test.images[n], condition, n)
-                read = reader.read(body)[0]
-                status, answer, _ = reader.post("/classify", body)
-                agree += status == 200 and read == str(answer["digit"])
-                total += 1
+        rows = set_rows(reader, test, args.numbers, has_tesseract)
+        latency = latency_rows(reader, test)
+        agree, total = agreement(reader, test, args.singles)
 
     section = "\n".join(
         [
