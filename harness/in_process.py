@@ -1,10 +1,14 @@
-"""The API in this process: service/api.py with its middleware and pipeline, driven through httpx's ASGI transport,
-no server process. Most HTTP behaviour is tested this way; what only a real `bentoml serve` shows (workers,
-BentoML's own routes, drain, crashes, slow clients, the Bento) uses harness.server."""
+"""The service in this process, driven through httpx's ASGI transport, no server process: the API alone
+(service/api.py with its middleware and pipeline: `in_process`, settings of the test's choosing), or the whole of
+one worker as `bentoml serve` builds it (BentoML's app with its probes, /probabilities, OpenAPI document and
+/metrics, the API mounted in it, the request middleware: `service_in_process`). Most HTTP behaviour is tested this
+way; what only a real `bentoml serve` shows (workers, signals, drain, crashes, slow clients, the Bento, the real
+HTTP server) uses harness.server."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,6 +49,16 @@ class InProcessClient:
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.aclose())
+        # What the app left running on the loop (BentoML's batching dispatcher of /probabilities): cancelled and
+        # awaited, not destroyed pending with the loop.
+        left = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
+        for task in left:
+            task.cancel()
+
+        async def cancelled() -> None:
+            await asyncio.gather(*left, return_exceptions=True)
+
+        self.loop.run_until_complete(cancelled())
         self.loop.close()
 
 
@@ -59,3 +73,49 @@ def in_process(through_fastapi: bool = False, **env: str) -> Iterator[InProcessC
         yield client
     finally:
         client.close()
+
+
+class Lifespan:
+    """An ASGI app's lifespan, run by hand on `loop` (httpx's transport does not run it): BentoML builds the
+    service instance, and runs its on_startup hooks, there."""
+
+    def __init__(self, app, loop: asyncio.AbstractEventLoop) -> None:
+        self.app, self.loop = app, loop
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def event(self, kind: str) -> None:
+        await self.inbox.put({"type": f"lifespan.{kind}"})
+        answer = await asyncio.wait_for(self.outbox.get(), 120)
+        if answer["type"] != f"lifespan.{kind}.complete":
+            raise RuntimeError(f"lifespan {kind}: {answer}")
+
+    def start(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self.task = self.loop.create_task(self.app(scope, self.inbox.get, self.outbox.put))
+        self.loop.run_until_complete(self.event("startup"))
+
+    def stop(self) -> None:
+        self.loop.run_until_complete(self.event("shutdown"))
+        self.loop.run_until_complete(self.task)
+
+
+@contextmanager
+def service_in_process() -> Iterator[InProcessClient]:
+    """A client of one worker of the whole service (service/app.py's DigitService, BentoML's app around the API),
+    started by its lifespan in this process. Its settings are the environment's when service.app was imported."""
+    from service.app import DigitService  # at import it reads the settings and checks the model's card
+
+    thresholds = gc.get_threshold()
+    app = DigitService.to_asgi()
+    client = InProcessClient(app)
+    lifespan = Lifespan(app, client.loop)
+    lifespan.start()
+    try:
+        yield client
+    finally:
+        lifespan.stop()
+        client.close()
+        gc.unfreeze()  # the service's start-up froze this process's heap for a server's life, not a test's
+        gc.set_threshold(*thresholds)

@@ -1,4 +1,6 @@
-"""The real service over real HTTP (`bentoml serve` on a free port), with real MNIST test digits."""
+"""The real service over real HTTP (`bentoml serve` on a free port), with real MNIST test digits: its workers, what
+they share, BentoML's own client. BentoML's layer itself (probes, /probabilities' 400s, the OpenAPI document) is
+tested in process: test_bentoml_layer.py."""
 
 from __future__ import annotations
 
@@ -61,18 +63,6 @@ def test_real_workers_classify_concurrent_mnist_pngs(url, digits):
     images, labels = digits
     served = np.array(classify_all(url, [as_png(p) for p in images[:100]]))
     assert (served == labels[:100]).mean() >= 0.98
-
-
-def test_model_endpoint_and_probes(client):
-    info = client.get("/model").json()
-    card = json.loads(MODEL.with_suffix(".json").read_text())
-    assert info["sha256"] == card["sha256"] and info["version"] == card["version"]
-    assert info["provider"] == "CPUExecutionProvider"
-    assert info["input"]["shape"] == ["N", 1, 28, 28]
-    for probe in ("/livez", "/readyz"):
-        answer = client.get(probe)
-        # BentoML's own routes pass through the request middleware too (service/app.py wires it there).
-        assert answer.status_code == 200 and len(answer.headers["x-request-id"]) == 32
 
 
 def metric_sum(text: str, prefix: str) -> float:
@@ -275,32 +265,6 @@ def test_bentoml_typed_api_with_its_own_client(url, digits):
         probabilities = np.asarray(bento.probabilities(pixels=images[:20].reshape(20, 784).astype(np.float32)))
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95
-
-
-def test_bentoml_typed_api_counts_its_predictions(client, digits):
-    before = metric_sum(client.get("/metrics").text, "digitserve_predictions_total")
-    pixels = digits[0][:3].reshape(3, 784).tolist()
-    assert client.post("/probabilities", json={"pixels": pixels}).status_code == 200
-    assert metric_sum(client.get("/metrics").text, "digitserve_predictions_total") - before == 3
-
-
-@pytest.mark.parametrize(
-    "pixels",
-    [[[0] * 783], [[300] * 784], [[-1] * 784], [], "not pixels", [[0] * 784] * 65],
-    ids=["wrong-shape", "over-255", "negative", "empty", "text", "too-many"],
-)
-def test_bentoml_typed_api_refuses_bad_pixels_with_400(client, pixels):
-    response = client.post("/probabilities", json={"pixels": pixels})
-    assert response.status_code == 400, response.text
-    assert "error" in response.json()
-    assert client.post("/probabilities", json={"pixels": [[0] * 784]}).status_code == 200
-
-
-def test_openapi_lists_every_endpoint(client):
-    paths = client.get("/docs.json").json()["paths"]
-    for path in ("/classify", "/classify_batch", "/classify_pixels", "/probabilities", "/model"):
-        assert path in paths, path
-    assert "multipart/form-data" in paths["/classify"]["post"]["requestBody"]["content"]
 
 
 JSON = {"content-type": "application/json"}
