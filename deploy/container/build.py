@@ -142,6 +142,7 @@ def build(engine: Engine, flavour: str, save: bool = False) -> str:
         command += ["--format", "docker"]  # the OCI image format has no HEALTHCHECK
     step(f"{engine.name} build {name}:latest on {base} ...")
     subprocess.run(engine.command(*command, str(context)), env=engine.env, check=True)
+    forget_earlier_builds(engine, name, {"latest", tag.split(":")[1]})
     size = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest"))
     step(f"{name}:latest built in {time.monotonic() - started:.0f} s: {size / 1e6:,.0f} MB")
     if save:
@@ -153,6 +154,16 @@ def build(engine: Engine, flavour: str, save: bool = False) -> str:
             engine.run("save", "-o", str(archive), f"{name}:latest")
         step(f"saved: {archive} ({archive.stat().st_size / 1e6:,.0f} MB); load it elsewhere with `podman load -i`")
     return f"{name}:latest"
+
+
+def forget_earlier_builds(engine: Engine, name: str, keep: set[str]) -> None:
+    """Untag this image's earlier Bento-version tags (each build makes one): without that, every `make container`
+    left its image behind. The layers they alone held go with them; `name:latest` and this build's tag stay."""
+    listed = engine.run("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).splitlines()
+    for image in listed:
+        repository, _, version = image.rpartition(":")
+        if repository.rsplit("/", 1)[-1] == name and version not in keep | {"<none>"}:
+            engine.run("rmi", image, check=False)
 
 
 def main(argv: list[str] | None = None) -> None:
