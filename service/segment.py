@@ -202,6 +202,7 @@ def find_candidates(gray: np.ndarray) -> Candidates:
     if len(pieces) > MAX_PIECES * MAX_DIGITS:
         raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
     spans, bridged, images, found = [], [], [], []
+    own = [p.mask(labels, p.left, p.right) for p in pieces]  # each piece's pixels once, not once per run
     for first in range(len(pieces)):
         joined = gaps = 0  # gaps bridged: a run may bridge MAX_PIECES - 1 of them, and undo any number of cuts
         for last in range(first + 1, len(pieces) + 1):
@@ -216,7 +217,7 @@ def find_candidates(gray: np.ndarray) -> Candidates:
                     gaps += gap > 0
                 if max(p.right for p in run) - min(p.left for p in run) > MAX_WIDTH * line:
                     break
-            crop, box = digit_image(run, labels, ink)
+            crop, box = digit_image(run, own[first:last], ink)
             spans.append((first, last))
             bridged.append(gaps if crop is not None else BLANK)
             images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
@@ -280,12 +281,15 @@ def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, li
     return out
 
 
-def digit_image(run: list[Piece], labels: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray | None, tuple[int, ...]]:
-    """The ink of a run of pieces, cropped to it, and its box (left, top, right, bottom)."""
+def digit_image(
+    run: list[Piece], masks: list[np.ndarray], ink: np.ndarray
+) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    """The ink of a run of pieces (`masks`: each one's pixels over its own columns), cropped to it, and its box
+    (left, top, right, bottom)."""
     left, right = min(p.left for p in run), max(p.right for p in run)
-    mask = run[0].mask(labels, left, right)
-    for piece in run[1:]:
-        mask |= piece.mask(labels, left, right)
+    mask = np.zeros((ink.shape[0], right - left), bool)
+    for piece, own in zip(run, masks, strict=True):
+        mask[:, piece.left - left : piece.right - left] |= own
     rows = np.flatnonzero(mask.any(axis=1))
     if not len(rows):  # seams that left a piece no ink
         return None, (left, 0, right, 1)
