@@ -176,8 +176,11 @@ def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
     window = cost[:, low:high].astype(np.float64)
     total = window[0].copy()
     moves = np.zeros(window.shape, np.int8)
+    # From the column to the left, straight above, to the right; off the window's edges: never (inf, not
+    # overwritten). Filled in place row by row: one array for the whole seam.
+    options = np.full((3, window.shape[1]), np.inf)
     for row in range(1, len(window)):
-        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        options[0, 1:], options[1], options[2, :-1] = total[:-1], total, total[1:]
         moves[row] = options.argmin(axis=0) - 1
         total = window[row] + options.min(axis=0)
     path = np.empty(len(window), np.int64)
