@@ -19,45 +19,22 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
-
 from deploy.container.build import FLAVOURS, build
+from deploy.container.check import start_container
 from deploy.container.engine import ROOT, Engine, find_engine
 from harness.digits import as_png, sample_digits
 from harness.load import Target, alternate
 from harness.report import machine, write_section
-from harness.server import free_port, serving
+from harness.server import serving
 
 OUT = ROOT / "docs" / "containers.md"
 START, END = "<!-- bench_container:start -->", "<!-- bench_container:end -->"
 WORKERS = "2"
 
 
-def wait_ready(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout} s")
-
-
 def container_start(engine: Engine, image: str, env: dict[str, str] | None = None) -> tuple[str, str, float]:
-    """`run` to ready: the container's id, its URL and the seconds it took."""
-    port = free_port()
-    started = time.monotonic()
-    options = ["run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:3000"]
-    for name, value in {"DIGITSERVE_WORKERS": WORKERS, **(env or {})}.items():
-        options += ["-e", f"{name}={value}"]
-    if engine.name == "podman":
-        options += ["--health-interval", "disable"]
-    container = engine.run(*options, image)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
-    return container, url, time.monotonic() - started
+    """`run` to ready, with WORKERS workers: the container's id, its URL and the seconds it took."""
+    return start_container(engine, image, {"DIGITSERVE_WORKERS": WORKERS, **(env or {})})
 
 
 def start_times(engine: Engine, image: str, starts: int) -> dict[str, list[float]]:
@@ -136,7 +113,7 @@ def main() -> None:
     sizes = {}
     for _, name, _ in FLAVOURS.values():
         if engine.has_image(f"{name}:latest"):
-            sizes[name] = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest")) / 1e6
+            sizes[name] = engine.image_mb(f"{name}:latest")
     starts = start_times(engine, image, args.starts)
     section = report(engine, sizes, starts, throughput(engine, image, args), args)
     print(section)

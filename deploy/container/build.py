@@ -143,8 +143,7 @@ def build(engine: Engine, flavour: str, save: bool = False) -> str:
     step(f"{engine.name} build {name}:latest on {base} ...")
     subprocess.run(engine.command(*command, str(context)), env=engine.env, check=True)
     forget_earlier_builds(engine, name, {"latest", tag.split(":")[1]})
-    size = int(engine.run("image", "inspect", "--format", "{{.Size}}", f"{name}:latest"))
-    step(f"{name}:latest built in {time.monotonic() - started:.0f} s: {size / 1e6:,.0f} MB")
+    step(f"{name}:latest built in {time.monotonic() - started:.0f} s: {engine.image_mb(f'{name}:latest'):,.0f} MB")
     if save:
         archive = RUNS / f"{name}.oci.tar"
         archive.unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """The container engine that answers on this machine, podman or Docker, and how to call it.
 
 podman gets deploy/container/containers.conf through CONTAINERS_CONF (never the machine's own config): runc, cgroups
-without systemd, and container ulimits at or below the host's. Where this host's hard limit on open files is below
-the file's, a copy with the host's limit is written to runs/container/ and used instead.
+without systemd, and container ulimits at or below the host's. Where this host's hard limits (open files,
+processes) are below the file's, a copy with the host's limits is written to runs/container/ and used instead.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class Engine:
 
     def has_image(self, tag: str) -> bool:
         return self.ok("image", "inspect", tag)
+
+    def image_mb(self, tag: str) -> float:
+        """The image's size, uncompressed, in MB."""
+        return int(self.run("image", "inspect", "--format", "{{.Size}}", tag)) / 1e6
 
 
 LIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
