@@ -10,6 +10,7 @@ import pytest
 
 from harness.in_process import service_in_process
 from tests.conftest import MODEL
+from tests.integration.test_service_http import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -18,10 +19,6 @@ pytestmark = pytest.mark.integration
 def client():
     with service_in_process() as client:
         yield client
-
-
-def metric_sum(text: str, prefix: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def test_model_endpoint_and_probes(client):
