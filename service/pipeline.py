@@ -20,8 +20,9 @@ from service.batching import Batcher
 from service.config import Settings
 from service.errors import ClientError
 from service.preprocess import Digit, read_digit
+from service.reading import best_reading
 from service.runtime import ModelRuntime
-from service.segment import MAX_DIGITS, Candidates, best_reading, read_candidates
+from service.segment import MAX_DIGITS, Candidates, read_candidates
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
@@ -119,8 +120,9 @@ class Pipeline:
         read in one batch, with the other requests in flight) and the candidates of the likeliest reading."""
         max_pixels = self.settings.max_pixels
         candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels), len(data))
-        probabilities = self.runtime.confidences(await self.batcher(self.runtime.model_input(candidates.pixels)))
-        return candidates, probabilities, best_reading(candidates, probabilities)
+        logits = await self.batcher(self.runtime.model_input(candidates.pixels))
+        probabilities = self.runtime.confidences(logits)
+        return candidates, probabilities, best_reading(candidates, probabilities, logits)
 
     async def read_number(self, data: bytes, debug: bool = False) -> dict:
         """An image of a written number -> its reading (a dict shaped as responses.Reading), each digit counted on

@@ -6,12 +6,11 @@
 The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out;
 the bright part on a dark ground), and split into marks (connected components); specks and the sheet's edges are
 left out. Marks stacked one over another (a 5's flag, a dotted stroke) are one piece. A piece much wider than
-the line is tall holds touching digits: it is cut at the narrowest columns of its ink, each a candidate cut. Which
-pieces make a digit is then not guessed from shapes but decided by the classifier (recognition-based
-segmentation): every run of up to three neighbouring pieces that could be one digit is read, all in one batch,
-and the reading is the path of runs that maximises the digits' summed log-probabilities, less a cost for each
-cut used and for digits far wider than tall. A digit broken in two joins up because the whole is read more surely
-than its parts; two touching digits come apart because each reads surely and their union does not.
+the line is tall holds touching digits: it is cut along seams, paths of least ink from top to bottom started every
+tenth of the line's height, each a candidate cut. Which pieces make a digit is then not guessed from shapes but
+decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that could be one
+digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score highest
+together.
 """
 
 from __future__ import annotations
@@ -42,17 +41,16 @@ MAX_DIGITS = 32
 MAX_PIECES = 3  # a digit is made of at most this many pieces
 STACKED = 0.5  # marks overlapping by this much of the narrower one's width, side by side, are one piece
 JOIN_GAP = 0.2  # pieces further apart than this fraction of the line's height are different digits
-MAX_WIDTH = 2.0  # no digit is wider than this many line heights
+MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
+CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
 WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it
+STEP = 0.1  # try a cut every this many line heights...
+SAME = 0.04  # ...and keep one of seams that run within this many line heights of each other
 MIN_PART = 0.2  # a cut leaves at least this many line heights of the piece on either side
-CUT_COST = 0.5  # log-probability a path pays for each cut it uses (a cut is a guess, a gap is seen)...
-CROSS_COST = 1.5  # ...and for each stroke the cut crosses (touching digits meet in one at most)...
-GAP_COST = 1.0  # ...and for each gap it bridges between pieces that do not overlap (two digits, more often)
 STROKE = 0.12  # a stroke is about this fraction of the line's height wide
-SQUAT = 1.0  # a candidate digit wider than this many times its height pays...
-SQUAT_COST = 6.0  # ...this much log-probability per unit of aspect ratio beyond it
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
 THIN, FAR = 0.1, 1.5  # a piece thinner than this (line heights) and further than this from the rest is a stray line
+LINE_PX = 32  # touching digits in a line taller than twice this many pixels are cut at about this height
 MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray
 
 
@@ -148,24 +146,13 @@ def group_marks(boxes: np.ndarray, marks: list[int]) -> list[Piece]:
     return sorted(pieces, key=lambda p: (p.left + p.right) / 2)
 
 
-def cut_starts(profile: np.ndarray, line: float) -> list[int]:
-    """Where to try cutting a piece of touching digits: the columns of least ink (local minima of its
-    projection), at least MIN_PART of the line's height from its ends and from each other; a few more than digits
-    of normal width would need, the path chooses among them."""
-    width = len(profile)
+def cut_starts(width: int, line: float) -> list[int]:
+    """Where to start looking for cuts in a piece of touching digits: every STEP of the line's height, at least
+    MIN_PART of it from the piece's ends. Many starts, because the ink's projection has no clear minimum where
+    digits overlap or slant; seams from neighbouring starts that settle in the same valley are one cut
+    (`distinct_seams`), and the classifier chooses among what is left."""
     margin = max(1, round(MIN_PART * line))
-    if width <= 2 * margin:
-        return []
-    smooth = np.convolve(profile, np.ones(5) / 5, mode="same")
-    inner = np.arange(margin, width - margin)
-    wanted = max(1, round(width / (0.6 * line)))  # a digit is about 0.6 line heights wide
-    chosen: list[int] = []
-    for column in inner[np.argsort(smooth[inner], kind="stable")]:
-        if all(abs(column - c) >= margin for c in chosen):
-            chosen.append(int(column))
-            if len(chosen) == 2 * wanted:
-                break
-    return sorted(chosen)
+    return list(range(margin, width - margin + 1, max(1, round(STEP * line))))
 
 
 def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
@@ -201,32 +188,62 @@ def find_candidates(gray: np.ndarray) -> Candidates:
     pieces = [p for n, p in enumerate(pieces) if not stray_line(pieces, n, line)]
     if not pieces:
         raise ClientError(422, NO_DIGIT)
-    pieces = cut_wide_pieces(pieces, labels, ink, line)
     if len(pieces) > MAX_PIECES * MAX_DIGITS:
         raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
+    # Touching digits make many candidates: cut and read at a working size where there are (the same reading).
+    factor = int(line // LINE_PX) if any(p.right - p.left > WIDE * line for p in pieces) else 1
+    if factor >= 2:
+        ink, labels = shrink(ink, labels, factor)
+        line /= factor
+        for piece in pieces:
+            piece.left, piece.right = piece.left // factor, -(-piece.right // factor)
+    pieces = cut_wide_pieces(pieces, labels, ink, line)
     spans, bridged, images, found = [], [], [], []
     own = [p.mask(labels, p.left, p.right) for p in pieces]  # each piece's pixels once, not once per run
     for first in range(len(pieces)):
         joined = gaps = 0  # gaps bridged: a run may bridge MAX_PIECES - 1 of them, and undo any number of cuts
+        cut = False  # whether it undoes a cut
         for last in range(first + 1, len(pieces) + 1):
             run = pieces[first:last]
             if last - first > 1:
                 after = run[-1]
+                cut = cut or after.cut_before
                 if not after.cut_before:
                     joined += 1
                     gap = after.left - max(p.right for p in run[:-1])
                     if joined >= MAX_PIECES or gap > JOIN_GAP * line:
                         break
                     gaps += gap > 0
-                if max(p.right for p in run) - min(p.left for p in run) > MAX_WIDTH * line:
+                width = max(p.right for p in run) - min(p.left for p in run)
+                if width > MAX_WIDTH * line:
                     break
+                whole = not run[0].cut_before and (last == len(pieces) or not pieces[last].cut_before)
+                if cut and width > CUT_WIDTH * line and not whole:  # a wide piece is read whole, not in wide parts
+                    continue
             crop, box = digit_image(run, own[first:last], ink)
             spans.append((first, last))
             bridged.append(gaps if crop is not None else BLANK)
             images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
             found.append(box)
     cuts = [p.crossed if p.cut_before else None for p in pieces[1:]]
+    if factor >= 2:  # back to the image's pixels (the padded last block not past its edge)
+        height, width = gray.shape
+        found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
     return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
+
+
+def shrink(ink: np.ndarray, labels: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ink and its marks at 1/`factor` of the size: each block of factor x factor pixels becomes
+    one, its ink the mean (then brought back to full strength: thin strokes pale in the mean), its mark the
+    block's highest label."""
+    height, width = -(-ink.shape[0] // factor), -(-ink.shape[1] // factor)  # the last block padded with none
+    padding = ((0, height * factor - ink.shape[0]), (0, width * factor - ink.shape[1]))
+    blocks = (height, factor, width, factor)
+    small = np.pad(ink, padding).reshape(blocks).mean(axis=(1, 3))
+    labels = np.pad(labels, padding).reshape(blocks).max(axis=(1, 3))
+    level = float(np.percentile(small[labels > 0], 90)) if (labels > 0).any() else 255.0
+    small = np.clip(small * (255.0 / max(level, 1.0)), 0, 255)
+    return small, labels
 
 
 def stray_line(pieces: list[Piece], n: int, line: float) -> bool:
@@ -260,12 +277,12 @@ def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, li
         reach = max(1, round(MIN_PART * line / 2))
         stroke = 255.0 * max(1.0, line * STROKE)
         seams = []
-        for start in cut_starts(cost.sum(axis=0), line):
+        for start in cut_starts(piece.right - piece.left, line):
             path = seam(cost[top:bottom], start, reach)
             crossed = float(cost[top:bottom][np.arange(bottom - top), path].sum()) / stroke
             path += piece.left
             seams.append((np.concatenate([np.full(top, path[0]), path, np.full(height - bottom, path[-1])]), crossed))
-        seams.sort(key=lambda found: float(np.mean(found[0])))
+        seams = distinct_seams(seams, SAME * line)
         bounds = [(piece.lo, piece.crossed), *seams, (piece.hi, 0.0)]
         parts = []
         for n, ((lo, crossed), (hi, _)) in enumerate(itertools.pairwise(bounds)):
@@ -282,6 +299,19 @@ def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, li
             parts.pop(0)
         out += parts
     return out
+
+
+def distinct_seams(seams: list[tuple[np.ndarray, float]], within: float) -> list[tuple[np.ndarray, float]]:
+    """Seams (path, strokes crossed) left to right, one of each group that runs within `within` columns of
+    each other on average: the one crossing least ink."""
+    kept: list[tuple[np.ndarray, float]] = []
+    for path, crossed in sorted(seams, key=lambda found: float(np.mean(found[0]))):
+        if kept and float(np.mean(np.abs(path - kept[-1][0]))) <= within:
+            if crossed < kept[-1][1]:
+                kept[-1] = (path, crossed)
+            continue
+        kept.append((path, crossed))
+    return kept
 
 
 def digit_image(
@@ -301,31 +331,6 @@ def digit_image(
     cols = np.flatnonzero(mask.any(axis=0))
     crop = ink[top:bottom, left:right] * mask
     return crop[:, cols[0] : cols[-1] + 1], (left + int(cols[0]), top, left + int(cols[-1]) + 1, bottom)
-
-
-def best_reading(candidates: Candidates, probabilities: np.ndarray) -> list[int]:
-    """The candidates (indices) that make the likeliest reading, left to right: the path through the pieces that
-    maximises the chosen candidates' log-probabilities, less CUT_COST per cut used and SQUAT_COST for squat
-    ones."""
-    n = candidates.pieces
-    best = np.full(n + 1, -np.inf)
-    best[0] = 0.0
-    back = [-1] * (n + 1)
-    score = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
-    for index, ((first, last), box) in enumerate(zip(candidates.spans, candidates.boxes, strict=True)):
-        left, top, right, bottom = box
-        aspect = (right - left) / max(1, bottom - top)
-        value = score[index] - SQUAT_COST * max(0.0, aspect - SQUAT) - GAP_COST * candidates.bridged[index]
-        if last < n and candidates.cuts[last - 1] is not None:
-            value -= CUT_COST + CROSS_COST * candidates.cuts[last - 1]
-        if best[first] + value > best[last]:
-            best[last], back[last] = best[first] + value, index
-    chosen, at = [], n
-    while at > 0:
-        index = back[at]
-        chosen.append(index)
-        at = candidates.spans[index][0]
-    return chosen[::-1]
 
 
 def read_candidates(data: bytes, max_pixels: int) -> Candidates:

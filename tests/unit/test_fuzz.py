@@ -22,7 +22,8 @@ from service.decode import decode_image
 from service.errors import ClientError
 from service.pixels import parse_pixels
 from service.preprocess import read_digit
-from service.segment import best_reading, read_candidates
+from service.reading import best_reading
+from service.segment import read_candidates
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # Pillow's notes on the corrupt files we feed it
 
@@ -64,8 +65,9 @@ def read_as_number(data: bytes) -> str:
     width, height = Image.open(io.BytesIO(data)).size
     for left, top, right, bottom in candidates.boxes:
         assert 0 <= left < right <= width + 1 and 0 <= top < bottom <= height + 1, ((left, top, right, bottom), width)
-    probabilities = np.random.default_rng(count).dirichlet(np.ones(10), count)
-    chosen = best_reading(candidates, probabilities)
+    rng = np.random.default_rng(count)
+    probabilities = rng.dirichlet(np.ones(10), count)
+    chosen = best_reading(candidates, probabilities, rng.normal(0, 5, (count, 10)))
     assert chosen and candidates.spans[chosen[0]][0] == 0
     assert candidates.spans[chosen[-1]][1] == candidates.pieces
     return "digits"
