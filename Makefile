@@ -69,7 +69,7 @@ wheelhouse:  ## every wheel serving needs into wheelhouse/, and a lock (FLAVOUR=
 
 GPU_ARGS ?=
 gpu-check: install  ## prove and measure the CUDA path on a GPU host (docs/gpu.md); elsewhere a one-line skip
-	$(BIN)/python benchmarks/gpu_check.py $(GPU_ARGS)
+	$(BIN)/python gpu/check.py $(GPU_ARGS)
 install-train: $(VENV)/.installed-train  ## install training and export (torch 2.13 CPU)
 install-dev: $(VENV)/.installed-dev  ## install everything the tests need
 
@@ -90,12 +90,12 @@ corruptions: install-train  ## MODEL under the 15 MNIST-C corruptions (vs BASELI
 		$(if $(BASELINE),--baseline $(BASELINE))
 
 bench-unsure: install-dev  ## what min_confidence refuses: non-digit images vs MNIST test digits (README table)
-	$(BIN)/python benchmarks/bench_unsure.py
+	$(BIN)/python accuracy/bench_unsure.py
 
 bench: $(VENV)/.installed-bench  ## HTTP vs FastAPI and LitServe (needs wrk), then bench-photos; docs/benchmarks.md
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/bench_http.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/bench_photos.py
+	$(BIN)/python accuracy/bench_photos.py
 
 # MLServer and perf_analyzer get an environment of their own: MLServer pins what serving pins otherwise (uvloop
 # < 0.22), and perf_analyzer comes out of the tritonclient 2.40.0 wheel with a CUDA runtime library beside it.
@@ -117,15 +117,15 @@ bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_
 	$(BIN)/python benchmarks/bench_v2.py $(BENCH_ARGS)
 
 bench-photos: install-dev  ## phone photos: accuracy per condition, latency, memory, stalling; writes docs/benchmarks.md
-	$(BIN)/python benchmarks/bench_photos.py $(PHOTO_ARGS)
+	$(BIN)/python accuracy/bench_photos.py $(PHOTO_ARGS)
 
 READ_ARGS ?=
 bench-read: install-dev  ## POST /read on written numbers (photos, canvases, touching), beside Tesseract 5; docs/benchmarks.md
 	$(call debian,tesseract,tesseract-ocr,the Tesseract columns stay empty)
-	$(BIN)/python benchmarks/bench_read.py $(READ_ARGS)
+	$(BIN)/python accuracy/bench_read.py $(READ_ARGS)
 
 bench-plain: install-dev install-fonts  ## UCI digits cut close, an 8x8 MNIST control, printed digits per font; docs/benchmarks.md
-	$(BIN)/python benchmarks/bench_plain.py $(PLAIN_ARGS)
+	$(BIN)/python accuracy/bench_plain.py $(PLAIN_ARGS)
 
 # make loadtest [HOST=http://...] [USERS=20] [DURATION=60s] [WORKERS=0] [TAGS="classify pixels"] [SCENARIO=mix|overload]
 HOST ?=

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.gpu_check import FLOPS_PER_IMAGE
-from benchmarks.gpu_check import timed as timed_calls
 from harness.report import write_section
 from harness.server import running_service
+from harness.timing import FLOPS_PER_IMAGE
+from harness.timing import timed as timed_calls
 from service.config import DEFAULT_MODEL
 from service.contract import VARIANTS, variant_path
 

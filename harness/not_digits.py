@@ -1,4 +1,4 @@
-"""Images that are not digits, for measuring `min_confidence` (benchmarks/bench_unsure.py, tests): letters and
+"""Images that are not digits, for measuring `min_confidence` (accuracy/bench_unsure.py, tests): letters and
 symbols rendered in several fonts, drawn shapes, noise and textures, as PNG files the way a client would send
 them (dark ink on light paper, 112x112). Seeded: the same set every time.
 """

@@ -165,7 +165,7 @@ def photo_set(images: np.ndarray, condition: str, workers: int = 2) -> list[tupl
 
 
 def accuracy_sets(images: np.ndarray) -> Iterator[tuple[str, list[bytes]]]:
-    """(name, image files) of the sets accuracy is measured on (`make bench-photos`, benchmarks/compare_models.py):
+    """(name, image files) of the sets accuracy is measured on (`make bench-photos`, accuracy/compare_models.py):
     a photo of each of `images` under each condition, then the same digits as 28x28 PNGs, as dark ink on light
     paper and as canvas strokes. One set at a time: 2,000 12 MP photos are 4 GB."""
     for condition in CONDITIONS:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
     report = tmp_path / "gpu.md"
     done = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--quick", "--no-service", "--out", str(report)],
+        [sys.executable, "gpu/check.py", "--quick", "--no-service", "--out", str(report)],
         cwd=ROOT,
         env={**os.environ, "MNIST_DIR": str(mnist_dir)},
         capture_output=True,
@@ -31,7 +31,7 @@ def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
     text = report.read_text()
     assert "<!-- gpu_check:start -->" in text and "<!-- gpu_check:end -->" in text
     assert text.count("(pass:") == 2, text  # fp32 and fp16 parity, each judged
-    assert "1,000 MNIST test digits" in text and "Command: `python benchmarks/gpu_check.py --quick" in text
+    assert "1,000 MNIST test digits" in text and "Command: `python gpu/check.py --quick" in text
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert "all" in summary and "nodes on CUDA: True" in summary, summary
     else:

@@ -1,10 +1,10 @@
-"""benchmarks/compare_models.py's test of two models on the same images (McNemar's exact test)."""
+"""accuracy/compare_models.py's test of two models on the same images (McNemar's exact test)."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.compare_models import mcnemar_p
+from accuracy.compare_models import mcnemar_p
 
 
 @pytest.mark.parametrize(

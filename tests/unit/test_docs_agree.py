@@ -120,7 +120,7 @@ def test_the_variants_table_says_what_each_card_says(variant):
     assert row.replace("|  |", "| |") in readme, row
 
 
-@pytest.mark.parametrize("package", ["service", "training", "harness", "benchmarks", "loadtests"])
+@pytest.mark.parametrize("package", ["service", "training", "harness", "benchmarks", "accuracy", "gpu", "loadtests"])
 def test_the_layout_names_every_module(package):
     text = (ROOT / "README.md").read_text()
     layout = text[text.index("## Layout") :]

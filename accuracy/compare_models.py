@@ -5,7 +5,7 @@ MNIST test digits. Per set: each model's accuracy, the images only one of them r
 test on those (the chance of a split at least that uneven if both models were equally good). In process; the
 HTTP path adds nothing to what the model sees.
 
-    python benchmarks/compare_models.py models/mnist_cnn.onnx OLD.onnx --digits 2000 [--out docs/benchmarks.md]
+    python accuracy/compare_models.py models/mnist_cnn.onnx OLD.onnx --digits 2000 [--out docs/benchmarks.md]
     (OLD.onnx: an earlier model with its card beside it, e.g. from `git show REV:models/mnist_cnn.onnx`)
 """
 
@@ -71,7 +71,7 @@ def main() -> None:
                 "",
                 *rows,
                 "",
-                f"Command: `python benchmarks/compare_models.py {args.model} BASELINE.onnx --digits {args.digits} "
+                f"Command: `python accuracy/compare_models.py {args.model} BASELINE.onnx --digits {args.digits} "
                 f"--out {args.out}` (BASELINE: {names[1]}'s file and card).",
             ]
         )

@@ -7,7 +7,7 @@ finds no mark in it (422 "no digit found", whatever the threshold) or when its c
 (422 "not confidently a digit"). For the MNIST test digits the table gives the share refused and the accuracy on
 the rest.
 
-    python benchmarks/bench_unsure.py [--model models/mnist_cnn.onnx] [--data-dir ../shared/mnist]
+    python accuracy/bench_unsure.py [--model models/mnist_cnn.onnx] [--data-dir ../shared/mnist]
 """
 
 from __future__ import annotations

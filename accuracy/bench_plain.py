@@ -125,7 +125,7 @@ def main() -> None:
             "",
             *fonts,
             "",
-            "Command: `make bench-plain` (`python benchmarks/bench_plain.py --help`).",
+            "Command: `make bench-plain` (`python accuracy/bench_plain.py --help`).",
             END,
         ]
     )

@@ -202,7 +202,7 @@ def main() -> None:
             f"One-digit photos of the photo suite ({total}): `/read` reads the digit `/classify` answers in "
             f"**{agree / total:.1%}** of them.",
             "",
-            "Command: `make bench-read` (`python benchmarks/bench_read.py --help`).",
+            "Command: `make bench-read` (`python accuracy/bench_read.py --help`).",
             END,
         ]
     )

@@ -217,7 +217,7 @@ def main() -> None:
     section = (
         f"{START}\nMeasured {time.strftime('%Y-%m-%d')} on {machine}: digitserve with 1 worker × 1 ONNX Runtime "
         "thread; photos from `harness/photos.py` (seeded).\n\n"
-        f"{report}\n\nCommand: `make bench-photos` (`python benchmarks/bench_photos.py --help`).\n{END}"
+        f"{report}\n\nCommand: `make bench-photos` (`python accuracy/bench_photos.py --help`).\n{END}"
     )
     write_section(args.out, section, START, END, heading="## Photos (`make bench-photos`)")
 

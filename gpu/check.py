@@ -35,6 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.report import write_section
+from harness.timing import FLOPS_PER_IMAGE, timed
 from service.config import DEFAULT_MODEL
 from service.contract import read_card, read_normalisation, to_model_input, variant_path
 from service.runtime import CPU, CUDA, softmax
@@ -45,8 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = DEFAULT_MODEL
 FP16 = variant_path(DEFAULT_MODEL, "fp16")
 START, END = "<!-- gpu_check:start -->", "<!-- gpu_check:end -->"
-# Multiply-adds of the network, x2: conv1 28*28*32*25, conv2 14*14*64*25*32, fc1 3136*1024, fc2 1024*10.
-FLOPS_PER_IMAGE = 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 25 * 32 + 3136 * 1024 + 1024 * 10)
 FP32_MAX_DELTA, FP16_MAX_CHANGED = 1e-4, 0.0005
 
 
@@ -90,19 +89,6 @@ def parity(reference: np.ndarray, path: Path, provider: str, images: np.ndarray)
         "changed": int((expected.argmax(1) != got.argmax(1)).sum()),
         "max_delta": float(np.abs(expected - got).max()),
     }
-
-
-def timed(call, seconds: float) -> float:
-    """Median seconds per call after a warm-up, over `seconds` (at least 5 calls)."""
-    for _ in range(3):
-        call()
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def throughput(path: Path, batch: int, mode: str, seconds: float) -> float | None:
@@ -215,6 +201,90 @@ def serve_and_measure(images: np.ndarray, seconds: float) -> list[str]:
     return lines
 
 
+def check_providers(target: str, images: np.ndarray) -> tuple[str, int, int]:
+    """Step 1: the report's line, the nodes placed on `target` and all nodes."""
+    nodes = node_providers(MODEL, target, images[:64])
+    on_target = nodes.get(target, 0)
+    line = (
+        "- 1. nodes by execution provider (ONNX Runtime's profile of one call): "
+        + ", ".join(f"{p.removesuffix('ExecutionProvider')} {n}" for p, n in nodes.items())
+        + (f" — **all {on_target} on CUDA**" if target == CUDA and on_target == sum(nodes.values()) else "")
+    )
+    return line, on_target, sum(nodes.values())
+
+
+def check_parity(target: str, images: np.ndarray) -> tuple[str, bool]:
+    """Step 2: fp32 and fp16 on `target` against fp32 on the CPU provider: the report's line and whether both pass."""
+    reference = probabilities(session(MODEL, CPU), images)
+    fp32, fp16 = parity(reference, MODEL, target, images), parity(reference, FP16, target, images)
+    fp32_ok = fp32["changed"] == 0 and fp32["max_delta"] <= FP32_MAX_DELTA
+    fp16_ok = fp16["changed"] <= FP16_MAX_CHANGED * len(images)
+    line = (
+        f"- 2. parity with fp32 on the CPU provider, {len(images):,} MNIST test digits, on "
+        f"{target.removesuffix('ExecutionProvider')}: fp32 {fp32['changed']} predictions changed, max |Δp| "
+        f"{fp32['max_delta']:.1e} ({'pass' if fp32_ok else 'FAIL'}: identical, ≤ {FP32_MAX_DELTA:g}); fp16 "
+        f"{fp16['changed']} changed, max |Δp| {fp16['max_delta']:.1e} ({'pass' if fp16_ok else 'FAIL'}: "
+        f"≤ {FP16_MAX_CHANGED:.2%} changed)"
+    )
+    return line, fp32_ok and fp16_ok
+
+
+def check_throughput(
+    images: np.ndarray, batches: tuple[int, ...], seconds: float, peak_tflops: float
+) -> tuple[str, list[str], float]:
+    """Step 3, on CUDA: the report's line, the table's rows and the best images/s."""
+    cold = time.perf_counter()
+    sess = session(MODEL, CUDA)
+    sess.run(["logits"], {"image": images[:1]})
+    cold = time.perf_counter() - cold
+    rows, best = ["| model | batch | copy in/out | I/O binding | + CUDA graph |", "|---|---:|---:|---:|---:|"], 0.0
+    for path in (MODEL, FP16):
+        for batch in batches:
+            rates = [throughput(path, batch, mode, seconds) for mode in ("copy", "binding", "graph")]
+            best = max([best, *(r for r in rates if r)])
+            cells = " | ".join(f"{r:,.0f}" if r else "–" for r in rates)
+            rows.append(f"| {path.stem} | {batch} | {cells} |")
+            print(rows[-1], flush=True)
+    memory = gpu_facts().get("memory_used", "?")
+    peak = best * FLOPS_PER_IMAGE / (peak_tflops * 1e12)
+    line = (
+        f"- 3. in process, images/s (below); best **{best:,.0f}** = {100 * peak:.1f} % of a "
+        f"{peak_tflops:g} TFLOP/s fp16 peak; cold start (session + first call) {cold:.2f} s; "
+        f"GPU memory used {memory}"
+    )
+    return line, rows, best
+
+
+def report(gpu: dict, lines: list[str], rows: list[str], timings: dict[str, float], began: float) -> str:
+    """The generated section of docs/gpu.md."""
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    command = "python gpu/check.py " + shlex.join(sys.argv[1:])
+    return "\n".join(
+        [
+            START,
+            f"Run {time.strftime('%Y-%m-%d')} on {gpu_line(gpu)}; {machine}; ONNX Runtime {ort.__version__} "
+            f"({', '.join(p.removesuffix('ExecutionProvider') for p in ort.get_available_providers())}).",
+            "",
+            *lines,
+            "",
+            *rows,
+            *([""] if rows else []),
+            "Steps (seconds): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+            + f"; total {time.perf_counter() - began:.1f}.",
+            "",
+            f"Command: `{command.strip()}` (`make gpu-check`).",
+            END,
+        ]
+    )
+
+
+def gpu_line(gpu: dict) -> str:
+    if not gpu:
+        return "no NVIDIA GPU"
+    return f"{gpu['name']}, driver {gpu['driver']}, CUDA {gpu['cuda']} ({gpu['memory_total']})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 digits, batches 1/64/1024, 0.5 s per cell")
@@ -231,100 +301,43 @@ def main() -> int:
     test = load_split("test", args.data_dir)
     count = 1000 if args.quick else len(test.images)
     images = to_model_input(test.images[:count], *read_normalisation(read_card(MODEL)))
-
     why_not = cuda_ready()
     gpu = gpu_facts()
     target = CPU if why_not else CUDA
-    lines, timings = [], {}
+    timings: dict[str, float] = {}
 
     step = time.perf_counter()
-    nodes = node_providers(MODEL, target, images[:64])
+    line, on_target, nodes = check_providers(target, images)
+    lines = [line]
     timings["1. providers"] = time.perf_counter() - step
-    on_target = nodes.get(target, 0)
-    lines.append(
-        "- 1. nodes by execution provider (ONNX Runtime's profile of one call): "
-        + ", ".join(f"{p.removesuffix('ExecutionProvider')} {n}" for p, n in nodes.items())
-        + (f" — **all {on_target} on CUDA**" if target == CUDA and on_target == sum(nodes.values()) else "")
-    )
-
     step = time.perf_counter()
-    reference = probabilities(session(MODEL, CPU), images)  # fp32 on the CPU provider
-    fp32, fp16 = parity(reference, MODEL, target, images), parity(reference, FP16, target, images)
+    line, ok = check_parity(target, images)
+    lines.append(line)
     timings["2. parity"] = time.perf_counter() - step
-    fp32_ok = fp32["changed"] == 0 and fp32["max_delta"] <= FP32_MAX_DELTA
-    fp16_ok = fp16["changed"] <= FP16_MAX_CHANGED * count
-    lines.append(
-        f"- 2. parity with fp32 on the CPU provider, {count:,} MNIST test digits, on "
-        f"{target.removesuffix('ExecutionProvider')}: fp32 {fp32['changed']} predictions changed, max |Δp| "
-        f"{fp32['max_delta']:.1e} ({'pass' if fp32_ok else 'FAIL'}: identical, ≤ {FP32_MAX_DELTA:g}); fp16 "
-        f"{fp16['changed']} changed, max |Δp| {fp16['max_delta']:.1e} ({'pass' if fp16_ok else 'FAIL'}: "
-        f"≤ {FP16_MAX_CHANGED:.2%} changed)"
-    )
-
     rows, best = [], 0.0
-    if not why_not:
+    if why_not:
+        lines.append(f"- 3., 4.: skipped — {why_not}")
+    else:
         step = time.perf_counter()
-        cold = time.perf_counter()
-        sess = session(MODEL, CUDA)
-        sess.run(["logits"], {"image": images[:1]})
-        cold = time.perf_counter() - cold
-        rows = ["| model | batch | copy in/out | I/O binding | + CUDA graph |", "|---|---:|---:|---:|---:|"]
-        for path in (MODEL, FP16):
-            for batch in batches:
-                rates = [throughput(path, batch, mode, seconds) for mode in ("copy", "binding", "graph")]
-                best = max([best, *(r for r in rates if r)])
-                cells = " | ".join(f"{r:,.0f}" if r else "–" for r in rates)
-                rows.append(f"| {path.stem} | {batch} | {cells} |")
-                print(rows[-1], flush=True)
-        memory = gpu_facts().get("memory_used", "?")
+        line, rows, best = check_throughput(images, batches, seconds, args.gpu_peak_tflops)
+        lines.append(line)
         timings["3. throughput"] = time.perf_counter() - step
-        peak = best * FLOPS_PER_IMAGE / (args.gpu_peak_tflops * 1e12)
-        lines.append(
-            f"- 3. in process, images/s (below); best **{best:,.0f}** = {100 * peak:.1f} % of a "
-            f"{args.gpu_peak_tflops:g} TFLOP/s fp16 peak; cold start (session + first call) {cold:.2f} s; "
-            f"GPU memory used {memory}"
-        )
         if not args.no_service:
             step = time.perf_counter()
             lines += serve_and_measure(test.images, 5 if args.quick else 15)
             timings["4. service"] = time.perf_counter() - step
-    else:
-        lines.append(f"- 3., 4.: skipped — {why_not}")
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    gpu_line = (
-        f"{gpu['name']}, driver {gpu['driver']}, CUDA {gpu['cuda']} ({gpu['memory_total']})" if gpu else "no NVIDIA GPU"
-    )
-    command = "python benchmarks/gpu_check.py " + shlex.join(sys.argv[1:])
-    section = "\n".join(
-        [
-            START,
-            f"Run {time.strftime('%Y-%m-%d')} on {gpu_line}; {machine}; ONNX Runtime {ort.__version__} "
-            f"({', '.join(p.removesuffix('ExecutionProvider') for p in ort.get_available_providers())}).",
-            "",
-            *lines,
-            "",
-            *rows,
-            *([""] if rows else []),
-            "Steps (seconds): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
-            + f"; total {time.perf_counter() - began:.1f}.",
-            "",
-            f"Command: `{command.strip()}` (`make gpu-check`).",
-            END,
-        ]
-    )
+    section = report(gpu, lines, rows, timings, began)
     write_section(args.out, section, START, END, "## The last run", title="# GPU hosts")
-    ok = fp32_ok and fp16_ok
     if why_not:
         print(f"gpu-check: CUDA steps skipped: {why_not}; plumbing and parity on CPU {'ok' if ok else 'FAILED'}")
     else:
         print(
-            f"gpu-check: {gpu_line}: all {on_target} nodes on CUDA: {on_target == sum(nodes.values())}; "
+            f"gpu-check: {gpu_line(gpu)}: all {on_target} nodes on CUDA: {on_target == nodes}; "
             f"parity {'ok' if ok else 'FAILED'}; best {best:,.0f} images/s in process; "
             f"{time.perf_counter() - began:.0f} s"
         )
-    return 0 if ok and (why_not or on_target == sum(nodes.values())) else 1
+    return 0 if ok and (why_not or on_target == nodes) else 1
 
 
 if __name__ == "__main__":
