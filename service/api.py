@@ -5,7 +5,8 @@ service/app.py mounts it on the BentoML service, and the tests call it in-proces
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
@@ -111,6 +112,24 @@ def read_options(request: Request) -> Options:
         raise ClientError(422, f"invalid request: {validation_errors(exc.errors(), ('query',))}") from None
 
 
+@contextmanager
+def predicting(request: Request) -> Iterator[tuple[Options, Pipeline]]:
+    """Every prediction route's prelude: its options (a malformed one is a 422) and the worker's pipeline, the
+    request counted among those the batcher waits for while the route's body runs."""
+    options = read_options(request)
+    pipeline = pipeline_of(request)
+    with pipeline.batcher.request():
+        yield options, pipeline
+
+
+def results_answer(request: Request, results: list[dict], asked: float | None, default: float) -> Response:
+    """Several predictions as the answer: a 422 where one is below the confidence asked for (else the server's
+    default), else the results, their digits counted."""
+    refuse_unsure(results, asked, default)
+    record_digits(request.scope, [r["digit"] for r in results])
+    return json_response({"results": results})
+
+
 def query_parameters(*names: str) -> dict:
     """OpenAPI for the `Options` a route reads."""
     fields = Options.model_json_schema()["properties"]
@@ -180,10 +199,8 @@ async def classify(request: Request) -> Response:
     the box where the digit was found. `?min_confidence=0.9`: below that confidence, 422 "not confidently a
     digit" with the probabilities instead of a digit. An image that plainly holds several digits (read as a
     number, two or more sure ones) is a 422 that says how many, rather than one of them: /read reads it."""
-    options = read_options(request)
-    pipeline = pipeline_of(request)
-    limits = pipeline.settings
-    with pipeline.batcher.request():
+    with predicting(request) as (options, pipeline):
+        limits = pipeline.settings
         data = await read_image(request, limits.max_bytes)
         pixels, boxes, (several,) = await pipeline.read_digits([data])
         if several and (count := await pipeline.count_digits(data)) > 1:
@@ -200,16 +217,12 @@ async def classify(request: Request) -> Response:
 async def classify_batch(request: Request) -> Response:
     """Several image files in the multipart field `images`; results in the same order. With `min_confidence`,
     one image below it makes the answer 422, naming it, with every image's probabilities."""
-    options = read_options(request)
-    pipeline = pipeline_of(request)
-    limits = pipeline.settings
-    with pipeline.batcher.request():
+    with predicting(request) as (options, pipeline):
+        limits = pipeline.settings
         files = await read_uploads(request, "images", limits.max_batch, limits.max_bytes)
         pixels, boxes, _ = await pipeline.read_digits(files)
         results = await pipeline.classify(pixels, options.debug, boxes)
-    refuse_unsure(results, options.min_confidence, limits.min_confidence)
-    record_digits(request.scope, [r["digit"] for r in results])
-    return json_response({"results": results})
+    return results_answer(request, results, options.min_confidence, limits.min_confidence)
 
 
 @prediction_route(
@@ -223,15 +236,11 @@ async def classify_pixels(request: Request) -> Response:
     """28x28 images, 0-255, white ink on black: JSON ([28,28], [784] or a list of them), raw uint8 bytes
     (N x 784, application/octet-stream) or a .npy array (application/x-npy). `min_confidence` as for
     /classify_batch."""
-    options = read_options(request)
-    pipeline = pipeline_of(request)
-    limits = pipeline.settings
-    with pipeline.batcher.request():
+    with predicting(request) as (options, pipeline):
+        limits = pipeline.settings
         body = await read_body(request, limits.max_bytes)
         results = await pipeline.classify(parse_pixels(body, media_type(request), limits.max_batch))
-    refuse_unsure(results, options.min_confidence, limits.min_confidence)
-    record_digits(request.scope, [r["digit"] for r in results])
-    return json_response({"results": results})
+    return results_answer(request, results, options.min_confidence, limits.min_confidence)
 
 
 @prediction_route(
@@ -245,10 +254,8 @@ async def read(request: Request) -> Response:
     """One image of one line of written digits (1 to 32), as /classify takes an image: the digits read left to
     right, each with its confidence, probabilities and box. `?debug=true` adds each digit's 28x28 image.
     `?min_confidence=0.9`: a digit below it makes the answer 422, naming its position, with the whole reading."""
-    options = read_options(request)
-    pipeline = pipeline_of(request)
-    limits = pipeline.settings
-    with pipeline.batcher.request():
+    with predicting(request) as (options, pipeline):
+        limits = pipeline.settings
         data = await read_image(request, limits.max_bytes)
         reading = await pipeline.read_number(data, options.debug)
     threshold, unsure = find_unsure(reading["digits"], options.min_confidence, limits.min_confidence)
