@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from tests.conftest import ROOT, requirement_lines
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-FIRST_PARTY = {"service", "training", "harness", "benchmarks", "loadtests", "deploy", "tests"}
+FIRST_PARTY = {"service", "training", "harness", "benchmarks", "accuracy", "gpu", "loadtests", "deploy", "tests"}
 # Imported only where they exist: onnxruntime-gpu's CUDA wheels (gpu extra) and locust's own sibling module.
 CONDITIONAL = {"locustfile"}
 
@@ -55,6 +55,6 @@ def test_every_import_is_declared_somewhere():
     everything = declared(spec["dependencies"]).union(*(declared(r) for r in spec["optional-dependencies"].values()))
     everything |= declared(requirement_lines(ROOT / "requirements" / "bench-v2.txt"))
     needed = set()
-    for folder in ("training", "harness", "benchmarks", "loadtests", "deploy", "tests"):
+    for folder in ("training", "harness", "benchmarks", "accuracy", "gpu", "loadtests", "deploy", "tests"):
         needed |= distributions(top_level_imports(folder))
     assert needed - everything == set()
