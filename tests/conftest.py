@@ -11,6 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "mnist_cnn.onnx"
 
+# Under pytest-xdist each worker gets its share of the cores for torch's and BLAS's threads (read when they are
+# first imported): two workers each spinning threads on every core starve each other (the training tests took
+# 140 s beside the rest of the suite, 48 s alone).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
+
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
