@@ -17,6 +17,7 @@ from service.reading import best_reading
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 from tests.conftest import MODEL
+from training.outliers import ink_columns, side_by_side
 
 IMAGES, LABELS = sample_digits()
 RUNTIME = ModelRuntime(MODEL)
@@ -48,10 +49,7 @@ def png(pixels: np.ndarray, scale: int = 6, light: bool = False, angle: float = 
 
 def row(*parts: np.ndarray, gap: int = 6) -> np.ndarray:
     """Digits (28-row arrays) side by side, each cut to its ink's columns, `gap` columns apart, with a margin."""
-    cut = []
-    for part in parts:
-        columns = np.flatnonzero(part.max(axis=0) > 40)
-        cut.append(part[:, columns[0] : columns[-1] + 1])
+    cut = [ink_columns(part) for part in parts]
     spacer = np.zeros((28, gap), np.uint8)
     inner = [x for part in cut for x in (part, spacer)][:-1]
     margin = np.zeros((28, 8), np.uint8)
@@ -74,18 +72,11 @@ def test_a_one_beside_a_seven_stays_two_digits() -> None:
     assert read(png(row(digit(7), digit(1), gap=2)))[0] == "71"
 
 
-def touching(*parts: np.ndarray, overlap: int) -> np.ndarray:
-    """Digits cut to their ink's columns, each overlapping the one before by `overlap` columns, the ink adding up."""
-    cut = [
-        part[:, np.flatnonzero(part.max(axis=0) > 40)[0] : np.flatnonzero(part.max(axis=0) > 40)[-1] + 1]
-        for part in parts
-    ]
-    strip = np.zeros((36, sum(p.shape[1] for p in cut) - overlap * (len(cut) - 1) + 16), np.int32)
-    x = 8
-    for part in cut:
-        strip[4:32, x : x + part.shape[1]] += part
-        x += part.shape[1] - overlap
-    return np.clip(strip, 0, 255).astype(np.uint8)
+def touching(first: np.ndarray, second: np.ndarray, overlap: int) -> np.ndarray:
+    """Two digits cut to their ink's columns, the second overlapping the first by `overlap` columns, the ink adding
+    up, with a margin."""
+    pair = side_by_side(ink_columns(first), ink_columns(second), -overlap)
+    return np.pad(pair, ((4, 4), (8, 8))).astype(np.uint8)
 
 
 @pytest.mark.parametrize(("overlap", "at_least"), [(2, 16), (3, 15)])
@@ -119,8 +110,9 @@ def test_the_path_search_splits_where_only_the_parts_read_strongly() -> None:
     assert best_reading(*candidates([9.0, 9.0, 2.0])) == [0, 1]
     # The union reads strongly and the parts weakly (halves of one digit): one digit.
     assert best_reading(*candidates([3.0, 3.0, 9.0])) == [2]
-    # All strong, but the second part far lower than the line (a fragment): one digit.
+    # All three strong: the cut crosses little, two digits.
     assert best_reading(*candidates([9.0, 9.0, 8.0])) == [0, 1]
+    # The same, but the second part far lower than the line (a fragment): one digit.
     assert best_reading(*candidates([9.0, 9.0, 8.0], low_second=True)) == [2]
 
 
