@@ -3,7 +3,7 @@
 one worker as `bentoml serve` builds it (BentoML's app with its probes, /probabilities, OpenAPI document and
 /metrics, the API mounted in it, the request middleware: `service_in_process`). Most HTTP behaviour is tested this
 way; what only a real `bentoml serve` shows (workers, signals, drain, crashes, slow clients, the Bento, the real
-HTTP server) uses harness.server."""
+HTTP server) uses harness.server. The gRPC server of one worker runs in process too (`grpc_in_process`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from contextlib import contextmanager
 
 import httpx
 
+from service.activity import Activity
 from service.api import create_app, direct_routes
 from service.config import Settings
-from service.middleware import RequestMiddleware
+from service.middleware import Gate, RequestMiddleware
 from service.pipeline import Pipeline
 
 
@@ -119,3 +120,28 @@ def service_in_process() -> Iterator[InProcessClient]:
         client.close()
         gc.unfreeze()  # the service's start-up froze this process's heap for a server's life, not a test's
         gc.set_threshold(*thresholds)
+
+
+@contextmanager
+def grpc_in_process(**env: str) -> Iterator[tuple[str, Gate]]:
+    """The gRPC server (service/grpc_server.py) of one worker with these DIGITSERVE_* settings, on a free port, its
+    event loop in a thread of this process; yields its address and its gate (API key, concurrency limit)."""
+    import threading
+
+    from harness.server import free_port
+    from service import grpc_server
+
+    settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_GRPC_PORT": str(free_port()), **env})
+    gate = Gate(settings.api_key, settings.max_concurrency, Activity(None, 0))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    pipeline = Pipeline(settings)
+    server = asyncio.run_coroutine_threadsafe(grpc_server.start(pipeline, settings, gate, "127.0.0.1"), loop).result()
+    try:
+        yield f"127.0.0.1:{settings.grpc_port}", gate
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

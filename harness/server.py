@@ -118,6 +118,7 @@ class Server:
     url: str
     process: subprocess.Popen  # `bentoml serve`, the arbiter; its workers are its children
     log: IO[str]
+    grpc: str = ""  # host:port of its gRPC server (service/grpc_server.py)
 
     def workers(self) -> list[psutil.Process]:
         """The live worker processes (a killed one, not yet reaped, is left out)."""
@@ -142,8 +143,15 @@ def serving(
     """`bentoml serve TARGET` (the repo's service, or a Bento tag) on a free port; yields a `Server`. Stopping
     drains for DIGITSERVE_DRAIN_SECONDS, 0 here unless `env` sets it: tests that do not test shutdown need not
     wait. `log`: as `started`'s."""
-    port = free_port()
-    environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DIGITSERVE_DRAIN_SECONDS": "0", **(env or {})}
+    port, grpc_port = free_port(), free_port()
+    # A gRPC port of its own too: gRPC binds with SO_REUSEPORT, so servers on one port would share its calls.
+    environment = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DIGITSERVE_DRAIN_SECONDS": "0",
+        "DIGITSERVE_GRPC_PORT": str(grpc_port),
+        **(env or {}),
+    }
     url = f"http://127.0.0.1:{port}"
     command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with (
@@ -154,7 +162,7 @@ def serving(
         nullcontext(env["BENTOML_HOME"]) if env and "BENTOML_HOME" in env else tempfile.TemporaryDirectory() as home,
         started(command, f"{url}/readyz", {**environment, "BENTOML_HOME": home}, cwd, log, timeout) as process,
     ):
-        yield Server(url, process, log)
+        yield Server(url, process, log, f"127.0.0.1:{environment['DIGITSERVE_GRPC_PORT']}")
 
 
 @contextmanager

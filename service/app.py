@@ -1,7 +1,8 @@
 """The BentoML service: `bentoml serve service.app:DigitService`. Wiring only, read from the environment once:
 BentoML's worker count, timeout and tracing, the API (service/api.py) mounted at /, one pipeline per worker
-(service/pipeline.py), the request middleware, and BentoML's own typed endpoint /probabilities. BentoML still
-runs the workers, /livez, /readyz and the docs page, which includes the API's routes.
+(service/pipeline.py), the request middleware, BentoML's own typed endpoint /probabilities, and the gRPC server
+(service/grpc_server.py) in each worker, sharing its pipeline and its gate (API key, concurrency limit) with HTTP.
+BentoML still runs the workers, /livez, /readyz and the docs page, which includes the API's routes.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from functools import cache
 from typing import Annotated
 
 import bentoml
+import grpc
 import numpy as np
 from bentoml.validators import DType, Shape
 from pydantic import AfterValidator
 
-from service import metrics, routes
+from service import grpc_server, metrics, routes
 from service.activity import Activity
 from service.api import create_app, direct_routes
 from service.api_document import correct_bentoml_openapi
@@ -23,7 +25,7 @@ from service.config import Settings
 from service.contract import read_card
 from service.errors import ClientError
 from service.lifecycle import drain_on_sigterm, draining
-from service.middleware import RequestMiddleware
+from service.middleware import Gate, RequestMiddleware
 from service.pipeline import Pipeline
 from service.pixels import check_pixels
 
@@ -42,6 +44,13 @@ def worker_activity() -> Activity:
     once in each worker process, where BentoML knows its index; the middleware writes it, the pipeline reads the
     others'."""
     return Activity.of_this_worker(bentoml.server_context.worker_index)
+
+
+@cache
+def worker_gate() -> Gate:
+    """This worker's API key check and concurrency limit, one for both protocols: HTTP's middleware and gRPC's
+    calls count their requests in flight together."""
+    return Gate(settings.api_key, settings.max_concurrency, worker_activity())
 
 
 def check_pixel_rows(pixels: np.ndarray) -> np.ndarray:
@@ -74,6 +83,13 @@ class DigitService:
     def __init__(self) -> None:
         self.pipeline = Pipeline(settings, card, worker_activity())
         app.state.pipeline = self.pipeline  # one service instance per worker process: the routes answer with it
+        self.grpc: grpc.aio.Server | None = None
+
+    @bentoml.on_startup
+    async def serve_grpc(self) -> None:
+        """The Open Inference Protocol over gRPC on DIGITSERVE_GRPC_PORT (0: none), on this worker's loop."""
+        if settings.grpc_port:
+            self.grpc = await grpc_server.start(self.pipeline, settings, worker_gate())
 
     @bentoml.on_startup
     def freeze_heap(self) -> None:
@@ -87,6 +103,13 @@ class DigitService:
     @bentoml.on_shutdown
     def forget_in_flight(self) -> None:
         metrics.worker_stopped()
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        """After the drain and HTTP's own shutdown: the calls in flight finish (up to DIGITSERVE_TIMEOUT), new ones
+        are refused (UNAVAILABLE) and the clients' connections told to go (GOAWAY)."""
+        if self.grpc is not None:
+            await self.grpc.stop(settings.timeout)
 
     @bentoml.on_startup
     def drain_before_stopping(self) -> None:
@@ -115,5 +138,5 @@ class DigitService:
 # that gives carry no request id and get BentoML's log line only. The API's prediction routes go from it to their
 # endpoints straight (`direct`, service/api.py direct_routes); everything else through the rest of BentoML's stack.
 DigitService.add_asgi_middleware(
-    RequestMiddleware, settings=settings, direct=direct_routes(app), activity=worker_activity
+    RequestMiddleware, settings=settings, direct=direct_routes(app), activity=worker_activity, gate=worker_gate
 )

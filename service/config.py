@@ -78,6 +78,7 @@ class Settings:
     access_log: bool
     tracing: bool  # OpenTelemetry spans for the prediction routes too (BentoML traces every route otherwise)
     drain_seconds: float  # on SIGTERM: not ready, still serving, for this long before stopping (lifecycle.py)
+    grpc_port: int  # the Open Inference Protocol over gRPC (grpc_server.py), in every worker; 0: off
     min_confidence: float  # below it a prediction is answered 422 "not confidently a digit"; 0: never (api.py)
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
@@ -116,6 +117,8 @@ class Settings:
             # workers, so a drain would delay every Ctrl-C. The Bentos (container images) and the Kubernetes
             # manifests set 5: Kubernetes takes a terminating pod out of its Service within a few seconds.
             drain_seconds=_number(env, "DIGITSERVE_DRAIN_SECONDS", 0.0, float, minimum=0),
+            # Triton's and KServe's port for it; every worker listens on it (SO_REUSEPORT spreads the connections).
+            grpc_port=_int(env, "DIGITSERVE_GRPC_PORT", 8001, minimum=0),
             min_confidence=_fraction(env, "DIGITSERVE_MIN_CONFIDENCE", 0.0),
             access_log=_flag(env, "DIGITSERVE_ACCESS_LOG", True),
             # Off by default: a span per request is the largest per-request cost BentoML adds

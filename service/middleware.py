@@ -162,14 +162,22 @@ class RequestMiddleware:
     """The three concerns around every request, in one ASGI layer (each layer more is a call and a closure per
     request): the gate for prediction routes, the connection policy, and the record."""
 
-    def __init__(self, app, settings: Settings, direct=None, activity: Callable[[], Activity] | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        settings: Settings,
+        direct=None,
+        activity: Callable[[], Activity] | None = None,
+        gate: Callable[[], Gate] | None = None,
+    ) -> None:
         """`app`: the rest of BentoML's stack; `direct`: the API (service/api.py) mounted in it, if its prediction
         routes are to skip what lies between. `activity`: gives this worker's entry among the server's workers
-        (called here, in the worker); none: a worker alone."""
+        (called here, in the worker); none: a worker alone. `gate`: gives the worker's gate, where another
+        protocol (gRPC) shares it; none: one of the middleware's own."""
         self.app = app
         self.direct = direct
         self.activity = activity() if activity else Activity(None, 0)
-        self.gate = Gate(settings.api_key, settings.max_concurrency, self.activity)
+        self.gate = gate() if gate else Gate(settings.api_key, settings.max_concurrency, self.activity)
         self.connections = ConnectionPolicy(self.activity)
         self.record = RequestRecord(settings.access_log)
 

@@ -1,64 +1,37 @@
-"""The Open Inference Protocol (KServe V2 REST, as Triton and MLServer speak it), beside the other routes and on the
-same pipeline: its requests join the same batches. A thin adapter: parse the protocol's tensors, run the pipeline,
-shape its answer. Two models:
-
-    <card name> (mnist_cnn, or mnist_cnn_int8 ... as served)  the ONNX model's own tensors:
-        image   FP32 [-1, 1, 28, 28], normalised as the card says  ->  logits  FP32 [-1, 10]
-    digits  for clients that hold raw pixels:
-        pixels  UINT8 [-1, 28, 28], MNIST format (white ink on black, 0-255)
-            ->  probabilities  FP32 [-1, 10],  digit  INT64 [-1]
-
-Here: the routes, the models and the schemas of the OpenAPI document. The tensors' coding, JSON or binary, is
-service/v2_codec.py. Mistakes are 4xx with {"error": "..."}.
+"""The Open Inference Protocol over HTTP (KServe V2 REST, as Triton and MLServer speak it), beside the other routes
+and on the same pipeline: its requests join the same batches. A thin adapter: parse the protocol's tensors, run the
+model, shape its answer. The models, what they take and answer, are service/v2_models.py; the tensors' coding, JSON
+or binary, is service/v2_codec.py; here are the routes and the schemas of the OpenAPI document. Mistakes are 4xx
+with {"error": "..."}.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from service import __version__
+from service import v2_models
 from service.bodies import read_body
-from service.errors import ClientError
 from service.lifecycle import draining
 from service.middleware import record_digits
-from service.pipeline import Pipeline, pipeline_of
+from service.pipeline import pipeline_of
 from service.responses import ErrorBody, documented_responses
-from service.runtime import CUDA
 from service.v2_codec import (
     HEADER_LENGTH,
     Model,
     answer,
     checked_input,
-    models_of,
     read_inputs,
     requested_outputs,
     split_body,
 )
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
-PIXELS_MODEL = "digits"
-
-
-@lru_cache(maxsize=1)  # a worker has one pipeline; a bound keeps no other (a test's) alive
-def models(pipeline: Pipeline) -> dict[str, Model]:
-    """The models this worker's pipeline serves (made once: they follow from its card)."""
-    return models_of(pipeline.runtime.card, PIXELS_MODEL)
-
 
 def find_model(request: Request, name: str, model_version: str | None) -> Model:
-    served = models(pipeline_of(request))
-    model = served.get(name)
-    if model is None:
-        raise ClientError(404, f"unknown model {name!r}: this server has {', '.join(served)}")
-    if model_version not in (None, "", model.version):
-        raise ClientError(404, f"model {name!r} has version {model.version!r} only, not {model_version!r}")
-    return model
+    return v2_models.find_model(pipeline_of(request), name, model_version)
 
 
 # The protocol's documents, for the OpenAPI document (the routes build them as plain dicts) ----------------------
@@ -138,7 +111,7 @@ router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe V2)"])
 
 @router.get("", summary="Server metadata", response_model=ServerMetadata)
 async def server_metadata() -> dict:
-    return {"name": "digitserve", "version": __version__, "extensions": EXTENSIONS}
+    return v2_models.server_metadata()
 
 
 @router.get("/health/live", summary="Liveness", response_model=dict[str, bool])
@@ -185,13 +158,7 @@ def model_routes(suffix: str, method: str = "GET", **options):
     "", summary="Model metadata: its versions, inputs and outputs", response_model=ModelMetadata, responses=NO_MODEL
 )
 async def model_metadata(request: Request, found: Model) -> dict:
-    return {
-        "name": found.name,
-        "versions": [found.version],
-        "platform": "onnxruntime_onnx",
-        "inputs": [tensor.metadata() for tensor in found.inputs],
-        "outputs": [tensor.metadata() for tensor in found.outputs],
-    }
+    return v2_models.model_metadata(found)
 
 
 @model_routes(
@@ -206,19 +173,7 @@ async def model_ready(request: Request, found: Model) -> JSONResponse:
 
 @model_routes("/config", summary="Model configuration, Triton's form (perf_analyzer reads it)", responses=NO_MODEL)
 async def model_config(request: Request, found: Model) -> dict:
-    pipeline = pipeline_of(request)
-    on_gpu = pipeline.runtime.provider == CUDA
-    return {
-        "name": found.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "max_batch_size": pipeline.settings.max_batch,
-        "input": [tensor.config() for tensor in found.inputs],
-        "output": [tensor.config() for tensor in found.outputs],
-        # Greedy adaptive batching (service/batching.py): no queue delay, batches of up to DIGITSERVE_BATCH_SIZE.
-        "dynamic_batching": {"max_queue_delay_microseconds": 0, "preferred_batch_size": [pipeline.settings.batch_size]},
-        "instance_group": [{"kind": "KIND_GPU" if on_gpu else "KIND_CPU", "count": 1}],
-    }
+    return v2_models.model_config(pipeline_of(request), found)
 
 
 @model_routes(
@@ -232,14 +187,8 @@ async def infer(request: Request, found: Model) -> Response:
         inference, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         array = checked_input(found, read_inputs(inference, binary), limits.max_batch)
         chosen = requested_outputs(found, inference)  # an unknown output is refused before the model runs
-        if found.name == PIXELS_MODEL:
-            probabilities, digits, _ = await pipeline.predict(array)
-            values = {"probabilities": probabilities, "digit": digits}
-            record_digits(request.scope, digits.tolist())
-        else:
-            logits = await pipeline.batcher(np.ascontiguousarray(array))
-            values = {found.outputs[0].name: logits}
-            record_digits(request.scope, logits.argmax(1).tolist())  # softmax keeps the order
+        values, digits = await v2_models.run(pipeline, found, array)
+        record_digits(request.scope, digits)
     return answer(found, inference, chosen, values)
 
 

@@ -5,7 +5,8 @@ not traced unless DIGITSERVE_TRACING=true; every other route is public. The API 
 service/open_inference.py) declares its routes with these paths, the middleware (service/middleware.py), the
 metrics (service/metrics.py) and BentoML's tracing settings (service/app.py) read the table, and
 tests/unit/test_routes.py walks the app the service really serves: a POST route missing here fails there, and
-deploy/prometheus/rules.yml is checked against it.
+deploy/prometheus/rules.yml is checked against it. The gRPC server's RPCs (service/grpc_server.py) are here by
+their HTTP/2 paths; it will not start if one it serves is missing.
 
 A path's `{name}` parts match one path segment, as Starlette's do.
 """
@@ -24,6 +25,7 @@ class Route:
     bentoml: bool = False  # BentoML's own route (service/app.py), not the API's
     quiet: bool = False  # probes and scrapes, every few seconds: no access log line
     below: bool = False  # a mount of files: answers for any path below it too
+    grpc: bool = False  # an RPC of the gRPC server (service/grpc_server.py): its HTTP/2 path
     label: str = ""  # the metrics' endpoint label, the path by default; routes sharing one are counted together
     pattern: re.Pattern = field(init=False, repr=False, compare=False)
 
@@ -41,6 +43,8 @@ READ = Route("/read", ("POST",), predicts=True)
 PROBABILITIES = Route("/probabilities", ("POST",), predicts=True, bentoml=True)  # BentoML's typed endpoint
 INFER = Route(V2_INFER, ("POST",), predicts=True)
 INFER_VERSION = Route("/v2/models/{model}/versions/{model_version}/infer", ("POST",), predicts=True, label=V2_INFER)
+GRPC = "/inference.GRPCInferenceService/"  # the Open Inference Protocol over gRPC: every RPC is a POST to its path
+GRPC_INFER = Route(GRPC + "ModelInfer", ("POST",), predicts=True, grpc=True)
 
 ROUTES = (
     CLASSIFY,
@@ -50,6 +54,7 @@ ROUTES = (
     PROBABILITIES,
     INFER,
     INFER_VERSION,
+    GRPC_INFER,
     # Public: probes, scrapes, what the model is, the Open Inference Protocol's metadata, the docs and the page.
     Route("/model"),
     Route("/metrics", quiet=True),
@@ -65,6 +70,10 @@ ROUTES = (
     Route("/v2/models/{model}/versions/{model_version}/ready", label="/v2/models/{model}/ready"),
     Route("/v2/models/{model}/config"),
     Route("/v2/models/{model}/versions/{model_version}/config", label="/v2/models/{model}/config"),
+    *(Route(GRPC + name, ("POST",), grpc=True) for name in ("ServerMetadata", "ModelMetadata", "ModelConfig")),
+    *(Route(GRPC + name, ("POST",), grpc=True, quiet=True) for name in ("ServerLive", "ServerReady", "ModelReady")),
+    Route("/grpc.health.v1.Health/Check", ("POST",), grpc=True, quiet=True),  # gRPC probes; not metered
+    Route("/grpc.health.v1.Health/Watch", ("POST",), grpc=True, quiet=True),
     Route("/ui", below=True),  # the draw-a-digit page and its files
     Route("/", bentoml=True, label="/docs"),  # BentoML's page of the API, its document and files
     Route("/docs.json", bentoml=True, label="/docs"),
@@ -97,5 +106,5 @@ def find(path: str) -> Route | None:
 
 
 def untraced() -> list[str]:
-    """BentoML's `tracing.excluded_urls`: regular expressions of the prediction routes' paths."""
-    return [f"{route.pattern.pattern}$" for route in PREDICTIONS]
+    """BentoML's `tracing.excluded_urls`: regular expressions of the HTTP prediction routes' paths."""
+    return [f"{route.pattern.pattern}$" for route in PREDICTIONS if not route.grpc]

@@ -1,7 +1,8 @@
 """The route table (service/routes.py) against the app the service really serves: BentoML's layer and the API
-mounted in it, walked route by route. A route the table does not know fails here, a POST route above all: whether
-it needs the API key, counts toward the limit and is metered must be decided, not forgotten. Each prediction route
-is then proved to be treated as one by requests through the middleware."""
+mounted in it, walked route by route, and the RPCs its gRPC server implements. A route the table does not know
+fails here, a POST route above all: whether it needs the API key, counts toward the limit and is metered must be
+decided, not forgotten. Each HTTP prediction route is then proved to be treated as one by requests through the
+middleware (the gRPC one: tests/integration/test_grpc.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import asyncio
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import _IncludedRouter
+from grpc_health.v1 import health_pb2_grpc
 from starlette.routing import Mount
+from tritonclient.grpc import service_pb2_grpc
 
-from service import routes
+from service import grpc_server, routes
 from service.app import DigitService
 from service.config import Settings
 from service.middleware import RequestMiddleware
@@ -36,8 +39,21 @@ def walk(app, prefix: str = "") -> Served:
     return found
 
 
+def served_rpcs() -> Served:
+    """The RPCs the gRPC server answers: the methods its servicers implement (the generated classes they extend
+    answer UNIMPLEMENTED for the rest), each a POST to its HTTP/2 path."""
+    found: Served = []
+    for servicer, generated, service in (
+        (grpc_server.Inference, service_pb2_grpc.GRPCInferenceServiceServicer, grpc_server.SERVICE),
+        (grpc_server.Health, health_pb2_grpc.HealthServicer, "grpc.health.v1.Health"),
+    ):
+        names = [n for n in vars(generated) if not n.startswith("_") and getattr(servicer, n) is not vars(generated)[n]]
+        found += [(f"/{service}/{name}", frozenset({"POST"})) for name in names]
+    return found
+
+
 def served() -> Served:
-    return walk(DigitService.to_asgi())
+    return walk(DigitService.to_asgi()) + served_rpcs()
 
 
 def undecided(served: Served) -> list[str]:
@@ -81,8 +97,10 @@ def test_a_new_post_route_nobody_decided_on_fails_the_check() -> None:
 
 
 def test_the_served_post_routes_are_the_prediction_routes() -> None:
-    posts = {path for path, methods in served() if "POST" in methods}
-    assert posts == {route.path for route in routes.PREDICTIONS}
+    posts = {path for path, methods in walk(DigitService.to_asgi()) if "POST" in methods}
+    assert posts == {route.path for route in routes.PREDICTIONS if not route.grpc}
+    rpcs = {path for path, _ in served_rpcs()}
+    assert len(rpcs) == 9 and rpcs & {route.path for route in routes.PREDICTIONS} == {routes.GRPC_INFER.path}
 
 
 @pytest.mark.parametrize("path", ["/model", "/livez", "/v2/models/digits", "/v2/models/digits/ready", "/ui/app.js"])
@@ -110,7 +128,7 @@ def key(value: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", b"Bearer " + value)]
 
 
-@pytest.mark.parametrize("route", routes.PREDICTIONS, ids=lambda route: route.path)
+@pytest.mark.parametrize("route", [r for r in routes.PREDICTIONS if not r.grpc], ids=lambda route: route.path)
 def test_each_prediction_route_needs_the_key_is_limited_metered_and_given_an_id(route: routes.Route) -> None:
     settings = Settings.from_env(
         {"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_API_KEY": "k", "DIGITSERVE_MAX_CONCURRENCY": "1"}
