@@ -111,8 +111,9 @@ $(BENCH_V2)/.installed: requirements/bench-v2.txt
 	chmod +x $(BENCH_V2)/bin/perf_analyzer
 	@touch $@
 
-bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 endpoint: perf_analyzer, and against MLServer (needs wrk, libb64-0d)
+bench-v2: $(VENV)/.installed-bench $(BENCH_V2)/.installed  ## V2 over HTTP and gRPC: perf_analyzer, and against MLServer (needs wrk, h2load, libb64-0d)
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	@command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client"; exit 1; }
 	@/sbin/ldconfig -p | grep -q libb64.so.0d || { echo "perf_analyzer needs libb64: apt-get install libb64-0d"; exit 1; }
 	$(BIN)/python benchmarks/bench_v2.py $(BENCH_ARGS)
 

@@ -3,12 +3,14 @@ set against a real peer, in one run.
 
 1. The peer: MLServer (Seldon's V2 server) hosting the same ONNX file through benchmarks/mlserver_runtime.py, with
    its adaptive batching on, as many inference workers as digitserve has workers and the same intra-op threads.
-   MLServer answers neither Triton's /config nor binary tensors, so perf_analyzer cannot drive it: both are driven
-   with V2 JSON infer requests (1 and 64 FP32 images each) by wrk, in alternating rounds, the other server paused.
+   MLServer answers neither Triton's /config (HTTP) nor its ModelConfig RPC, so perf_analyzer cannot drive it:
+   both are driven with V2 JSON infer requests over HTTP by wrk, and with ModelInfer calls over gRPC (raw tensors,
+   what tritonclient sends) by h2load, 1 and 64 FP32 images each, in alternating rounds, the other server paused;
+   digitserve's V2 HTTP with binary tensors by h2load too, beside its gRPC with the same tool.
 2. The V2 path against digitserve's own binary batch endpoint, /classify_pixels, with the same tool (wrk) and the
    same images: binary tensors for the raw-pixel model (`digits`, UINT8) and the ONNX model's own (FP32).
-3. perf_analyzer (from the tritonclient 2.40.0 wheel) against digitserve: binary and JSON tensors, concurrency 1,
-   16 and 64, batch 1 and 64.
+3. perf_analyzer (from the tritonclient 2.40.0 wheel) against digitserve: HTTP with binary and with JSON tensors,
+   and gRPC; concurrency 1, 16 and 64, batch 1 and 64.
 
 Both servers and both tools run on this machine: compare the ratios. MLServer and perf_analyzer live in their own
 environment (.venv-bench-v2, requirements/bench-v2.txt), which `make bench-v2` makes; nothing of theirs enters
@@ -23,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -92,6 +95,32 @@ def v2_binary(name: str, datatype: str, array: np.ndarray) -> tuple[bytes, dict[
     return head + blob, {"Inference-Header-Content-Length": str(len(head))}
 
 
+def grpc_framed(model: str, name: str, datatype: str, array: np.ndarray) -> bytes:
+    """A ModelInferRequest with one raw tensor, framed as a gRPC message travels (compression flag, length), for
+    h2load to send as the body of each call."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+    request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+    message = request.SerializeToString()
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+
+def check_grpc(address: str, framed: Path) -> None:
+    """One call of a gRPC target with a real client: h2load reads no gRPC status, so a target that answered every
+    call with an error would look fast."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        request = pb.ModelInferRequest.FromString(framed.read_bytes()[5:])
+        answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    if len(answer.raw_output_contents) != 1 and not answer.outputs[0].contents.fp32_contents:
+        raise RuntimeError(f"{address}: no logits in the answer: {answer}")
+
+
 def perf_analyzer_data(images: np.ndarray, path: Path) -> Path:
     """perf_analyzer's --input-data file: one step per image (batch-1 tensors; it stacks steps into batches)."""
     steps = [{"image": {"content": image.ravel().tolist(), "shape": list(image.shape)}} for image in images]
@@ -102,12 +131,13 @@ def perf_analyzer_data(images: np.ndarray, path: Path) -> Path:
 # The servers and the tools ----------------------------------------------------------------------------------------
 
 
-def mlserver(port: int, model_name: str, folder: Path) -> AbstractContextManager[subprocess.Popen]:
-    """MLServer 1.7 serving MODEL as `model_name` through benchmarks/mlserver_runtime.py: WORKERS inference
-    processes (its parallel_workers), THREADS intra-op threads each, adaptive batching of up to 64 requests waiting
-    at most 1 ms for a batch to fill (it needs a wait above 0 to batch at all), its defaults otherwise."""
+def mlserver(port: int, grpc_port: int, model_name: str, folder: Path) -> AbstractContextManager[subprocess.Popen]:
+    """MLServer 1.7 serving MODEL as `model_name` through benchmarks/mlserver_runtime.py, HTTP on `port` and gRPC
+    on `grpc_port`: WORKERS inference processes (its parallel_workers), THREADS intra-op threads each, adaptive
+    batching of up to 64 requests waiting at most 1 ms for a batch to fill (it needs a wait above 0 to batch at
+    all), its defaults otherwise."""
     (folder / model_name).mkdir(parents=True)
-    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": WORKERS}
+    settings = {"http_port": port, "grpc_port": grpc_port, "metrics_port": free_port(), "parallel_workers": WORKERS}
     (folder / "settings.json").write_text(json.dumps(settings))
     model = {
         "name": model_name,
@@ -123,12 +153,14 @@ def mlserver(port: int, model_name: str, folder: Path) -> AbstractContextManager
     return started(command, f"http://127.0.0.1:{port}/v2/models/{model_name}/ready", env, cwd=folder, timeout=120)
 
 
-def perf_analyzer(url: str, model: str, concurrency: int, batch: int, data: Path, json_tensors: bool) -> dict:
+def perf_analyzer(
+    url: str, model: str, concurrency: int, batch: int, data: Path, json_tensors: bool, protocol: str = "http"
+) -> dict:
     """One perf_analyzer measurement (it runs until three windows agree within --stability-percentage)."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
         command = [
             str(tool("perf_analyzer")),
-            *("-m", model, "-u", url, "-i", "http", "-b", str(batch), "--concurrency-range", str(concurrency)),
+            *("-m", model, "-u", url, "-i", protocol, "-b", str(batch), "--concurrency-range", str(concurrency)),
             *("--input-data", str(data), "--measurement-interval", "4000", "--stability-percentage", "20"),
             *("--max-trials", "8", "-f", report.name),
         ]
@@ -155,20 +187,34 @@ def against_mlserver(model: str, bodies: dict, folder: Path, args: argparse.Name
     """`args.copies` servers of each, in alternating rounds (harness.load.alternate pools a kind's servers' rounds:
     a server keeps its own speed for its whole life)."""
     targets = {}
+    infer = "/inference.GRPCInferenceService/ModelInfer"
     with ExitStack() as stack:
         for copy in range(args.copies):
             server = stack.enter_context(serving(SERVICE_ENV))
-            port = free_port()
-            peer = stack.enter_context(mlserver(port, model, folder / str(copy)))
+            port, grpc_port = free_port(), free_port()
+            peer = stack.enter_context(mlserver(port, grpc_port, model, folder / str(copy)))
             for n in (1, 64):
-                body = bodies[f"json {n}"]
-                targets[f"digitserve, {n} image(s){COPY}{copy}"] = Target(
-                    f"{server.url}/v2/models/{model}/infer", body, "application/json", server.process.pid
+                body, framed = bodies[f"json {n}"], bodies[f"grpc {n}"]
+                binary, headers = bodies[f"binary image {n}"]
+                for address in (server.grpc, f"127.0.0.1:{grpc_port}"):
+                    check_grpc(address, framed)
+                pid = server.process.pid
+                targets[f"digitserve, JSON, {n} image(s){COPY}{copy}"] = Target(
+                    f"{server.url}/v2/models/{model}/infer", body, "application/json", pid
                 )
-                targets[f"MLServer, {n} image(s){COPY}{copy}"] = Target(
+                targets[f"MLServer, JSON, {n} image(s){COPY}{copy}"] = Target(
                     f"http://127.0.0.1:{port}/v2/models/{model}/infer", body, "application/json", peer.pid
                 )
-        print(f"digitserve and MLServer, V2 JSON, {args.connections} connections ...", flush=True)
+                targets[f"digitserve, gRPC, {n} image(s){COPY}{copy}"] = Target(
+                    f"http://{server.grpc}{infer}", framed, "application/grpc", pid, tool="h2load"
+                )
+                targets[f"MLServer, gRPC, {n} image(s){COPY}{copy}"] = Target(
+                    f"http://127.0.0.1:{grpc_port}{infer}", framed, "application/grpc", peer.pid, tool="h2load"
+                )
+                targets[f"digitserve, HTTP binary (h2load), {n} image(s){COPY}{copy}"] = Target(
+                    f"{server.url}/v2/models/{model}/infer", binary, "application/octet-stream", pid, headers, "h2load"
+                )
+        print(f"digitserve and MLServer, V2 JSON and gRPC, {args.connections} connections ...", flush=True)
         return alternate(targets, args.repeats, args.seconds, args.connections)
 
 
@@ -192,12 +238,13 @@ def against_pixels(server, model: str, bodies: dict, args: argparse.Namespace) -
 
 
 def perf_analyzer_grid(server, model: str, data: Path) -> dict[tuple[str, int, int], dict]:
-    address = server.url.removeprefix("http://")
     results = {}
-    for tensors in ("binary", "JSON"):
+    for tensors in ("binary", "JSON", "gRPC"):
+        address = server.grpc if tensors == "gRPC" else server.url.removeprefix("http://")
+        protocol = "grpc" if tensors == "gRPC" else "http"
         for concurrency in (1, 16, 64):
             for batch in (1, 64):
-                result = perf_analyzer(address, model, concurrency, batch, data, tensors == "JSON")
+                result = perf_analyzer(address, model, concurrency, batch, data, tensors == "JSON", protocol)
                 results[(tensors, concurrency, batch)] = result
                 print(
                     f"  perf_analyzer {tensors}, concurrency {concurrency}, batch {batch}: "
@@ -228,20 +275,29 @@ def image_count(name: str) -> int:
 
 def peer_lines(peer: dict, args: argparse.Namespace) -> list[str]:
     lines = [
-        f"**digitserve against MLServer**, V2 JSON infer requests of the model's own FP32 tensor, {args.connections} "
-        f"connections, {WORKERS} workers each, {args.copies} servers of each (their rounds pooled):",
+        f"**digitserve against MLServer**, V2 infer requests of the model's own FP32 tensor, JSON over HTTP (wrk) and "
+        f"raw over gRPC (h2load, one call at a time on each connection), {args.connections} connections, "
+        f"{WORKERS} workers each, {args.copies} servers of each (their rounds pooled):",
         "",
         *rows(peer, {name: image_count(name) for name in peer}),
         "",
     ]
+    for kind in ("JSON", "gRPC"):
+        for n in (1, 64):
+            ours, theirs = peer[f"digitserve, {kind}, {n} image(s)"], peer[f"MLServer, {kind}, {n} image(s)"]
+            lines.append(
+                f"- {kind}, {n} image(s) per request: digitserve **{ours['rps'] / theirs['rps']:.2f}×** MLServer's "
+                f"requests/s, p99 {ours['p99_ms']:.1f} ms against {theirs['p99_ms']:.1f} ms; each round's "
+                "requests/s: "
+                + ", ".join(f"{rps:.0f}" for rps in ours["rounds_rps"])
+                + " against "
+                + ", ".join(f"{rps:.0f}" for rps in theirs["rounds_rps"])
+            )
     for n in (1, 64):
-        ours, theirs = peer[f"digitserve, {n} image(s)"], peer[f"MLServer, {n} image(s)"]
+        grpc, http = peer[f"digitserve, gRPC, {n} image(s)"], peer[f"digitserve, HTTP binary (h2load), {n} image(s)"]
         lines.append(
-            f"- {n} image(s) per request: digitserve **{ours['rps'] / theirs['rps']:.2f}×** MLServer's requests/s, "
-            f"p99 {ours['p99_ms']:.1f} ms against {theirs['p99_ms']:.1f} ms; each round's requests/s: "
-            + ", ".join(f"{rps:.0f}" for rps in ours["rounds_rps"])
-            + " against "
-            + ", ".join(f"{rps:.0f}" for rps in theirs["rounds_rps"])
+            f"- digitserve, {n} image(s) per request, the same tool (h2load): gRPC "
+            f"**{grpc['rps'] / http['rps']:.2f}×** V2 HTTP's requests/s with binary tensors"
         )
     return lines
 
@@ -265,16 +321,27 @@ def pixels_lines(pixels: dict, model: str, args: argparse.Namespace) -> list[str
 
 
 def grid_lines(grid: dict, model: str) -> list[str]:
-    return [
-        f"**perf_analyzer** (tritonclient 2.40.0's) against digitserve's `{model}` model, HTTP:",
+    lines = [
+        f"**perf_analyzer** (tritonclient 2.40.0's) against digitserve's `{model}` model, HTTP (binary or JSON "
+        "tensors) and gRPC (raw tensors; perf_analyzer shares one connection among up to six of its concurrent "
+        "requests, so 16 requests travel on 3 connections, which the kernel spreads over the 2 workers):",
         "",
-        "| tensors | concurrency | batch | images/s | requests/s | p50 ms | p99 ms |",
+        "| protocol, tensors | concurrency | batch | images/s | requests/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {tensors} | {c} | {b} | {r['images_s']:.0f} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f"| {'gRPC, raw' if tensors == 'gRPC' else f'HTTP, {tensors}'} | {c} | {b} | {r['images_s']:.0f} "
+            f"| {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
             for (tensors, c, b), r in grid.items()
         ),
+        "",
     ]
+    for batch in (1, 64):
+        grpc, http = grid[("gRPC", 16, batch)], grid[("binary", 16, batch)]
+        lines.append(
+            f"- concurrency 16, batch {batch}: gRPC **{grpc['rps'] / http['rps']:.2f}×** HTTP's requests/s with binary "
+            f"tensors, p99 {grpc['p99_ms']:.1f} ms against {http['p99_ms']:.1f} ms"
+        )
+    return lines
 
 
 def parse_args() -> argparse.Namespace:
@@ -293,8 +360,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk not found: apt-get install wrk")
+    for command, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if not shutil.which(command):
+            sys.exit(f"{command} not found: apt-get install {package}")
     card = read_card(MODEL)
     model = card["name"]
     pixels = load_split("test", args.data_dir).images[:64]
@@ -312,6 +380,8 @@ def main() -> None:
             body, headers = v2_binary(name, datatype, array)
             (tmp / f"{kind}{n}.bin").write_bytes(body)
             bodies[f"binary {kind} {n}"] = (tmp / f"{kind}{n}.bin", headers)
+        (tmp / f"grpc{n}.bin").write_bytes(grpc_framed(model, "image", "FP32", images[:n]))
+        bodies[f"grpc {n}"] = tmp / f"grpc{n}.bin"
     data = perf_analyzer_data(images, tmp / "perf_analyzer.json")
 
     peer_results, pixel_results, grid = {}, {}, {}

@@ -1,7 +1,7 @@
-"""What the load benchmarks share: wrk runs (a C load generator, so that the client is cheap), the CPU time a
-server's process tree spends, and rounds that take turns between servers, the others paused, so that a slow spell
-of a shared machine hits them alike. benchmarks/bench_http.py, bench_v2.py, bench_container.py and
-deploy/local/bench_scaling.py use them."""
+"""What the load benchmarks share: wrk runs (a C load generator, so that the client is cheap), h2load runs for
+gRPC (nghttp2's C load generator: HTTP/2, which wrk does not speak), the CPU time a server's process tree spends,
+and rounds that take turns between servers, the others paused, so that a slow spell of a shared machine hits them
+alike. benchmarks/bench_http.py, bench_v2.py, bench_container.py and deploy/local/bench_scaling.py use them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import signal
 import statistics
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,37 @@ def wrk(
     result = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
     result["rps"] = result["requests"] / result["seconds"]
     return result
+
+
+def h2load(url: str, body: Path, content_type: str, connections: int, seconds: int, headers: dict[str, str]) -> dict:
+    """wrk's figures from nghttp2's h2load: one request at a time on each of `connections` connections, HTTP/2
+    for gRPC (`application/grpc`: its body a framed message, as benchmarks/bench_v2.py writes them), else
+    HTTP/1.1. Latencies from h2load's per-request log. An error is a connection's failure or a status other than
+    200; a gRPC call's own status travels in the trailers, which h2load does not read: the benchmark checks a call
+    of each target with a real client first."""
+    grpc = content_type == "application/grpc"
+    sent = {"content-type": content_type, **({"te": "trailers"} if grpc else {}), **headers}
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        command = ["h2load", f"-c{connections}", "-m1", f"-D{seconds}", "-d", str(body), f"--log-file={log.name}"]
+        command += [] if grpc else ["--h1"]
+        command += [arg for name, value in sent.items() for arg in ("-H", f"{name}: {value}")]
+        out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line]
+    failed = int(next(line for line in out.splitlines() if line.startswith("requests:")).split()[9])  # "... N failed,"
+    times = sorted(int(row[2]) / 1e3 for row in rows)
+    pick = (lambda q: times[min(len(times) - 1, int(q * len(times)))]) if times else (lambda q: float("nan"))
+    return {
+        "requests": len(rows),
+        "seconds": float(seconds),
+        "rps": len(rows) / seconds,
+        "errors": failed + sum(row[1] != "200" for row in rows),
+        "p50_ms": pick(0.5),
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+    }
+
+
+TOOLS = {"wrk": wrk, "h2load": h2load}
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -61,6 +93,7 @@ class Target:
     content_type: str
     pid: int  # the server's top process: its tree's CPU time is charged to the requests
     headers: dict[str, str] = field(default_factory=dict)
+    tool: str = "wrk"  # or "h2load" (TOOLS): gRPC needs it
 
 
 COPY = " #"  # "name #1": the second server of `name`; alternate() reports a name's servers together
@@ -79,7 +112,8 @@ def alternate(targets: dict[str, Target], rounds: int, seconds: int, connections
                 only(target, targets.values())
                 before = cpu_seconds(target.pid)
                 length = seconds if round else 2
-                result = wrk(target.url, target.body, target.content_type, connections, length, target.headers)
+                load = TOOLS[target.tool]
+                result = load(target.url, target.body, target.content_type, connections, length, target.headers)
                 result["cpu_us"] = (cpu_seconds(target.pid) - before) / max(result["requests"], 1) * 1e6
                 if round:
                     runs[name].append(result)

@@ -67,10 +67,15 @@ class Batcher:
         """A batch is running: new requests wait for the next one."""
         return self.runner is not None and not self.runner.done()
 
-    async def __call__(self, images: np.ndarray) -> np.ndarray:
+    async def __call__(self, images: np.ndarray, seen: bool = True) -> np.ndarray:
+        """`seen`: whether the requests arriving are all counted by `request()` as soon as they arrive. False for
+        gRPC's: a call reaches its handler only after two hops through gRPC's poller thread, so that the calls
+        arriving behind it are not yet counted, and a lone call run on the loop would keep them waiting. Such a
+        request runs in the inference thread, and those that arrive meanwhile join the next batch (docs/benchmarks.md,
+        "Open Inference Protocol")."""
         # Requests that arrived together were all scheduled at once: let them reach this point first.
         await asyncio.sleep(0)
-        if self.requests <= 1 and not self.busy:
+        if self.requests <= 1 and not self.busy and seen:
             return self.infer_alone(images)  # alone: nothing to batch with
         loop = asyncio.get_running_loop()
         job = Job(images, loop.create_future(), loop.time())
@@ -109,10 +114,12 @@ class Batcher:
                 # One request's images as they are: no copy (a 64-image request is 200 kB).
                 images = batch[0].images if len(batch) == 1 else np.concatenate([job.images for job in batch])
                 here = self.on_the_loop(images)
+                # A request alone here came unseen (`seen`): it may still take the idle cores.
+                infer = self.infer_alone if len(batch) == 1 and self.requests <= 1 else self.infer
                 if here:
-                    probabilities = self.infer(images)
+                    probabilities = infer(images)
                 else:
-                    probabilities = await loop.run_in_executor(self.thread, self.infer, images)
+                    probabilities = await loop.run_in_executor(self.thread, infer, images)
             except Exception as exc:  # the model failed: every request of the batch gets that error
                 for job in batch:
                     if not job.answer.done():

@@ -166,10 +166,13 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=config)
 
     async def infer(self, request: pb.ModelInferRequest, scope: dict) -> pb.ModelInferResponse:
-        found = v2_models.find_model(self.pipeline, request.model_name, request.model_version)
-        array = checked_input(found, grpc_codec.read_inputs(request), self.pipeline.settings.max_batch)
-        chosen = grpc_codec.requested_outputs(found, request)  # an unknown output is refused before the model runs
-        values, scope[DIGITS_KEY] = await v2_models.run(self.pipeline, found, array)
+        pipeline = self.pipeline
+        with pipeline.batcher.request():  # counted, as HTTP's are
+            found = v2_models.find_model(pipeline, request.model_name, request.model_version)
+            array = checked_input(found, grpc_codec.read_inputs(request), pipeline.settings.max_batch)
+            chosen = grpc_codec.requested_outputs(found, request)  # an unknown output is refused before the model
+            # Not `seen`: the calls arriving behind this one are still in gRPC's hands (service/batching.py).
+            values, scope[DIGITS_KEY] = await v2_models.run(pipeline, found, array, seen=False)
         return grpc_codec.response(found, request, chosen, values)
 
 

@@ -70,10 +70,10 @@ class Pipeline:
         for the other worker to take work and find its core taken (docs/benchmarks.md, "Measured by hand")."""
         return self.infer(inputs, alone=len(inputs) == 1 and self.activity.others_idle())
 
-    async def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    async def predict(self, pixels: np.ndarray, seen: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 [N, 28, 28] -> probabilities [N, 10], digits [N] and their confidences [N], batched with the
-        other requests in flight; each prediction counted on /metrics (digit, confidence)."""
-        return self.scored(await self.batcher(self.runtime.model_input(pixels)))
+        other requests in flight; each prediction counted on /metrics (digit, confidence). `seen`: the batcher's."""
+        return self.scored(await self.batcher(self.runtime.model_input(pixels), seen))
 
     def scored(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Logits [N, 10] -> `predict`'s three answers, each prediction counted on /metrics (digit, confidence):

@@ -75,11 +75,13 @@ def model_config(pipeline: Pipeline, model: Model) -> dict:
     }
 
 
-async def run(pipeline: Pipeline, model: Model, array: np.ndarray) -> tuple[dict[str, np.ndarray], list[int]]:
+async def run(
+    pipeline: Pipeline, model: Model, array: np.ndarray, seen: bool = True
+) -> tuple[dict[str, np.ndarray], list[int]]:
     """A checked input tensor (v2_codec.checked_input) -> every output of `model` by name, and the predicted digits
-    (for the access log)."""
+    (for the access log). `seen`: the batcher's (service/batching.py)."""
     if model.name == PIXELS_MODEL:
-        probabilities, digits, _ = await pipeline.predict(array)
+        probabilities, digits, _ = await pipeline.predict(array, seen)
         return {"probabilities": probabilities, "digit": digits}, digits.tolist()
-    logits = await pipeline.batcher(np.ascontiguousarray(array))
+    logits = await pipeline.batcher(np.ascontiguousarray(array), seen)
     return {model.outputs[0].name: logits}, logits.argmax(1).tolist()  # softmax keeps the order

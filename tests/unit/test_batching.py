@@ -94,6 +94,34 @@ def test_full_batches_run_on_the_loop_and_partial_ones_in_the_inference_thread(r
     assert threads == [(8, "infer_0")]
 
 
+def test_unseen_requests_run_in_the_thread_and_batch_with_those_arriving_meanwhile(runtime, images):
+    """gRPC's calls (`seen=False`): the calls behind one are not yet counted, so even a lone one leaves the loop
+    free for them; one that stays alone still takes the alone call."""
+    calls: list[tuple[str, int, str]] = []
+
+    def recorded(kind: str):
+        def model(pixels: np.ndarray) -> np.ndarray:
+            calls.append((kind, len(pixels), threading.current_thread().name))
+            time.sleep(0.02)  # long enough for the calls behind it to arrive
+            return runtime.probabilities(pixels)
+
+        return model
+
+    batcher = Batcher(recorded("batch"), max_batch_size=64, max_latency_ms=5000, infer_alone=recorded("alone"))
+
+    async def call(pixels: np.ndarray, delay: float) -> np.ndarray:
+        await asyncio.sleep(delay)  # arriving later, as gRPC hands calls over one by one
+        with batcher.request():
+            return await batcher(pixels, seen=False)
+
+    async def scenario() -> list[np.ndarray]:
+        return await asyncio.gather(*(call(images[i : i + 1], 0.005 * (i > 0)) for i in range(6)))
+
+    answers = asyncio.run(scenario())
+    np.testing.assert_allclose(np.concatenate(answers), runtime.probabilities(images[:6]), atol=1e-5)
+    assert calls == [("alone", 1, "infer_0"), ("batch", 5, "infer_0")]
+
+
 @pytest.mark.parametrize("max_batch_size", [1, 4], ids=["full batches, on the loop", "batches, in the thread"])
 def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images, max_batch_size):
     def slow(pixels: np.ndarray) -> np.ndarray:
