@@ -60,9 +60,9 @@ class CorkBatcher(Batcher):
         sizes = np.cumsum([len(job) for job in jobs])[:-1]
         return np.split(self.infer(np.concatenate(jobs)), sizes)
 
-    async def __call__(self, images: np.ndarray) -> np.ndarray:
+    async def __call__(self, images: np.ndarray, seen: bool = True) -> np.ndarray:
         await asyncio.sleep(0)
-        if self.requests <= 1:
+        if self.requests <= 1 and seen:
             return self.infer_alone(images)
         return await self.batched(images)
 
