@@ -65,7 +65,12 @@ def plain(value: object) -> object:
 
 def members(value: Object, keep: tuple[str, ...] = ()) -> dict:
     """An object's members as a dict, each as Python objects except those named in `keep` (still views)."""
-    return {key: value[key] if key in keep else plain(value[key]) for key in value}
+    try:
+        return {key: value[key] if key in keep else plain(value[key]) for key in value}
+    except KeyError:
+        # simdjson yields a key holding a NUL character (`{"\u0000": 1}`) but cannot look it up: such an object is
+        # read whole as Python objects (the kept members as lists, which `to_array` reads the exact way).
+        return value.as_dict()
 
 
 def to_array(value: object, dtype: np.dtype) -> np.ndarray:

@@ -86,7 +86,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     else:
         if not re.fullmatch(r"[0-9]{1,15}", header_length.strip()):
             raise ClientError(400, f"Inference-Header-Content-Length {header_length!r} is not a byte count")
-        length = int(header_length)
+        length = int(header_length.strip())
         if length > len(body):
             raise ClientError(400, f"Inference-Header-Content-Length {length} is larger than the body ({len(body)})")
         head, rest = body[:length], body[length:]

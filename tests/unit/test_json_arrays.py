@@ -81,6 +81,12 @@ def test_members_keep_views_only_where_asked():
     assert request["outputs"] == [{"name": "x"}] and request["id"] == "7"
 
 
+def test_members_of_an_object_with_a_nul_key_are_read_whole():
+    """Found by fuzzing: simdjson yields a key holding NUL but cannot look it up (a KeyError, then a 500)."""
+    document = json_arrays.parse(b'{"inputs": [{"data": [1, 2]}], "\\u0000": 1}')
+    assert json_arrays.members(document, keep=("inputs",)) == {"inputs": [{"data": [1, 2]}], "\x00": 1}
+
+
 def test_not_json_is_a_value_error():
     for body in (b"{", b"", b"[1,]", b"\xff", b"[123456789012345678901234567890]"):
         with pytest.raises(ValueError):
