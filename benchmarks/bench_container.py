@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from deploy.container.build import FLAVOURS, build
-from deploy.container.check import start_container
+from deploy.container.check import Started, start_container
 from deploy.container.engine import ROOT, Engine, find_engine
 from harness.digits import as_png, sample_digits
 from harness.load import Target, alternate
@@ -32,15 +32,15 @@ START, END = "<!-- bench_container:start -->", "<!-- bench_container:end -->"
 WORKERS = "2"
 
 
-def container_start(engine: Engine, image: str, env: dict[str, str] | None = None) -> tuple[str, str, float]:
-    """`run` to ready, with WORKERS workers: the container's id, its URL and the seconds it took."""
+def container_start(engine: Engine, image: str, env: dict[str, str] | None = None) -> Started:
+    """`run` to ready, with WORKERS workers: the container's id, its URLs and the seconds it took."""
     return start_container(engine, image, {"DIGITSERVE_WORKERS": WORKERS, **(env or {})})
 
 
 def start_times(engine: Engine, image: str, starts: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"container": [], "outside": []}
     for _ in range(starts):
-        container, _, seconds = container_start(engine, image)
+        container, _, seconds, _ = container_start(engine, image)
         engine.run("rm", "--force", container)
         times["container"].append(seconds)
         started = time.monotonic()
@@ -57,7 +57,7 @@ def throughput(engine: Engine, image: str, args: argparse.Namespace) -> dict[str
         png.write_bytes(as_png(sample_digits()[0][0]))
         targets = {}
         for name, env in (("container", {}), ("container, no access log", quiet)):
-            container, url, _ = container_start(engine, image, env)
+            container, url, _, _ = container_start(engine, image, env)
             stack.callback(engine.run, "rm", "--force", container, check=False)
             pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", container))
             targets[name] = Target(f"{url}/classify", png, "image/png", pid)

@@ -3,14 +3,16 @@
     python -m deploy.container.check             # build (layer cache kept), run, check, stop, remove
     python -m deploy.container.check --gpu       # also build the GPU image and check CUDA is among its providers
 
-The container runs with a read-only root filesystem (a tmpfs on /tmp for BentoML's state), published on a port of
-this machine's loopback. Checked: `/readyz` within 60 s (the time is printed), the user (uid 1034, not root), the
-image's HEALTHCHECK, real MNIST test digits and a photo of the photo suite through `/classify`, the Open Inference
-Protocol route, `/metrics` counting them, and the drain on stop (`/readyz` 503 at once, exit code 0). The container
-is removed by its id whatever happens. Then, with podman, the Kubernetes manifests against the image: the CPU
-overlay rendered by `kubectl kustomize` and played by `podman kube play`, ready by its own probes, a digit read,
-the manifest's user and read-only root in force, and `podman kube down`. Where no engine can run containers it
-prints one line saying why and exits 0 (`make test` calls it: CI checks the images wherever it can).
+The container runs with a read-only root filesystem (a tmpfs on /tmp for BentoML's state), its HTTP and gRPC ports
+published on ports of this machine's loopback. Checked: `/readyz` within 60 s (the time is printed), the user (uid
+1034, not root), the image's HEALTHCHECK, real MNIST test digits and a photo of the photo suite through
+`/classify`, the Open Inference Protocol route, the same over gRPC with tritonclient (port 8001), `/metrics`
+counting them, and the drain on stop (`/readyz` 503 at once, exit code 0). The container is removed by its id
+whatever happens. Then, with podman, the Kubernetes manifests against the image: the CPU overlay rendered by
+`kubectl kustomize` and played by `podman kube play`, ready by its own probes (gRPC's health service for the
+startup probe), a digit read over HTTP and digits over gRPC, the manifest's user and read-only root in force, and
+`podman kube down`. Where no engine can run containers it prints one line saying why and exits 0 (`make test`
+calls it: CI checks the images wherever it can).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -110,6 +112,24 @@ def classify_digits(url: str) -> dict[str, Any]:
     }
 
 
+def infer_over_grpc(address: str) -> int:
+    """64 MNIST test digits through the Open Inference Protocol over gRPC, with Triton's client: how many right."""
+    import tritonclient.grpc as grpcclient
+
+    test = load_split("test")
+    client = grpcclient.InferenceServerClient(address)
+    try:
+        tensor = grpcclient.InferInput("pixels", [64, 28, 28], "UINT8")
+        tensor.set_data_from_numpy(np.ascontiguousarray(test.images[:64]))
+        digits = client.infer("digits", [tensor], client_timeout=30).as_numpy("digit")
+    except grpcclient.InferenceServerException as exc:
+        step(f"gRPC failed: {exc}")
+        return -1
+    finally:
+        client.close()
+    return int((digits == test.labels[:64]).sum())
+
+
 def drain(url: str, engine: Engine, container: str) -> dict[str, Any]:
     """`stop` (SIGTERM, then SIGKILL after 30 s) while polling /readyz; what was seen and how long it took."""
     seen: list[int] = []
@@ -131,12 +151,20 @@ def drain(url: str, engine: Engine, container: str) -> dict[str, Any]:
     }
 
 
-def start_container(engine: Engine, image: str, env: dict[str, str] | None = None) -> tuple[str, str, float]:
-    """`image` run as production would (read-only root, a tmpfs on /tmp), on a free port of this machine's
-    loopback, until /readyz answers: the container's id, its URL and the seconds from `run` to ready. The caller
-    removes it. The check and make bench-container both start it so."""
-    port = free_port()
+class Started(NamedTuple):
+    container: str  # its id
+    url: str  # its HTTP port, published on this machine's loopback
+    seconds: float  # from `run` to ready
+    grpc: str  # host:port of its gRPC port (8001), published too
+
+
+def start_container(engine: Engine, image: str, env: dict[str, str] | None = None) -> Started:
+    """`image` run as production would (read-only root, a tmpfs on /tmp), its HTTP and gRPC ports published on
+    free ports of this machine's loopback, until /readyz answers. The caller removes it. The check and make
+    bench-container both start it so."""
+    port, grpc_port = free_port(), free_port()
     options = ["run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:3000"]
+    options += ["-p", f"127.0.0.1:{grpc_port}:8001"]
     for name, value in (env or {}).items():
         options += ["-e", f"{name}={value}"]
     if engine.name == "podman":
@@ -149,13 +177,13 @@ def start_container(engine: Engine, image: str, env: dict[str, str] | None = Non
     except BaseException:
         engine.run("rm", "--force", container, check=False)
         raise
-    return container, url, time.monotonic() - started
+    return Started(container, url, time.monotonic() - started, f"127.0.0.1:{grpc_port}")
 
 
 def check_cpu(engine: Engine) -> dict[str, Any]:
     image = build(engine, "cpu")
     figures: dict[str, Any] = {"image": image, "size_mb": engine.image_mb(image)}
-    container, url, figures["ready_s"] = start_container(engine, image)
+    container, url, figures["ready_s"], grpc_address = start_container(engine, image)
     try:
         step(f"ready {figures['ready_s']:.1f} s after `{engine.name} run`")
         expect(engine.run("exec", container, "id", "-u") == USER, f"runs as uid {USER}, not root")
@@ -168,6 +196,8 @@ def check_cpu(engine: Engine) -> dict[str, Any]:
         served = classify_digits(url)
         expect(served["right"] >= 0.98 * DIGITS, f"/classify: {served['right']}/{DIGITS} MNIST test digits right")
         expect(served["v2_status"] == 200 and served["v2_right"] >= 62, f"V2 infer: {served['v2_right']}/64 right")
+        grpc_right = infer_over_grpc(grpc_address)
+        expect(grpc_right >= 62, f"V2 over gRPC (tritonclient.grpc, port 8001): {grpc_right}/64 right")
         expect(
             served["photo"] == served["photo_label"], f"a photo of a {served['photo_label']}: read {served['photo']}"
         )
@@ -189,10 +219,11 @@ def check_cpu(engine: Engine) -> dict[str, Any]:
     return figures
 
 
-def played_manifest(image: str, port: int) -> dict:
+def played_manifest(image: str, port: int, grpc_port: int) -> dict:
     """The CPU overlay as `kubectl kustomize` renders it, as podman can play it: the Deployment at 1 replica
     (podman publishes each replica's containerPort on the host: a second one would clash), its http port on
-    127.0.0.1:`port`, the image just built. Service, budget and autoscaler are Kubernetes' own: podman skips them."""
+    127.0.0.1:`port` and its grpc port on `grpc_port`, the image just built. Service, budget and autoscaler are
+    Kubernetes' own: podman skips them."""
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / "deploy" / "kubernetes" / "overlays" / "cpu")],
         capture_output=True,
@@ -203,24 +234,41 @@ def played_manifest(image: str, port: int) -> dict:
     deployment["spec"]["replicas"] = 1
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     container["image"] = f"localhost/{image}"
-    (http,) = [p for p in container["ports"] if p["name"] == "http"]
-    http.update(hostPort=port, hostIP="127.0.0.1")
+    published = {p["name"]: p for p in container["ports"]}
+    published["http"].update(hostPort=port, hostIP="127.0.0.1")
+    published["grpc"].update(hostPort=grpc_port, hostIP="127.0.0.1")
     return deployment
 
 
-def probe(url: str, spec: dict) -> float:
-    """The manifest's own httpGet probe, as the kubelet runs it: every periodSeconds until it passes, failing
-    after failureThreshold tries. podman 4.3 cannot run it itself (it turns an httpGet probe into a curl command,
-    the port's name into port 0, and the image has no curl). The seconds it took."""
+def passes(url: str, grpc_address: str, spec: dict) -> bool:
+    """One try of a probe: an httpGet's 200, or a grpc probe's SERVING (grpc.health.v1, as the kubelet asks)."""
+    timeout = spec.get("timeoutSeconds", 1)
+    if "grpc" in spec:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(grpc_address) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.RpcError:
+                return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+    try:
+        return httpx.get(url + spec["httpGet"]["path"], timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def probe(url: str, grpc_address: str, spec: dict) -> float:
+    """The manifest's own probe (httpGet or grpc), as the kubelet runs it: every periodSeconds until it passes,
+    failing after failureThreshold tries. podman 4.3 cannot run it itself (it turns an httpGet probe into a curl
+    command, the port's name into port 0, and the image has no curl). The seconds it took."""
     started = time.monotonic()
     for _ in range(spec.get("failureThreshold", 3)):
-        try:
-            if httpx.get(url + spec["httpGet"]["path"], timeout=spec.get("timeoutSeconds", 1)).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
+        if passes(url, grpc_address, spec):
+            return time.monotonic() - started
         time.sleep(spec.get("periodSeconds", 10))
-    raise CheckFailed(f"probe {spec['httpGet']['path']} failed {spec.get('failureThreshold', 3)} times")
+    raise CheckFailed(f"probe {spec} failed {spec.get('failureThreshold', 3)} times")
 
 
 def check_kube(engine: Engine, image: str) -> dict[str, Any]:
@@ -228,19 +276,20 @@ def check_kube(engine: Engine, image: str) -> dict[str, Any]:
     if engine.name != "podman" or not shutil.which("kubectl"):
         step("kube play skipped: it needs podman and kubectl (to render the kustomize overlay)")
         return {}
-    port = free_port()
-    manifest, played = RUNS / "kube-play.yaml", played_manifest(image, port)
+    port, grpc_port = free_port(), free_port()
+    manifest, played = RUNS / "kube-play.yaml", played_manifest(image, port, grpc_port)
     manifest.write_text(yaml.safe_dump(played))
-    url = f"http://127.0.0.1:{port}"
+    url, grpc_address = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
     (container,) = played["spec"]["template"]["spec"]["containers"]
     started = time.monotonic()
     engine.run("kube", "play", str(manifest))
     try:
-        probe(url, container["startupProbe"])
+        probe(url, grpc_address, container["startupProbe"])
         ready = time.monotonic() - started
-        probe(url, container["readinessProbe"])
-        probe(url, container["livenessProbe"])
+        probe(url, grpc_address, container["readinessProbe"])
+        probe(url, grpc_address, container["livenessProbe"])
         step(f"ok: kube play: the pod passed its startup, readiness and liveness probes {ready:.1f} s after play")
+        expect(infer_over_grpc(grpc_address) >= 62, "kube play: digits read over gRPC")
         digit = load_split("test")
         answer = httpx.post(f"{url}/classify", content=as_png(digit.images[0]), headers={"Content-Type": "image/png"})
         expect(answer.status_code == 200 and answer.json()["digit"] == digit.labels[0], "kube play: a digit read")

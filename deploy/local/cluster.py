@@ -4,9 +4,10 @@
     python deploy/local/cluster.py status
     python deploy/local/cluster.py stop
 
-Each replica is `bentoml serve` with one worker on a port of its own, draining for DIGITSERVE_DRAIN_SECONDS on
-SIGTERM (longer than HAProxy takes to see /readyz fail). HAProxy (Debian's haproxy; deploy/local/haproxy.cfg)
-balances them, health-checked on /readyz, with the per-client timeouts the service leaves to a proxy. Prometheus
+Each replica is `bentoml serve` with one worker on a port of its own (and a gRPC port), draining for
+DIGITSERVE_DRAIN_SECONDS on SIGTERM (longer than HAProxy takes to see /readyz fail). HAProxy (Debian's haproxy;
+deploy/local/haproxy.cfg) balances them, health-checked on /readyz, with the per-client timeouts the service leaves
+to a proxy; its gRPC frontend (--grpc-port) balances gRPC calls over the replicas' gRPC ports, call by call. Prometheus
 (Debian's prometheus) scrapes every replica as job "digitserve" and HAProxy's exporter as job "haproxy", with
 deploy/prometheus/rules.yml loaded. Their configs, logs and the cluster's state (ports, process ids) are in
 runs/cluster/; the processes outlive this command until `stop`. deploy/local/rollout.py restarts and kills
@@ -45,6 +46,7 @@ CHECK_MS = 500  # HAProxy's /readyz check interval: a replica leaves the rotatio
 class Replica:
     name: str
     port: int
+    grpc_port: int = 0  # its gRPC server's (service/grpc_server.py); 0: none
     pid: int = 0
 
 
@@ -55,6 +57,7 @@ class Cluster:
     host: str
     port: int  # HAProxy's frontend: the cluster's URL (0: a free one, chosen as HAProxy starts)
     stats_port: int  # HAProxy's stats page and Prometheus exporter (0: likewise)
+    grpc_port: int  # HAProxy's gRPC frontend (0: likewise)
     prometheus_port: int  # 0: no Prometheus
     drain_seconds: float
     replicas: list[Replica] = field(default_factory=list)
@@ -65,6 +68,11 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def grpc(self) -> str:
+        """host:port of the cluster's gRPC frontend."""
+        return f"{self.host}:{self.grpc_port}"
 
     # State ---------------------------------------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class Cluster:
             "BENTOML_DO_NOT_TRACK": "true",
             "DIGITSERVE_WORKERS": "1",
             "DIGITSERVE_DRAIN_SECONDS": str(self.drain_seconds),
+            "DIGITSERVE_GRPC_PORT": str(replica.grpc_port),
             # Its own: BentoML keeps the workers' Prometheus files in $BENTOML_HOME/prometheus_multiproc_dir and
             # empties it when a server starts, so replicas sharing one would wipe, and sum, each other's metrics.
             "BENTOML_HOME": str(self.folder / replica.name),
@@ -141,7 +150,7 @@ class Cluster:
         `new_cluster`: a free port chosen minutes before, while replicas start and open connections, can be taken
         by then (CI, once: HAProxy exited and `wait_in_rotation` waited 30 s on a socket that never came). Such a
         port is chosen again if HAProxy cannot bind it; a port the user gave is not."""
-        chosen = {"port": not self.port, "stats_port": not self.stats_port}
+        chosen = {"port": not self.port, "stats_port": not self.stats_port, "grpc_port": not self.grpc_port}
         for attempt in range(attempts):
             for name, free in chosen.items():
                 if free:
@@ -174,13 +183,19 @@ class Cluster:
 
     def write_haproxy_config(self) -> Path:
         servers = "\n".join(f"    server {r.name} {self.host}:{r.port} check" for r in self.replicas)
+        # gRPC to each replica's gRPC port, its readiness checked on its HTTP port.
+        grpc_servers = "\n".join(
+            f"    server {r.name} {self.host}:{r.grpc_port} proto h2 check port {r.port}" for r in self.replicas
+        )
         text = Template((HERE / "haproxy.cfg").read_text()).substitute(
             folder=self.folder,
             host=self.host,
             port=self.port,
             stats_port=self.stats_port,
+            grpc_port=self.grpc_port,
             check_ms=CHECK_MS,
             servers=servers,
+            grpc_servers=grpc_servers,
         )
         path = self.folder / "haproxy.cfg"
         path.write_text(text)
@@ -327,15 +342,18 @@ def kill_tree(tree: list[psutil.Process]) -> None:
             process.kill()
 
 
-def new_cluster(replicas: int, port: int, prometheus_port: int, drain_seconds: float, folder: Path) -> Cluster:
+def new_cluster(
+    replicas: int, port: int, prometheus_port: int, drain_seconds: float, folder: Path, grpc_port: int = 0
+) -> Cluster:
     host = "127.0.0.1"
     return Cluster(
         host=host,
         port=port,
         stats_port=0,
+        grpc_port=grpc_port,
         prometheus_port=prometheus_port,
         drain_seconds=drain_seconds,
-        replicas=[Replica(f"replica{n + 1}", free_port()) for n in range(replicas)],
+        replicas=[Replica(f"replica{n + 1}", free_port(), free_port()) for n in range(replicas)],
         folder=folder,
     )
 
@@ -345,6 +363,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("command", choices=("start", "status", "stop"))
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--port", type=int, default=8080, help="HAProxy's port: the cluster's URL")
+    parser.add_argument("--grpc-port", type=int, default=8081, help="HAProxy's gRPC port (0: a free one)")
     parser.add_argument("--prometheus-port", type=int, default=9090, help="0: no Prometheus")
     parser.add_argument("--drain-seconds", type=float, default=3.0, help="each replica's DIGITSERVE_DRAIN_SECONDS")
     parser.add_argument("--folder", type=Path, default=FOLDER, help="configs, logs and state")
@@ -356,13 +375,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "start":
         if (args.folder / "state.json").exists():
             sys.exit(f"a cluster runs already ({args.folder / 'state.json'}): `make cluster-stop` first")
-        cluster = new_cluster(args.replicas, args.port, args.prometheus_port, args.drain_seconds, args.folder)
+        cluster = new_cluster(
+            args.replicas, args.port, args.prometheus_port, args.drain_seconds, args.folder, args.grpc_port
+        )
         try:
             cluster.start()
         except BaseException:
             cluster.stop()
             raise
-        print(f"{len(cluster.replicas)} replicas behind HAProxy at {cluster.url}")
+        print(f"{len(cluster.replicas)} replicas behind HAProxy at {cluster.url}, gRPC at {cluster.grpc}")
         print(f"HAProxy's stats: http://{cluster.host}:{cluster.stats_port}/")
         if cluster.prometheus_port:
             print(f"Prometheus: http://{cluster.host}:{cluster.prometheus_port}/ (rules: deploy/prometheus/rules.yml)")

@@ -13,8 +13,9 @@ import httpx
 import pytest
 import yaml
 
+from deploy.container.check import infer_over_grpc
 from harness.digits import as_png
-from harness.server import BENTOML, log_with, running_service
+from harness.server import BENTOML, log_with, serving
 from tests.conftest import ROOT
 from training.data import load_split
 
@@ -89,8 +90,10 @@ def test_served_from_the_store_it_classifies_real_digits(cpu_bento, home, tmp_pa
     env = {"BENTOML_HOME": str(home), "DIGITSERVE_WORKERS": "1"}
     with (
         (tmp_path / "serve.log").open("w+") as log,
-        running_service(env, target=f"digitserve:{cpu_bento.name}", cwd=tmp_path, log=log) as url,
+        serving(env, target=f"digitserve:{cpu_bento.name}", cwd=tmp_path, log=log) as server,
     ):
+        url = server.url
+        grpc_digits = infer_over_grpc(server.grpc)  # the gRPC server comes with the Bento, no extra step
         with httpx.Client(base_url=url, timeout=30) as client:
             digits = [
                 client.post("/classify", files={"image": ("d.png", as_png(image))}).json()["digit"]
@@ -101,6 +104,7 @@ def test_served_from_the_store_it_classifies_real_digits(cpu_bento, home, tmp_pa
         model = cpu_bento / "src" / "models" / "mnist_cnn.onnx"
         text = log_with(log, f"from {model} on CPUExecutionProvider")
     assert sum(d == label for d, label in zip(digits, test.labels[:50], strict=True)) >= 49
+    assert grpc_digits >= 62  # of 64
     assert info["provider"] == "CPUExecutionProvider"
     assert page.status_code == 200 and "<canvas" in page.text  # the draw-a-digit page travels too
     # The model came out of the Bento, not the repo.

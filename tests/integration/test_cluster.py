@@ -45,8 +45,11 @@ def test_a_rolling_restart_under_load_fails_nothing_and_a_killed_replica_is_repl
     assert len(result["prometheus_up"]) == 2  # Prometheus scraped both replicas (up is 0 or 1 by the kill's timing)
 
 
-def test_each_replica_counts_its_own_requests_only(tmp_path, digits):
-    """Replicas on one host must not share BentoML's Prometheus files: each one's /metrics is its own."""
+def test_each_replica_counts_its_own_requests_only_and_grpc_calls_are_balanced(tmp_path, digits):
+    """Replicas on one host must not share BentoML's Prometheus files: each one's /metrics is its own. HAProxy's
+    gRPC frontend spreads one client connection's calls over the replicas."""
+    import tritonclient.grpc as grpcclient
+
     cluster = cluster_module.new_cluster(2, 0, 0, 0.0, tmp_path)
     try:
         cluster.start()
@@ -54,16 +57,26 @@ def test_each_replica_counts_its_own_requests_only(tmp_path, digits):
         for image in digits[0][:5]:
             answer = httpx.post(f"{first}/classify_pixels", content=image.tobytes(), headers=RAW, timeout=30)
             assert answer.status_code == 200
-        counted = {url: served(httpx.get(f"{url}/metrics", timeout=10).text) for url in (first, second)}
+        client = grpcclient.InferenceServerClient(cluster.grpc)  # one channel: one connection to HAProxy
+        found = []
+        for image in digits[0][:20]:
+            tensor = grpcclient.InferInput("pixels", [1, 28, 28], "UINT8")
+            tensor.set_data_from_numpy(image[None])
+            found.append(int(client.infer("digits", [tensor], client_timeout=30).as_numpy("digit")[0]))
+        client.close()
+        expositions = {url: httpx.get(f"{url}/metrics", timeout=10).text for url in (first, second)}
     finally:
         cluster.stop()
-    assert counted == {first: 5, second: 0}
+    assert {url: served(text, "/classify_pixels") for url, text in expositions.items()} == {first: 5, second: 0}
+    assert sum(f == label for f, label in zip(found, digits[1][:20], strict=True)) >= 19
+    calls = [served(text, "/inference.GRPCInferenceService/ModelInfer") for text in expositions.values()]
+    assert sum(calls) == 20 and min(calls) > 0, calls
 
 
-def served(exposition: str) -> float:
+def served(exposition: str, endpoint: str) -> float:
     return sum(
         sample.value
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
-        if sample.name == "digitserve_requests_total" and sample.labels["endpoint"] == "/classify_pixels"
+        if sample.name == "digitserve_requests_total" and sample.labels["endpoint"] == endpoint
     )

@@ -91,6 +91,11 @@ def test_deployments_match_the_service_settings(overlay, name):
     env = {e["name"]: e["value"] for e in container["env"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # gRPC: the port the service listens on, exposed, and its health service probed at start.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == int(env["DIGITSERVE_GRPC_PORT"]) == container["startupProbe"]["grpc"]["port"]
+    (service,) = [d for d in resources(overlay).values() if d["kind"] == "Service"]
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "grpc": "grpc"}
     # The drain, then requests in flight (at most DIGITSERVE_TIMEOUT seconds), within the grace period.
     drain = float(env["DIGITSERVE_DRAIN_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] > int(env["DIGITSERVE_TIMEOUT"]) + drain
