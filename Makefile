@@ -170,8 +170,9 @@ container-tools:  ## Debian's podman, runc, catatonit (a pod's pause process) an
 # Replicas behind HAProxy, Prometheus scraping them (deploy/local/); runs/cluster/ holds their configs and logs.
 REPLICAS ?= 2
 CLUSTER_PORT ?= 8080
-cluster: $(VENV)/.installed-loadtest ops-tools  ## REPLICAS replicas behind HAProxy on CLUSTER_PORT, Prometheus on 9090; returns once serving
-	$(BIN)/python deploy/local/cluster.py start --replicas $(REPLICAS) --port $(CLUSTER_PORT)
+CLUSTER_GRPC_PORT ?= 8081
+cluster: $(VENV)/.installed-loadtest ops-tools  ## REPLICAS replicas behind HAProxy on CLUSTER_PORT (gRPC: CLUSTER_GRPC_PORT), Prometheus on 9090
+	$(BIN)/python deploy/local/cluster.py start --replicas $(REPLICAS) --port $(CLUSTER_PORT) --grpc-port $(CLUSTER_GRPC_PORT)
 
 cluster-stop:  ## stop what make cluster started
 	$(BIN)/python deploy/local/cluster.py stop
