@@ -108,18 +108,20 @@ class Pipeline:
         between any two: a wide digit cut in two can read as two sure halves) and every one is SURE; else 1 (an
         image /classify answers as one digit)."""
         try:
-            candidates, probabilities, chosen = await self.segmented(data)
+            # Touching digits are not cut: a reading with a cut in it counts as one digit whatever its parts.
+            candidates, probabilities, chosen = await self.segmented(data, touching=False)
         except ClientError:
             return 1
         apart = all(candidates.cuts[candidates.spans[i][1] - 1] is None for i in chosen[:-1])
         sure = bool((probabilities[chosen].max(axis=1) >= SURE).all())
         return len(chosen) if apart and sure else 1
 
-    async def segmented(self, data: bytes) -> tuple[Candidates, np.ndarray, list[int]]:
-        """An image of a written number -> its candidate digits (service/segment.py), their probabilities (all
-        read in one batch, with the other requests in flight) and the candidates of the likeliest reading."""
+    async def segmented(self, data: bytes, touching: bool = True) -> tuple[Candidates, np.ndarray, list[int]]:
+        """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may
+        hold touching digits cut too), their probabilities (all read in one batch, with the other requests in
+        flight) and the candidates of the likeliest reading."""
         max_pixels = self.settings.max_pixels
-        candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels), len(data))
+        candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels, touching), len(data))
         logits = await self.batcher(self.runtime.model_input(candidates.pixels))
         probabilities = self.runtime.confidences(logits)
         return candidates, probabilities, best_reading(candidates, probabilities, logits)

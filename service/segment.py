@@ -6,8 +6,9 @@
 The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out;
 the bright part on a dark ground), and split into marks (connected components); specks and the sheet's edges are
 left out. Marks stacked one over another (a 5's flag, a dotted stroke) are one piece. A piece much wider than
-the line is tall holds touching digits: it is cut along seams, paths of least ink from top to bottom started every
-tenth of the line's height, each a candidate cut. Which pieces make a digit is then not guessed from shapes but
+the line is tall may hold touching digits, and so may a line's only piece half as wide as it is tall (two touching
+digits, one of them a 1, are no wider than one wide digit): it is cut along seams, paths of least ink from top to
+bottom started every tenth of the line's height, each a candidate cut. Which pieces make a digit is then not guessed from shapes but
 decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that could be one
 digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score highest
 together.
@@ -43,10 +44,11 @@ STACKED = 0.5  # marks overlapping by this much of the narrower one's width, sid
 JOIN_GAP = 0.2  # pieces further apart than this fraction of the line's height are different digits
 MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
 CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
-WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it
+WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it...
+WIDE_ALONE = 0.5  # ...or this many where it is the line's only piece (two touching digits, a 1 among them)
 STEP = 0.1  # try a cut every this many line heights...
 SAME = 0.04  # ...and keep one of seams that run within this many line heights of each other
-MIN_PART = 0.2  # a cut leaves at least this many line heights of the piece on either side
+MIN_PART = 0.1  # a cut leaves at least this many line heights of the piece on either side
 STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
 THIN, FAR = 0.1, 1.5  # a piece thinner than this (line heights) and further than this from the rest is a stray line
@@ -177,8 +179,9 @@ def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
     return path + low
 
 
-def find_candidates(gray: np.ndarray) -> Candidates:
-    """The candidate digits of a written number in `gray` (float [H, W] 0-255, any polarity)."""
+def find_candidates(gray: np.ndarray, touching: bool = True) -> Candidates:
+    """The candidate digits of a written number in `gray` (float [H, W] 0-255, any polarity); `touching`: whether
+    pieces that may hold touching digits are cut (not where only digits standing apart count)."""
     ink, labels, boxes, keep = find_ink(gray)
     marks = list(np.flatnonzero(keep))
     heights = boxes[marks, 2] - boxes[marks, 0]
@@ -191,13 +194,15 @@ def find_candidates(gray: np.ndarray) -> Candidates:
     if len(pieces) > MAX_PIECES * MAX_DIGITS:
         raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
     # Touching digits make many candidates: cut and read at a working size where there are (the same reading).
-    factor = int(line // LINE_PX) if any(p.right - p.left > WIDE * line for p in pieces) else 1
+    wide = (WIDE if len(pieces) > 1 else WIDE_ALONE) * line if touching else np.inf
+    factor = int(line // LINE_PX) if any(p.right - p.left > wide for p in pieces) else 1
     if factor >= 2:
         ink, labels = shrink(ink, labels, factor)
         line /= factor
         for piece in pieces:
             piece.left, piece.right = piece.left // factor, -(-piece.right // factor)
-    pieces = cut_wide_pieces(pieces, labels, ink, line)
+        wide /= factor
+    pieces = cut_wide_pieces(pieces, labels, ink, line, wide)
     spans, bridged, images, found = [], [], [], []
     own = [p.mask(labels, p.left, p.right) for p in pieces]  # each piece's pixels once, not once per run
     for first in range(len(pieces)):
@@ -260,12 +265,12 @@ def piece_height(boxes: np.ndarray, piece: Piece) -> int:
     return int(boxes[piece.labels, 2].max() - boxes[piece.labels, 0].min())
 
 
-def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float) -> list[Piece]:
-    """Pieces wider than WIDE line heights cut along seams (`seam`) from their candidate columns (`cut_starts`)."""
+def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float, wide: float) -> list[Piece]:
+    """Pieces wider than `wide` pixels cut along seams (`seam`) from their candidate columns (`cut_starts`)."""
     out: list[Piece] = []
     height = labels.shape[0]
     for piece in pieces:
-        if piece.right - piece.left <= WIDE * line:
+        if piece.right - piece.left <= wide:
             out.append(piece)
             continue
         cost = ink[:, piece.left : piece.right] * piece.mask(labels, piece.left, piece.right)
@@ -333,10 +338,10 @@ def digit_image(
     return crop[:, cols[0] : cols[-1] + 1], (left + int(cols[0]), top, left + int(cols[-1]) + 1, bottom)
 
 
-def read_candidates(data: bytes, max_pixels: int) -> Candidates:
+def read_candidates(data: bytes, max_pixels: int, touching: bool = True) -> Candidates:
     """Image bytes -> the candidate digits of the number in it, boxes in the full image's displayed pixels."""
     decoded = decode_image(data, max_pixels, LINE_SIDES)
-    candidates = find_candidates(to_gray(decoded.image))
+    candidates = find_candidates(to_gray(decoded.image), touching)
     sx, sy = decoded.scale
     candidates.boxes = [(round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in candidates.boxes]
     return candidates
