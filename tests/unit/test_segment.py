@@ -91,6 +91,14 @@ def test_touching_pairs_are_cut_apart(overlap: int, at_least: int) -> None:
     assert right >= at_least
 
 
+def test_touching_digits_are_cut_only_where_they_may_be_read() -> None:
+    """/read cuts a piece of touching digits into candidates; /classify's count (`touching=False`), which never
+    counts a reading with a cut in it, reads the piece whole and spends nothing on cutting it."""
+    data = png(touching(digit(4), digit(0), overlap=3))
+    assert read_candidates(data, 50_000_000).pieces >= 2
+    assert read_candidates(data, 50_000_000, touching=False).pieces == 1
+
+
 def candidates(top_logits: list[float], low_second: bool = False) -> tuple[Candidates, np.ndarray, np.ndarray]:
     """Two pieces meeting at a cut that crosses half a stroke, and the three ways to read them (the first, the second,
     both as one digit), each read as a 3 with certainty and the given top logit; none squat. `low_second`: the
