@@ -115,6 +115,7 @@ def started(server) -> int:
     return server.log.read().count("Completed startup hook: freeze_heap")
 
 
+@pytest.mark.timing  # bounds the replacement's start: beside other servers starting, CI once took over 45 s
 def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(digit):
     with serving({"DIGITSERVE_WORKERS": "2"}) as server:
         first, second = server.workers()
@@ -125,7 +126,9 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(digit):
             # BentoML's process manager (circus) looks for dead workers every 10 s, then starts a new one, whose
             # start (imports, model, sessions) took over 10 s on a CI machine busy with this load and other tests.
             while started(server) < 3:
-                assert time.monotonic() - killed < 45, "the killed worker was not replaced within 45 s"
+                if time.monotonic() - killed > 45:
+                    server.log.seek(0)
+                    pytest.fail("the killed worker was not replaced within 45 s:\n" + server.log.read()[-3000:])
                 time.sleep(0.05)
             back = time.monotonic() - killed
             (replacement,) = [w for w in server.workers() if w.pid not in (first.pid, second.pid)]
