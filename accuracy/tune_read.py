@@ -1,18 +1,20 @@
-"""`python accuracy/tune_read.py`: choose the weights of /read's scorer (service/reading.py, `Scoring`) on written
-numbers and single digits of MNIST *training* digits, never on the test digits `make bench-read` reads.
+"""`python accuracy/tune_read.py --write`: learn the weights of /read's scorer (service/reading.py) on written
+numbers and single digits of MNIST *training* digits, never on the test digits `make bench-read` reads, and write
+them to service/read_weights.json.
 
 Each set of harness/numbers.py (every photo condition, both canvases, and numbers whose digits all touch), and
 phone photos of single digits (harness/photos.py: a reading must not split a wide digit), is segmented once and
-its candidates read by the shipped model once, in process; then coordinate ascent over a small grid of values for
-each weight maximises the mean whole-number accuracy over the sets, re-running only the path search. Prints each
-set's accuracy with the current and the chosen weights, and the chosen `Scoring`; it changes nothing (copy the
-weights into service/reading.py, then run `make bench-read`).
+its candidates read by the shipped model once, in process. Numbers from the first part of the training digits
+teach, those from a later part judge. Learning is a structured perceptron, averaged: for each image, the best path
+under the current weights; where it reads wrong, the weights move towards the features of the best path that
+reads right (where the candidates hold one) and away from the chosen one's. Prints each set's whole-number
+accuracy with the weights in the file and with the learned ones, on the judging numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 
 import numpy as np
 from tqdm import tqdm
@@ -20,43 +22,33 @@ from tqdm import tqdm
 from harness.numbers import RENDERINGS, number_set
 from harness.photos import CONDITIONS, photo
 from service.config import DEFAULT_MODEL
-from service.reading import Scoring, best_reading
+from service.reading import FEATURES, WEIGHTS, WEIGHTS_FILE, best_path, features, scores
 from service.runtime import ModelRuntime
-from service.segment import Candidates, read_candidates
+from service.segment import BLANK, Candidates, read_candidates
 from training.data import load_split
 
 SETS = (*RENDERINGS, "touching", "one digit")
 SEED = 7  # numbers of other digits, in another order, than any test set's
-GRID = {
-    "digit": [0.0, 0.5, 1.0, 2.0, 3.0],
-    "weak_logit": [2.0, 4.0, 6.0, 8.0, 10.0],
-    "weak": [0.0, 0.25, 0.5, 1.0, 2.0],
-    "low_height": [0.5, 0.6, 0.7, 0.8, 0.9],
-    "low": [0.0, 1.0, 3.0, 10.0],
-    "squat_aspect": [0.8, 1.0, 1.2],
-    "squat": [0.0, 1.0, 3.0, 6.0, 12.0],
-    "gap": [0.0, 0.5, 1.0, 2.0, 4.0],
-    "cut": [0.0, 0.5, 1.0, 2.0],
-    "cross": [0.0, 0.5, 1.0, 1.5, 3.0],
-}
+JUDGE_FROM = 30_000  # the judging numbers' digits start here among the training digits; the teaching ones at 0
 
 Read = tuple[Candidates, np.ndarray, np.ndarray, str]  # candidates, probabilities, logits, the number
 
 
-def read_sets(numbers: int, data_dir: str | None) -> dict[str, list[Read]]:
-    """Every set's numbers, segmented and read by the model: what the path search needs."""
+def read_sets(numbers: int, start: int, data_dir: str | None) -> dict[str, list[Read]]:
+    """Every set's numbers (of the training digits from `start`), segmented and read by the model."""
     train = load_split("train", data_dir)
+    images, labels = train.images[start : start + 20_000], train.labels[start : start + 20_000]
     runtime = ModelRuntime(DEFAULT_MODEL)
     sets: dict[str, list[Read]] = {}
     for name in SETS:
         count = max(10, numbers // 3) if name == "12mp" else numbers
         touching = name == "touching"
         if name == "one digit":
-            items = one_digit_photos(train.images[-count:], train.labels[-count:])
+            items = one_digit_photos(images[-count:], labels[-count:])
         else:
-            items = number_set(train.images, train.labels, count, "canvas" if touching else name, touching, SEED)
+            items = number_set(images, labels, count, "canvas" if touching else name, touching, SEED)
         sets[name] = []
-        for body, truth in tqdm(items, desc=name, unit="number"):
+        for body, truth in tqdm(items, desc=f"{name} (from digit {start})", unit="number"):
             candidates = read_candidates(body, 50_000_000)
             logits = runtime.logits(runtime.model_input(candidates.pixels))
             sets[name].append((candidates, runtime.confidences(logits), logits, truth))
@@ -72,49 +64,84 @@ def one_digit_photos(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes
     ]
 
 
-def accuracy(reads: list[Read], scoring: Scoring) -> float:
-    right = 0
-    for candidates, probabilities, logits, truth in reads:
-        chosen = best_reading(candidates, probabilities, logits, scoring)
-        right += "".join(str(int(probabilities[i].argmax())) for i in chosen) == truth
+def text(chosen: list[int], probabilities: np.ndarray) -> str:
+    return "".join(str(int(probabilities[i].argmax())) for i in chosen)
+
+
+def true_path(candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, truth: str) -> list[int] | None:
+    """The best-scoring path whose digits read `truth`, or None where the candidates hold no such path."""
+    n, length = candidates.pieces, len(truth)
+    digits = [str(d) for d in probabilities.argmax(axis=1)]
+    best = np.full((n + 1, length + 1), -np.inf)
+    best[0, 0] = 0.0
+    back: dict[tuple[int, int], int] = {}
+    for index, (first, last) in enumerate(candidates.spans):
+        for k in np.flatnonzero(best[first, :length] > -np.inf):
+            if digits[index] == truth[k] and best[first, k] + score[index] > best[last, k + 1]:
+                best[last, k + 1], back[(last, k + 1)] = best[first, k] + score[index], index
+    if best[n, length] == -np.inf:
+        return None
+    chosen, at, k = [], n, length
+    while at > 0:
+        index = back[(at, k)]
+        chosen.append(index)
+        at, k = candidates.spans[index][0], k - 1
+    return chosen[::-1]
+
+
+def learn(sets: dict[str, list[Read]], epochs: int, seed: int = 0) -> np.ndarray:
+    """Averaged structured perceptron over every image of every set, from log-probability plus one per digit."""
+    examples = [(features(c, p, logits), c, p, truth) for reads in sets.values() for c, p, logits, truth in reads]
+    blanks = [1000.0 * (np.asarray(c.bridged) >= BLANK) for _, c, _, _ in examples]  # as `scores` weighs them
+    weights = np.zeros(len(FEATURES))
+    weights[FEATURES.index("bias")] = weights[FEATURES.index("log_probability")] = 1.0
+    total, seen = np.zeros_like(weights), 0
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        mistakes = 0
+        for n in rng.permutation(len(examples)):
+            table, candidates, probabilities, truth = examples[n]
+            score = table @ weights - blanks[n]
+            chosen = best_path(candidates, score)
+            if text(chosen, probabilities) != truth:
+                right = true_path(candidates, probabilities, score, truth)
+                if right is not None:
+                    weights += table[right].sum(axis=0) - table[chosen].sum(axis=0)
+                    mistakes += 1
+            total += weights
+            seen += 1
+        print(f"epoch {epoch + 1}: {mistakes} updates", flush=True)
+    return total / seen
+
+
+def accuracy(reads: list[Read], weights: np.ndarray) -> float:
+    right = sum(text(best_path(c, scores(c, p, logits, weights)), p) == truth for c, p, logits, truth in reads)
     return right / len(reads)
-
-
-def mean_accuracy(sets: dict[str, list[Read]], scoring: Scoring) -> float:
-    return float(np.mean([accuracy(reads, scoring) for reads in sets.values()]))
-
-
-def ascend(sets: dict[str, list[Read]], scoring: Scoring, rounds: int) -> Scoring:
-    """Coordinate ascent: each weight in turn set to the grid value that raises the mean accuracy most."""
-    best = mean_accuracy(sets, scoring)
-    for round_ in range(rounds):
-        before = best
-        for name, values in GRID.items():
-            for value in values:
-                trial = dataclasses.replace(scoring, **{name: value})
-                score = mean_accuracy(sets, trial)
-                if score > best + 1e-9:
-                    best, scoring = score, trial
-        print(f"round {round_ + 1}: mean whole-number accuracy {best:.2%}", flush=True)
-        if best == before:
-            break
-    return scoring
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--numbers", type=int, default=200, help="numbers per set (12 MP: a third as many)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of coordinate ascent at most")
+    parser.add_argument("--numbers", type=int, default=300, help="teaching numbers per set (12 MP: a third as many)")
+    parser.add_argument("--judge", type=int, default=200, help="judging numbers per set")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--write", action="store_true", help=f"write the learned weights to {WEIGHTS_FILE}")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
     args = parser.parse_args()
 
-    sets = read_sets(args.numbers, args.data_dir)
-    current = Scoring()
-    chosen = ascend(sets, current, args.rounds)
-    print("| set | current weights | chosen weights |\n|---|---:|---:|")
-    for name, reads in sets.items():
-        print(f"| {name} | {accuracy(reads, current):.1%} | {accuracy(reads, chosen):.1%} |")
-    print(chosen)
+    teach = read_sets(args.numbers, 0, args.data_dir)
+    judge = read_sets(args.judge, JUDGE_FROM, args.data_dir)
+    learned = learn(teach, args.epochs)
+    print("| set (judging numbers) | weights in the file | learned weights |\n|---|---:|---:|")
+    for name, reads in judge.items():
+        print(f"| {name} | {accuracy(reads, WEIGHTS):.1%} | {accuracy(reads, learned):.1%} |")
+    if args.write:
+        found = {
+            "features": list(FEATURES),
+            "weights": [round(float(w), 6) for w in learned],
+            "learned": f"python accuracy/tune_read.py --numbers {args.numbers} --epochs {args.epochs} --write",
+        }
+        WEIGHTS_FILE.write_text(json.dumps(found, indent=1) + "\n")
+        print(f"wrote {WEIGHTS_FILE}")
 
 
 if __name__ == "__main__":

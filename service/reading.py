@@ -2,75 +2,105 @@
 pieces whose digits score highest together, found by dynamic programming over the model's answers for every
 candidate.
 
-A digit broken in two joins up because the whole is read more surely than its parts; two touching digits come
-apart because each reads surely and their union does not.
+A candidate's score is a weighted sum of what is known of it (`features`: how surely and how strongly the model
+reads it, per digit it is read as; its shape against the line; the gaps it bridges and the strokes the cut it ends
+at crosses). The weights are learned, not set by hand: a structured perceptron (accuracy/tune_read.py) on written
+numbers and single digits of MNIST *training* digits moves them until the best path is the true reading, and
+writes them to service/read_weights.json, for this model's logits. Per-digit features matter because the model's
+top logit has a scale of its own for each digit (a sure 1 reads lower than a sure 3), and two touching digits
+framed together, or a fragment of one, read confidently but with a lower logit than a digit of that kind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from pathlib import Path
 
 import numpy as np
 
-from service.segment import Candidates
+from service.segment import BLANK, Candidates
+
+WEIGHTS_FILE = Path(__file__).with_name("read_weights.json")
+SHARED = (
+    "bias",  # each digit read: without it, fewer digits would always score higher
+    "log_probability",
+    "top_logit",  # / 10, at most 2
+    "margin",  # top logit less the second's, / 10, at most 2
+    "low",  # how far its height falls below 0.8 of the tallest candidate's (x 5)
+    "aspect",  # width / height
+    "squat",  # aspect beyond 0.8
+    "very_squat",  # aspect beyond 1.2
+    "gaps_bridged",  # gaps between pieces that do not overlap, joined into it (at most 5)
+    "cut_strokes",  # the strokes the cut it ends at crosses (0: it ends at a gap or the line's end)
+    "ends_at_cut",
+)
+PER_DIGIT = ("is", "top_logit_if", "aspect_if")  # each x 10: one per digit it is read as
+FEATURES = SHARED + tuple(f"{name}_{digit}" for name in PER_DIGIT for digit in range(10))
 
 
-@dataclass(frozen=True)
-class Scoring:
-    """How `best_reading` scores a candidate digit: its log-probability, plus `digit` (each log-probability is
-    <= 0: without it, fewer digits always score higher), less `weak` per unit its top logit falls below
-    `weak_logit`, `low` per unit its height falls below `low_height` of the tallest candidate's, `squat` per unit
-    of aspect ratio (width / height) beyond `squat_aspect` and `gap` for each gap it bridges between pieces that do
-    not overlap; a cut it ends at costs `cut`, and `cross` per stroke the cut crosses (touching digits meet in
-    about one). Chosen on numbers and single digits of MNIST *training* digits by accuracy/tune_read.py, for this
-    model's logits."""
-
-    digit: float = 1.0
-    weak_logit: float = 8.0
-    weak: float = 0.5
-    low_height: float = 0.8
-    low: float = 3.0
-    squat_aspect: float = 0.8
-    squat: float = 1.0
-    gap: float = 1.0
-    cut: float = 0.0
-    cross: float = 0.5
-
-
-def best_reading(
-    candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray, scoring: Scoring = Scoring()
-) -> list[int]:
-    """The candidates (indices) that make the likeliest reading, left to right: the path through the pieces whose
-    digits score highest together (`Scoring`), found by dynamic programming.
-
-    The model reads two touching digits squeezed into one frame, or a fragment of one, about as surely as a digit
-    (its probabilities saturate), so log-probabilities alone prefer merging. Its top logit does not saturate and is
-    lower for both, in touching numbers of MNIST training digits, than for the digits; and a fragment is often
-    lower than the line."""
-    n = candidates.pieces
+def features(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """What the score weighs, per candidate: float [N, len(FEATURES)]."""
     boxes = np.array(candidates.boxes, np.float64).reshape(-1, 4)
     heights = np.maximum(1.0, boxes[:, 3] - boxes[:, 1])
     aspect = (boxes[:, 2] - boxes[:, 0]) / heights
-    score = (
-        np.log(np.maximum(probabilities.max(axis=1), 1e-12))
-        + scoring.digit
-        - scoring.weak * np.maximum(0.0, scoring.weak_logit - logits.max(axis=1))
-        - scoring.low * np.maximum(0.0, scoring.low_height - heights / heights.max())
-        - scoring.squat * np.maximum(0.0, aspect - scoring.squat_aspect)
-        - scoring.gap * np.asarray(candidates.bridged, np.float64)
-    )
+    ranked = np.sort(logits, axis=1)
+    top = np.minimum(ranked[:, -1], 20.0) / 10
+    margin = np.minimum(ranked[:, -1] - ranked[:, -2], 20.0) / 10
+    ends = [last for _, last in candidates.spans]
+    cut = [candidates.cuts[last - 1] if last < candidates.pieces else None for last in ends]
+    shared = [
+        np.ones(len(boxes)),
+        np.log(np.maximum(probabilities.max(axis=1), 1e-12)),
+        top,
+        margin,
+        np.maximum(0.0, 0.8 - heights / heights.max()) * 5,
+        aspect,
+        np.maximum(0.0, aspect - 0.8),
+        np.maximum(0.0, aspect - 1.2),
+        np.clip(np.asarray(candidates.bridged, np.float64), 0, 5),
+        np.array([c or 0.0 for c in cut]),
+        np.array([c is not None for c in cut], np.float64),
+    ]
+    digit = np.eye(10)[logits.argmax(axis=1)]
+    return np.hstack([np.column_stack(shared), digit, digit * top[:, None], digit * aspect[:, None]])
+
+
+def load_weights(path: Path = WEIGHTS_FILE) -> np.ndarray:
+    """The learned weights, in the order of FEATURES (a file written for other features is refused)."""
+    found = json.loads(path.read_text())
+    if tuple(found["features"]) != FEATURES:
+        raise ValueError(f"{path} holds weights for other features: run accuracy/tune_read.py --write")
+    return np.array(found["weights"], np.float64)
+
+
+WEIGHTS = load_weights()
+
+
+def best_path(candidates: Candidates, scores: np.ndarray) -> list[int]:
+    """The candidates (indices), left to right, of the path through all the pieces with the highest total score."""
+    n = candidates.pieces
     best = np.full(n + 1, -np.inf)
     best[0] = 0.0
     back = [-1] * (n + 1)
-    for index, (first, last) in enumerate(candidates.spans):
-        value = score[index]
-        if last < n and candidates.cuts[last - 1] is not None:
-            value -= scoring.cut + scoring.cross * candidates.cuts[last - 1]
-        if best[first] + value > best[last]:
-            best[last], back[last] = best[first] + value, index
+    for index, (first, last) in enumerate(candidates.spans):  # spans come ordered by their first piece
+        if best[first] + scores[index] > best[last]:
+            best[last], back[last] = best[first] + scores[index], index
     chosen, at = [], n
     while at > 0:
         index = back[at]
         chosen.append(index)
         at = candidates.spans[index][0]
     return chosen[::-1]
+
+
+def scores(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each candidate's score; one with no ink (seams can leave one) is never read unless nothing else can be."""
+    blank = np.asarray(candidates.bridged) >= BLANK
+    return features(candidates, probabilities, logits) @ weights - 1000.0 * blank
+
+
+def best_reading(
+    candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray, weights: np.ndarray = WEIGHTS
+) -> list[int]:
+    """The candidates (indices) that make the likeliest reading, left to right."""
+    return best_path(candidates, scores(candidates, probabilities, logits, weights))

@@ -58,7 +58,8 @@ def test_the_bento_packs_the_service_and_the_model_and_nothing_else(cpu_bento):
     files = {p.relative_to(cpu_bento / "src").as_posix() for p in (cpu_bento / "src").rglob("*") if p.is_file()}
     code = {f for f in files if f.startswith("service/")}
     assert "service/app.py" in code and "service/api.py" in code and "service/static/index.html" in code
-    assert all(f.endswith(".py") or f.startswith("service/static/") for f in code)
+    assert "service/read_weights.json" in code  # /read's learned weights: the service does not start without them
+    assert all(f.endswith(".py") or f.startswith("service/static/") or f == "service/read_weights.json" for f in code)
     assert not {f for f in files if f.split("/")[0] in ("tests", "training", "data", "runs", ".venv", "docs")}
     models = {f"models/mnist_cnn{v}.{ext}" for v in ("", "_int8", "_fp16") for ext in ("onnx", "json")}
     assert {f for f in files if f.startswith("models/")} == models  # the three variants, nothing else

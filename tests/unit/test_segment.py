@@ -82,7 +82,7 @@ def touching(first: np.ndarray, second: np.ndarray, overlap: int) -> np.ndarray:
 @pytest.mark.parametrize(("overlap", "at_least"), [(2, 16), (3, 15)])
 def test_touching_pairs_are_cut_apart(overlap: int, at_least: int) -> None:
     """30 pairs of sample digits overlapping by 2 or 3 px (at 28 px): most are read as the two digits they are
-    (17 and 17 today; 13 and 9 before the seams started every tenth of the line and the path search weighed the
+    (16 and 17 today; 13 and 9 before the seams started every tenth of the line and the path search weighed the
     top logit)."""
     right = sum(
         read(png(touching(IMAGES[n], IMAGES[n + 1], overlap=overlap)))[0] == f"{LABELS[n]}{LABELS[n + 1]}"
