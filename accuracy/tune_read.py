@@ -22,9 +22,9 @@ from tqdm import tqdm
 from harness.numbers import RENDERINGS, number_set
 from harness.photos import CONDITIONS, photo
 from service.config import DEFAULT_MODEL
-from service.reading import FEATURES, WEIGHTS, WEIGHTS_FILE, best_path, features, scores
+from service.reading import FEATURES, WEIGHTS, WEIGHTS_FILE, best_path, features, scores, unread
 from service.runtime import ModelRuntime
-from service.segment import BLANK, Candidates, read_candidates
+from service.segment import Candidates, read_candidates
 from training.data import load_split
 
 SETS = (*RENDERINGS, "touching", "one digit")
@@ -92,7 +92,7 @@ def true_path(candidates: Candidates, probabilities: np.ndarray, score: np.ndarr
 def learn(sets: dict[str, list[Read]], epochs: int, seed: int = 0) -> np.ndarray:
     """Averaged structured perceptron over every image of every set, from log-probability plus one per digit."""
     examples = [(features(c, p, logits), c, p, truth) for reads in sets.values() for c, p, logits, truth in reads]
-    blanks = [1000.0 * (np.asarray(c.bridged) >= BLANK) for _, c, _, _ in examples]  # as `scores` weighs them
+    fixed = [unread(c) for _, c, _, _ in examples]
     weights = np.zeros(len(FEATURES))
     weights[FEATURES.index("bias")] = weights[FEATURES.index("log_probability")] = 1.0
     total, seen = np.zeros_like(weights), 0
@@ -101,7 +101,7 @@ def learn(sets: dict[str, list[Read]], epochs: int, seed: int = 0) -> np.ndarray
         mistakes = 0
         for n in rng.permutation(len(examples)):
             table, candidates, probabilities, truth = examples[n]
-            score = table @ weights - blanks[n]
+            score = table @ weights - fixed[n]  # as `scores` scores it
             chosen = best_path(candidates, score)
             if text(chosen, probabilities) != truth:
                 right = true_path(candidates, probabilities, score, truth)

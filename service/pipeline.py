@@ -104,17 +104,14 @@ class Pipeline:
         return np.stack([d.pixels for d in found]), [list(d.box) for d in found], [d.several for d in found]
 
     async def count_digits(self, data: bytes) -> int:
-        """How many digits an image plainly holds: those of its reading as a number if they stand apart (no cut
-        between any two: a wide digit cut in two can read as two sure halves) and every one is SURE; else 1 (an
-        image /classify answers as one digit)."""
+        """How many digits an image plainly holds: those of its reading as a number if every one is SURE; else 1
+        (an image /classify answers as one digit). Only digits standing apart count: the pieces are not cut (a wide
+        digit cut in two can read as two sure halves)."""
         try:
-            # Touching digits are not cut: a reading with a cut in it counts as one digit whatever its parts.
-            candidates, probabilities, chosen = await self.segmented(data, touching=False)
+            _, probabilities, chosen = await self.segmented(data, touching=False)
         except ClientError:
             return 1
-        apart = all(candidates.cuts[candidates.spans[i][1] - 1] is None for i in chosen[:-1])
-        sure = bool((probabilities[chosen].max(axis=1) >= SURE).all())
-        return len(chosen) if apart and sure else 1
+        return len(chosen) if bool((probabilities[chosen].max(axis=1) >= SURE).all()) else 1
 
     async def segmented(self, data: bytes, touching: bool = True) -> tuple[Candidates, np.ndarray, list[int]]:
         """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may

@@ -93,10 +93,15 @@ def best_path(candidates: Candidates, scores: np.ndarray) -> list[int]:
     return chosen[::-1]
 
 
+def unread(candidates: Candidates) -> np.ndarray:
+    """What each candidate's score loses beside the weighed features: 1000 for one with no ink (seams can leave
+    one), which is so never read unless nothing else can be; 0 for the rest."""
+    return 1000.0 * (np.asarray(candidates.bridged) >= BLANK)
+
+
 def scores(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Each candidate's score; one with no ink (seams can leave one) is never read unless nothing else can be."""
-    blank = np.asarray(candidates.bridged) >= BLANK
-    return features(candidates, probabilities, logits) @ weights - 1000.0 * blank
+    """Each candidate's score."""
+    return features(candidates, probabilities, logits) @ weights - unread(candidates)
 
 
 def best_reading(

@@ -84,9 +84,10 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         head, rest = body, b""
     else:
-        if not re.fullmatch(r"[0-9]{1,15}", header_length.strip()):
+        digits = header_length.strip()
+        if not re.fullmatch(r"[0-9]{1,15}", digits):
             raise ClientError(400, f"Inference-Header-Content-Length {header_length!r} is not a byte count")
-        length = int(header_length.strip())
+        length = int(digits)
         if length > len(body):
             raise ClientError(400, f"Inference-Header-Content-Length {length} is larger than the body ({len(body)})")
         head, rest = body[:length], body[length:]
