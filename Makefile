@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK := true
 # "reproduce"); TRAIN_ARGS="..." trains one run of your own instead (the reference recipe: `--steps 20000`).
 TRAIN_ARGS ?=
 CARD ?= models/mnist_cnn.json
-EXPORT_ARGS ?= --checkpoint runs/restart/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.3.0 --int8 --fp16
+EXPORT_ARGS ?= --checkpoint runs/printed-ft/checkpoint.pt --out models/mnist_cnn.onnx --model-version 1.4.0 --int8 --fp16
 MODEL ?= models/mnist_cnn.onnx
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist; 0: one process). Each test module stays in one process (--dist loadfile), so that

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from harness.plain import at_8x8, printed_digits, uci_digits
+from harness.plain import at_8x8, printed_digits, text_weight, uci_digits
 from harness.report import machine, write_section
 from service.config import DEFAULT_MODEL, Settings
 from service.errors import ClientError
@@ -25,7 +25,6 @@ from training.printed import font_files
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench_plain:start -->", "<!-- bench_plain:end -->"
 MAX_PIXELS = Settings.from_env({}).max_pixels
-DISPLAY = ("Hairline", "Thin")  # display weights: strokes a fraction of a pixel wide at 16 px
 
 
 def read(model: ModelRuntime, files: list[bytes]) -> tuple[np.ndarray, int]:
@@ -78,7 +77,7 @@ def font_rows(model: ModelRuntime) -> list[str]:
         ok = read(model, files)[0] == digits
         tally = families.setdefault(font.parent.name, [0, 0, 0, 0])
         tally[0], tally[1] = tally[0] + int(ok.sum()), tally[1] + len(ok)
-        if not any(word in font.stem for word in DISPLAY):
+        if text_weight(font):
             tally[2], tally[3] = tally[2] + int(ok.sum()), tally[3] + len(ok)
         if ok.mean() < 0.99:
             wrong = ", ".join(str(d) for d in sorted(set(digits[~ok].tolist())))

@@ -20,6 +20,13 @@ from PIL import Image, ImageFont
 from harness.digits import encode
 from training.printed import render
 
+DISPLAY_WEIGHTS = ("Hairline", "Thin")  # display weights: strokes a fraction of a pixel wide at 16 px
+
+
+def text_weight(font: Path) -> bool:
+    """Whether `font` is a text weight, not a display one (Lato-Hairline, Cantarell-Thin...)."""
+    return not any(word in font.stem for word in DISPLAY_WEIGHTS)
+
 
 def enlarge(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC))
