@@ -14,11 +14,7 @@ from tests.conftest import require_tools
 
 RAW = {"Content-Type": "application/octet-stream"}
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.alone,  # 2 replicas, HAProxy, Prometheus and locust take both cores: nothing else beside it
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +22,7 @@ def tools():
     require_tools("haproxy", "prometheus")
 
 
+@pytest.mark.alone  # 2 replicas, HAProxy, Prometheus and locust take both cores: nothing else beside it
 def test_a_rolling_restart_under_load_fails_nothing_and_a_killed_replica_is_replaced(tmp_path):
     options = ["--replicas", "2", "--users", "4", "--warmup", "3", "--settle", "2", "--drain-seconds", "2"]
     options += ["--folder", str(tmp_path), "--prometheus-port", str(free_port())]
