@@ -231,14 +231,21 @@ def select_digit_marks(
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right), others
 
 
+def ink_on_paper(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """Dark ink on light paper, float [H, W] 0-255 -> each pixel's darkness against the paper under it (0-1),
+    ruled and margin lines taken out, and the strokes' darkness (what WEAK and STRONG are fractions of). One
+    digit (`find_digit`) and a number (service/segment.py) start from it."""
+    ink = measure_darkness(gray)
+    strokes = measure_stroke_darkness(ink)
+    return remove_lines(ink, ink > WEAK * strokes), strokes
+
+
 def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
     cropped to its box, that box (left, top, right, bottom) in `gray`'s pixels, and whether marks as large as a
     digit were left out. `close_crops`: raise FillsFrame where the image is a digit cut out close
     (select_digit_marks), instead of taking its strokes for the sheet's edge."""
-    ink = measure_darkness(gray)
-    strokes = measure_stroke_darkness(ink)
-    ink = remove_lines(ink, ink > WEAK * strokes)
+    ink, strokes = ink_on_paper(gray)
     mask, (top, left, bottom, right), others = select_digit_marks(ink, strokes, close_crops)
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))

@@ -30,10 +30,8 @@ from service.photo import (
     WEAK,
     cut_out_close,
     edge_to_edge,
-    measure_darkness,
+    ink_on_paper,
     measure_marks,
-    measure_stroke_darkness,
-    remove_lines,
 )
 from service.preprocess import INK_FRACTION, fit_and_centre, light_background, require_ink, to_gray
 
@@ -95,9 +93,7 @@ def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     left out)."""
     light = light_background(gray)
     if light:
-        ink = measure_darkness(gray)
-        strokes = measure_stroke_darkness(ink)
-        ink = remove_lines(ink, ink > WEAK * strokes)
+        ink, strokes = ink_on_paper(gray)
         labels, boxes, mass, peak = find_marks(ink, WEAK * strokes)
         surely = np.flatnonzero(peak > STRONG * strokes)
         heaviest = surely[np.argmax(mass[surely])] if len(surely) else None
