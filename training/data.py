@@ -49,11 +49,20 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return DEFAULT_CACHE
 
 
+# Verified contents by (file, size, modification time): a process that loads a split many times (the test suite,
+# short training runs) decompresses and checksums each file once; a file replaced on disk is read again.
+_VERIFIED: dict[tuple[Path, int, int], bytes] = {}
+
+
 def _read_verified(directory: Path, name: str, md5: str) -> bytes | None:
     """The decompressed bytes of `name` (gz or raw) in `directory`, or None if neither exists."""
     for path, opener in ((directory / f"{name}.gz", gzip.open), (directory / name, open)):
         if not path.exists():
             continue
+        stat = path.stat()
+        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+        if key in _VERIFIED:
+            return _VERIFIED[key]
         try:
             with opener(path, "rb") as f:
                 content = f.read()
@@ -65,6 +74,7 @@ def _read_verified(directory: Path, name: str, md5: str) -> bytes | None:
                 f"{path} fails its checksum: md5 of its content is {digest}, expected {md5}; "
                 "the file is corrupt or not the original MNIST file"
             )
+        _VERIFIED[key] = content
         return content
     return None
 

@@ -3,6 +3,7 @@
 import functools
 import gzip
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def test_a_changed_byte_fails_the_checksum(mnist_dir, tmp_path):
     content = bytearray(gzip.decompress((mnist_dir / f"{name}.gz").read_bytes()))
     content[100] = (content[100] + 1) % 10
     (tmp_path / f"{name}.gz").write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(MnistDataError, match="fails its checksum"):
+        load_file("test_labels", tmp_path, download=False)
+
+
+def test_a_file_replaced_after_it_was_read_is_verified_again(mnist_dir, tmp_path):
+    """Loads are remembered per file, size and modification time: a file changed on disk is checked again."""
+    name = FILES["test_labels"][0]
+    path = tmp_path / f"{name}.gz"
+    path.write_bytes((mnist_dir / f"{name}.gz").read_bytes())
+    np.testing.assert_array_equal(load_file("test_labels", tmp_path, download=False), load_split("test", mnist_dir).labels)
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[100] = (content[100] + 1) % 10
+    before = path.stat()
+    path.write_bytes(gzip.compress(bytes(content)))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))  # a later write, even within a tick
     with pytest.raises(MnistDataError, match="fails its checksum"):
         load_file("test_labels", tmp_path, download=False)
 
