@@ -4,15 +4,13 @@ The peers are what users would otherwise run: a bare FastAPI + uvicorn + ONNX Ru
 (benchmarks/baseline_app.py) and LitServe with its own batching (benchmarks/litserve_app.py), the same model,
 decoding and preprocessing. Each is started on this machine, all at once, and driven with wrk (a C load generator,
 so that the client is cheap) in alternating rounds, so that a slow spell of a shared machine hits them alike;
-medians are reported. Then: the cost of each per-request change (the service less that change,
-benchmarks/overhead_variants.py), the binary batch endpoint against in-process ONNX Runtime, the model variants.
+medians are reported. Then: the binary batch endpoint against in-process ONNX Runtime, and the model variants.
 Prints the tables and writes docs/benchmarks.md. Figures on a shared machine are noisy: compare the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import shutil
 import statistics
 import subprocess
@@ -93,79 +91,6 @@ def peers(workers: int, png: Path, form: tuple[Path, str], args: argparse.Namesp
             }
         print(f"peers, {workers} worker(s) each ...", flush=True)
         return alternate(targets, args.repeats, args.seconds, args.connections)
-
-
-def overhead(png: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """The service (1 worker) as it is, and less each per-request change (`args.copies` servers of each), in
-    alternating rounds."""
-    with ExitStack() as stack:
-        targets = {}
-        for copy in range(args.copies):
-            for undo, name in UNDO.items():
-                env = {"DIGITSERVE_WORKERS": "1", "OVERHEAD_UNDO": undo}
-                server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
-                targets[f"{name}{COPY}{copy}"] = Target(server.url + "/classify", png, "image/png", server.process.pid)
-        print("per-request changes, 1 worker ...", flush=True)
-        return alternate(targets, args.repeats, args.seconds, args.connections)
-
-
-UNDO = {
-    "": "as it is",
-    "batcher": "BentoML's CorkDispatcher instead of our batcher",
-    "metrics": "BentoML's request-metrics middleware on",
-    "tracing": "OpenTelemetry spans on the prediction routes (DIGITSERVE_TRACING=true)",
-    "percentiles": "np.percentile / np.median in light_background",
-    "router": "prediction routes through BentoML's context, exception handler and router",
-    "fastapi": "prediction routes through FastAPI's middleware, router and handler",
-    "options": "as the row above, and query options declared to FastAPI (solved on every request)",
-}
-
-
-# The changes measured with 2 workers: OVERHEAD_UNDO -> the row's name.
-TWO_WORKERS = {
-    "": "as it is",
-    "rebalance": "connections left as accepted",
-    "thread": "full batches in the inference thread",
-}
-
-
-def balance(png: Path, pixels: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """2 workers, as they are and less each change of TWO_WORKERS, in alternating rounds: /classify at the usual
-    connections, /classify_pixels at 4 (where one worker can hold them all)."""
-    with ExitStack() as stack:
-        targets = {}
-        for copy, (undo, name) in itertools.product(range(args.copies), TWO_WORKERS.items()):
-            env = {"DIGITSERVE_WORKERS": "2", "OVERHEAD_UNDO": undo, "DIGITSERVE_MAX_BATCH": str(args.pixels_batch)}
-            server = stack.enter_context(serving(env, target="benchmarks.overhead_variants:DigitService"))
-            targets[f"{name}{COPY}{copy}"] = Target(server.url + "/classify", png, "image/png", server.process.pid)
-            targets[f"{name}, /classify_pixels{COPY}{copy}"] = Target(
-                server.url + "/classify_pixels", pixels, "application/octet-stream", server.process.pid
-            )
-        print("changes measured with 2 workers ...", flush=True)
-        results = alternate(
-            {k: v for k, v in targets.items() if "pixels" not in k}, args.repeats, args.seconds, args.connections
-        )
-        results |= alternate({k: v for k, v in targets.items() if "pixels" in k}, args.repeats, args.seconds, 4)
-        return results
-
-
-def balance_lines(results: dict, connections: int, per_request: int) -> list[str]:
-    return [
-        "Two workers: the service as it is, with keep-alive connections left where they were accepted rather than "
-        "spread over the workers (`service/activity.py`; `OVERHEAD_UNDO=rebalance`), and with requests that fill a "
-        "batch by themselves run in the inference thread rather than on the event loop (`service/batching.py`; "
-        f"`OVERHEAD_UNDO=thread`); /classify at {connections} connections and /classify_pixels ({per_request} "
-        "images) at 4, in alternating rounds:",
-        "",
-        "| the service, request | requests/s | p50 ms | p99 ms | CPU µs per request | each round's requests/s |",
-        "|---|---:|---:|---:|---:|---|",
-        *(
-            f"| {name.replace(', /classify_pixels', '')}, "
-            f"{'/classify_pixels' if 'pixels' in name else '/classify'} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {rounds(r)} |"
-            for name, r in results.items()
-        ),
-    ]
 
 
 def in_process_images_per_second(batch: np.ndarray, sessions: int = 2, seconds: float = 5.0) -> float:
@@ -311,21 +236,6 @@ def rounds(result: dict) -> str:
     return ", ".join(f"{rps:.0f}" for rps in result["rounds_rps"])
 
 
-def overhead_lines(changes: dict) -> list[str]:
-    as_is = changes["as it is"]
-    return [
-        "Per-request overhead: the service (1 worker) as it is, and less each change that made it cheaper "
-        "(`benchmarks/overhead_variants.py`), in alternating rounds:",
-        "",
-        "| the service | requests/s | p99 ms | CPU µs per request | requests/s vs as it is |",
-        "|---|---:|---:|---:|---:|",
-        *(
-            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / as_is['rps']:.2f}× |"
-            for name, r in changes.items()
-        ),
-    ]
-
-
 def service_lines(results: dict, args: argparse.Namespace) -> list[str]:
     pixels = results["digitserve /classify_pixels"]
     pixels_ips = pixels["rps"] * args.pixels_batch
@@ -365,15 +275,9 @@ def main() -> None:
     pixels.write_bytes(batch.tobytes())
 
     one, two = peers(1, png, form, args), peers(2, png, form, args)
-    changes = overhead(png, args)
-    spread = balance(png, pixels, args)
     results = service_rows(png, pixels, batch, args)
     lines = [
         *peer_lines(one, two, args.connections),
-        "",
-        *overhead_lines(changes),
-        "",
-        *balance_lines(spread, args.connections, args.pixels_batch),
         "",
         *service_lines(results, args),
         "",

@@ -48,7 +48,8 @@ def test_a_file_replaced_after_it_was_read_is_verified_again(mnist_dir, tmp_path
     name = FILES["test_labels"][0]
     path = tmp_path / f"{name}.gz"
     path.write_bytes((mnist_dir / f"{name}.gz").read_bytes())
-    np.testing.assert_array_equal(load_file("test_labels", tmp_path, download=False), load_split("test", mnist_dir).labels)
+    labels = load_split("test", mnist_dir).labels
+    np.testing.assert_array_equal(load_file("test_labels", tmp_path, download=False), labels)
     content = bytearray(gzip.decompress(path.read_bytes()))
     content[100] = (content[100] + 1) % 10
     before = path.stat()
