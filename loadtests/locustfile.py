@@ -102,7 +102,8 @@ class DigitUser(FastHttpUser):
 
 
 class SingleImageUser(DigitUser):
-    """One image per request to /classify, as a raw body with its image type (a phone or a browser)."""
+    """One image per request to /classify, as a raw body with its image type, as a phone or a browser sends it:
+    MNIST digits (which must come back right), phone photos and canvas drawings (samples/)."""
 
     weight = 6
 

@@ -111,32 +111,30 @@ class Calls:
         await context.abort(CODES.get(status, grpc.StatusCode.UNKNOWN), error)
 
 
+def rpc(name: str, method: str) -> Callable[..., Awaitable]:
+    """The servicer's method for the RPC `name`: answered by `self.<method>(request, scope)` through `Calls` (key,
+    limit, request id, metrics, 4xx to status codes)."""
+
+    async def call(self, request, context):
+        return await self.calls(name, getattr(self, method), request, context)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 class Inference(pb_grpc.GRPCInferenceServiceServicer):
-    """The V2 RPCs on one worker's pipeline; each method a thin adapter, as open_inference.py's routes are."""
+    """The V2 RPCs on one worker's pipeline; each RPC a thin adapter, as open_inference.py's routes are."""
 
     def __init__(self, pipeline: Pipeline, calls: Calls) -> None:
         self.pipeline, self.calls = pipeline, calls
 
-    async def ServerLive(self, request, context):
-        return await self.calls("ServerLive", self.live, request, context)
-
-    async def ServerReady(self, request, context):
-        return await self.calls("ServerReady", self.ready, request, context)
-
-    async def ModelReady(self, request, context):
-        return await self.calls("ModelReady", self.model_ready, request, context)
-
-    async def ServerMetadata(self, request, context):
-        return await self.calls("ServerMetadata", self.server_metadata, request, context)
-
-    async def ModelMetadata(self, request, context):
-        return await self.calls("ModelMetadata", self.model_metadata, request, context)
-
-    async def ModelConfig(self, request, context):
-        return await self.calls("ModelConfig", self.model_config, request, context)
-
-    async def ModelInfer(self, request, context):
-        return await self.calls("ModelInfer", self.infer, request, context)
+    ServerLive = rpc("ServerLive", "live")
+    ServerReady = rpc("ServerReady", "ready")
+    ModelReady = rpc("ModelReady", "model_ready")
+    ServerMetadata = rpc("ServerMetadata", "server_metadata")
+    ModelMetadata = rpc("ModelMetadata", "model_metadata")
+    ModelConfig = rpc("ModelConfig", "model_config")
+    ModelInfer = rpc("ModelInfer", "infer")
 
     async def live(self, request: pb.ServerLiveRequest, scope: dict) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)

@@ -33,13 +33,8 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def url(server):
-    return server.url
-
-
-@pytest.fixture(scope="module")
-def triton(url):
-    client = httpclient.InferenceServerClient(url=urlsplit(url).netloc, network_timeout=60)
+def triton(server):
+    client = httpclient.InferenceServerClient(url=urlsplit(server.url).netloc, network_timeout=60)
     yield client
     client.close()
 
