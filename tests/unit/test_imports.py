@@ -7,7 +7,7 @@ import ast
 
 from tests.conftest import ROOT
 
-PACKAGES = ("service", "training", "harness", "benchmarks", "loadtests", "deploy")
+PACKAGES = ("service", "training", "harness", "benchmarks", "accuracy", "gpu", "loadtests", "deploy")
 
 
 def module_name(path) -> str:
