@@ -24,7 +24,7 @@ def tools():
 
 @pytest.mark.alone  # 2 replicas, HAProxy, Prometheus and locust take both cores: nothing else beside it
 def test_a_rolling_restart_under_load_fails_nothing_and_a_killed_replica_is_replaced(tmp_path):
-    options = ["--replicas", "2", "--users", "4", "--warmup", "3", "--settle", "2", "--drain-seconds", "2"]
+    options = ["--replicas", "2", "--users", "4", "--warmup", "2", "--settle", "1", "--drain-seconds", "2"]
     options += ["--folder", str(tmp_path), "--prometheus-port", str(free_port())]
     result = rollout.run(rollout.parse_args(options))
 

@@ -35,7 +35,7 @@ def latencies(url: str, image: bytes, n: int = 100) -> list[float]:
 @pytest.mark.timing
 def test_idle_half_open_and_trickling_clients_do_not_stall_others(mnist_dir):
     image = as_png(load_split("test", mnist_dir).images[0])  # a 7
-    timeout = 3
+    timeout = 2
     with serving({"DIGITSERVE_WORKERS": "1", "DIGITSERVE_TIMEOUT": str(timeout)}) as server:
         server_address = address(server.url)
         (worker,) = server.workers()
