@@ -231,11 +231,14 @@ ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and t
 	$(call debian,haproxy promtool,haproxy prometheus,their tests will skip)
 
 # The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
-# under load) run alone, after the others: a test beside them would skew them, or be starved by them.
+# under load) run alone, after the others: a test beside them would skew them, or be starved by them. The second
+# run collects only the files the first one left tests in (SECOND_PHASE, written by tests/conftest.py).
+SECOND_PHASE := .pytest_cache/second-phase-files
 # Then the CPU image is built, run and checked where podman or Docker can run it (else one line says why not).
 test: lint browser ops-tools install-fonts container-tools  ## lint, the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2), container-check
-	$(PYTEST) -m "not timing and not alone" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(PYTEST_ARGS)
+	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
+		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(PYTEST_ARGS)
 	$(BIN)/python -m deploy.container.check
 
 test-fast: install-dev  ## the tests not marked slow
@@ -243,8 +246,9 @@ test-fast: install-dev  ## the tests not marked slow
 
 COVERAGE := --cov=service --cov=training --cov-report=term
 coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)
-	$(PYTEST) -m "not timing and not alone" $(COVERAGE) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:locust -m "timing or alone" $(COVERAGE) --cov-append $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(COVERAGE) $(PYTEST_ARGS)
+	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
+		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(COVERAGE) --cov-append $(PYTEST_ARGS)
 
 format: install-dev
 	$(BIN)/ruff check --fix .

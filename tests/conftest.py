@@ -20,6 +20,31 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ.setdefault(_name, _share)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--deselected-files",
+        metavar="FILE",
+        help="write to FILE the test files that hold tests this run left out (make test's second phase collects "
+        "only those: collecting the whole suite imports torch, BentoML and the rest again)",
+    )
+
+
+_deselected: set[str] = set()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _deselected.update(str(item.path.relative_to(ROOT)) for item in items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    target = session.config.getoption("deselected_files")
+    if target:  # each xdist worker collects the same tests and writes the same list
+        partial = Path(f"{target}.{os.getpid()}")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("".join(f"{path}\n" for path in sorted(_deselected)))
+        partial.replace(target)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The folder with the four original MNIST files; tests never download them."""

@@ -56,14 +56,14 @@ def test_1000_mnist_pngs_match_the_model_on_raw_arrays(client, digits):
 
 @pytest.mark.slow
 def test_dark_ink_on_light_paper_off_centre(client, digits):
-    images, labels = digits
+    images, labels = digits[0][:400], digits[1][:400]  # `make bench-photos` reads 1,000 (99.4 %)
     served = np.array(classify_all(client, rendered(on_paper, images, range(len(images)))))  # photo i: seed i
     assert (served == labels).mean() >= 0.97
 
 
 @pytest.mark.slow
 def test_strokes_on_a_transparent_canvas(client, digits):
-    images, labels = digits
+    images, labels = digits[0][:400], digits[1][:400]  # `make bench-photos` reads 1,000 (99.6 %)
     served = np.array(classify_all(client, rendered(on_canvas, images)))
     assert (served == labels).mean() >= 0.97
 

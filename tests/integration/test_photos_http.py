@@ -21,9 +21,10 @@ from harness.photos import CONDITIONS, classify_latency, photo_and_box, photo_lo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Photos per condition (12 MP ones are slower to make); `make bench-photos` runs 1,000 of each.
-PHOTOS = int(os.environ.get("PHOTO_DIGITS", "100"))
-PHOTOS_12MP = int(os.environ.get("PHOTO_DIGITS_12MP", "60"))
+# Photos per condition (12 MP ones are slower to make): enough to prove every condition is read; its accuracy is
+# `make bench-photos`' (1,000 of each: docs/benchmarks.md).
+PHOTOS = int(os.environ.get("PHOTO_DIGITS", "60"))
+PHOTOS_12MP = int(os.environ.get("PHOTO_DIGITS_12MP", "30"))
 
 
 def classify(url: str, body: bytes, debug: bool = False, content_type: str = "image/jpeg") -> dict:
@@ -56,7 +57,7 @@ def test_photos_are_read_under_every_condition(url, mnist_test_set, condition):
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda data: classify(url, data, debug=True), made()))
     digits = np.array([a["digit"] for a in answers])
-    # 99 %, as on MNIST itself: one wrong digit allowed in the smaller 12 MP set too.
+    # One wrong digit allowed per 100, and in a smaller set too.
     wrong = np.flatnonzero(digits != labels[:n]).tolist()
     assert len(wrong) <= max(1, round(0.01 * n)), (condition, wrong)
     # The box where the digit was found, in the photo's own pixels, is where it was drawn.

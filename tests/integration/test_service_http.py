@@ -145,24 +145,29 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, client, digi
 
     # Until no answer closes its connection: a worker that accepted well over its share closes some (the
     # rebalancing, service/activity.py), and a connection opened again while the workers are paused would be
-    # accepted after the others' requests were served.
-    for _ in range(5):
-        closed, alone = 0, []
-        for connection, image in zip(connections, images, strict=True):
-            connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
-            alone.append(answer(connection))
-        if not closed:
-            break
+    # accepted after the others' requests were served. On a loaded machine that may not settle within the tries,
+    # and a whole paused round can then be served one by one (seen once in ~10 runs of the suite): up to three
+    # rounds, each answered alike.
     before = batched_calls()
-    with paused(server):
-        for connection, image in zip(connections, images, strict=True):
-            connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
-    together = [answer(connection) for connection in connections]
+    for _ in range(3):
+        for _ in range(5):
+            closed, alone = 0, []
+            for connection, image in zip(connections, images, strict=True):
+                connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
+                alone.append(answer(connection))
+            if not closed:
+                break
+        with paused(server):
+            for connection, image in zip(connections, images, strict=True):
+                connection.request("POST", "/classify_pixels", image.tobytes(), RAW)
+        together = [answer(connection) for connection in connections]
+        for a, b in zip(alone, together, strict=True):
+            assert a["results"][0]["digit"] == b["results"][0]["digit"]
+            np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
+        if batched_calls() > before:
+            break
     for connection in connections:
         connection.close()
-    for a, b in zip(alone, together, strict=True):
-        assert a["results"][0]["digit"] == b["results"][0]["digit"]
-        np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
     assert batched_calls() > before, "no two concurrent requests shared an ONNX Runtime call"
 
 
