@@ -241,7 +241,7 @@ test: lint browser ops-tools install-fonts container-tools  ## lint, the whole t
 		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(PYTEST_ARGS)
 	$(BIN)/python -m deploy.container.check
 
-test-fast: install-dev  ## the tests not marked slow
+test-fast: install-dev  ## the tests not marked slow: no server started, about 35 s
 	$(PYTEST) -m "not slow and not timing and not alone" $(PYTEST_ARGS)
 
 COVERAGE := --cov=service --cov=training --cov-report=term

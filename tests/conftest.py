@@ -20,6 +20,24 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ.setdefault(_name, _share)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if "not slow" in (config.option.markexpr or ""):  # make test-fast
+        forbid_servers()
+
+
+def forbid_servers() -> None:
+    """`make test-fast` starts no server: a test that starts one (the service, HAProxy) must be marked slow, and
+    fails in that run otherwise."""
+    import harness.server
+    from deploy.local.cluster import Cluster
+
+    def refuse(*_, **__):
+        raise RuntimeError("this run leaves out the slow tests and starts no server: mark the test slow")
+
+    harness.server.started = refuse
+    Cluster.start_haproxy = Cluster.start_replica = refuse
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--deselected-files",

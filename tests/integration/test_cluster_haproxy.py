@@ -10,7 +10,7 @@ import pytest
 from deploy.local import cluster as cluster_module
 from tests.conftest import require_tools
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from harness.server import serving
 from service.contract import read_card, read_normalisation, to_model_input
 from tests.conftest import MODEL, ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CARD = json.loads(MODEL.with_suffix(".json").read_text())
 

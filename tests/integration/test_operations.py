@@ -20,6 +20,7 @@ def exported(text: str) -> set[str]:
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+@pytest.mark.slow  # a real server: BentoML's multiprocess metrics
 def test_a_replica_exports_every_series_the_rules_and_the_dashboard_read(digits):
     """Shed requests appear on /metrics only once one was shed: one request admitted at a time makes some."""
     batch = digits[0][:64].tobytes()

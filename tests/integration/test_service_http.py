@@ -25,7 +25,7 @@ from service.activity import FILE, SLOTS, WINDOW
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RAW = {"Content-Type": "application/octet-stream"}
 
