@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import httpx
 
 from service.activity import Activity
-from service.api import create_app, direct_routes
+from service.assembly import assemble
 from service.config import Settings
 from service.middleware import Gate, RequestMiddleware
 from service.pipeline import Pipeline
@@ -68,8 +68,8 @@ def in_process(through_fastapi: bool = False, **env: str) -> Iterator[InProcessC
     """A client of the API built with these DIGITSERVE_* settings (the defaults otherwise, access log off), its
     prediction routes called straight as in the service (service/app.py), or `through_fastapi`."""
     settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", **env})
-    app = create_app(Pipeline(settings))
-    client = InProcessClient(RequestMiddleware(app, settings, direct=None if through_fastapi else direct_routes(app)))
+    app, middleware = assemble(settings, Pipeline(settings), straight=not through_fastapi)
+    client = InProcessClient(RequestMiddleware(app, **middleware))
     try:
         yield client
     finally:

@@ -19,8 +19,8 @@ from pydantic import AfterValidator
 
 from service import grpc_server, metrics, routes
 from service.activity import Activity
-from service.api import create_app, direct_routes
 from service.api_document import correct_bentoml_openapi
+from service.assembly import assemble
 from service.config import Settings
 from service.contract import read_card
 from service.errors import ClientError
@@ -34,7 +34,6 @@ from service.pixels import check_pixels
 settings = Settings.from_env()
 card = read_card(settings.model_path)
 correct_bentoml_openapi()
-app = create_app()
 GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
 
 
@@ -51,6 +50,10 @@ def worker_gate() -> Gate:
     """This worker's API key check and concurrency limit, one for both protocols: HTTP's middleware and gRPC's
     calls count their requests in flight together."""
     return Gate(settings.api_key, settings.max_concurrency, worker_activity())
+
+
+# The API; the request middleware's options around it (added below, once the service exists).
+app, middleware = assemble(settings, activity=worker_activity, gate=worker_gate)
 
 
 def check_pixel_rows(pixels: np.ndarray) -> np.ndarray:
@@ -137,6 +140,4 @@ class DigitService:
 # Request id, API key, concurrency limit, metrics, access log. BentoML places it inside its own timeout: the 504s
 # that gives carry no request id and get BentoML's log line only. The API's prediction routes go from it to their
 # endpoints straight (`direct`, service/api.py direct_routes); everything else through the rest of BentoML's stack.
-DigitService.add_asgi_middleware(
-    RequestMiddleware, settings=settings, direct=direct_routes(app), activity=worker_activity, gate=worker_gate
-)
+DigitService.add_asgi_middleware(RequestMiddleware, **middleware)
