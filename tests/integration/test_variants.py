@@ -39,12 +39,14 @@ def test_variant_is_made_checked_and_carded(fp32, mnist_dir, variant):
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert json.loads(out.with_suffix(".json").read_text()) == card
     assert card["derived_from"]["sha256"] == json.loads(fp32.with_suffix(".json").read_text())["sha256"]
-    assert evaluate(out, str(mnist_dir))["accuracy"] == card["test_accuracy"]
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["variant"] == variant and float(meta["normalisation_mean"]) == pytest.approx(0.1307)
     graph_inputs = onnx.load(str(out)).graph.input
     assert graph_inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # clients send float32 still
     if variant == "int8":
+        # The card's figure is what `python -m training evaluate` gives (one variant suffices: the same code
+        # carded both, and fp16's 10,000 images take twice as long on a CPU).
+        assert evaluate(out, str(mnist_dir))["accuracy"] == card["test_accuracy"]
         assert card["test_accuracy"] >= card["derived_from"]["test_accuracy"] - variants.MAX_INT8_DROP
         assert out.stat().st_size < 0.3 * fp32.stat().st_size
     else:

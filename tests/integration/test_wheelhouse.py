@@ -36,10 +36,11 @@ def test_wheelhouse_installs_with_no_index(tmp_path):
     assert all("sha256:" in line for line in lock if not line.startswith("#"))
 
     env_dir = tmp_path / "env"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir)  # without pip of its own: this pip installs into it (--python), as its own would
     python = env_dir / "bin" / "python"
     # --no-compile: no .pyc for the ~80 packages (the import check below compiles what it touches).
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", "--find-links", str(house)]
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-compile", "--no-index"]
+    pip += ["--find-links", str(house)]
     # No index, and no other wheel folder (this machine's pip.conf adds one): only the wheelhouse.
     isolated = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
     subprocess.run([*pip, "-r", str(house / "requirements.txt")], check=True, env=isolated, timeout=900)
