@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_with_weights_only(run, mnist_dir):
 
 def test_same_seed_same_weights_on_cpu(mnist_dir, tmp_path):
     config = TrainConfig(
-        steps=20, eval_every=20, train_subset=500, eval_subset=500, augment="robust", seed=3, device="cpu"
+        steps=10, eval_every=10, train_subset=500, eval_subset=200, augment="robust", seed=3, device="cpu"
     )
     first = train(config, tmp_path / "a", str(mnist_dir), progress=False)
     second = train(config, tmp_path / "b", str(mnist_dir), progress=False)
@@ -61,13 +61,13 @@ def test_same_seed_same_weights_on_cpu(mnist_dir, tmp_path):
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]
-    assert first["test"]["total"] == 500  # --eval-subset: the first 500 test images
+    assert first["test"]["total"] == 200  # --eval-subset: the first 200 test images
 
 
 def test_ema_keeps_the_averaged_weights_and_the_best_so_far(mnist_dir, tmp_path):
     """--ema: the kept weights are the moving average (a decay of ~0 averages nothing: the last step's weights, the
     same as without it); the best weights so far are on disk during the run; the card's command repeats it."""
-    base = {"steps": 10, "eval_every": 5, "train_subset": 500, "eval_subset": 500, "seed": 3, "device": "cpu"}
+    base = {"steps": 10, "eval_every": 5, "train_subset": 500, "eval_subset": 200, "seed": 3, "device": "cpu"}
     states = {}
     for ema in (0.0, 1e-9, 0.5):
         train(TrainConfig(**base, ema=ema), tmp_path / str(ema), str(mnist_dir), progress=False)
@@ -85,7 +85,7 @@ def test_init_starts_from_an_exported_model_or_a_checkpoint(mnist_dir, tmp_path)
     """--init: fine-tuning starts from the shipped ONNX model's weights (its initializers) or a checkpoint's; with a
     learning rate of 0 the run keeps them, and the card's command names where it started."""
     weights = initial_weights(MODEL)
-    config = TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=500, lr=0.0, init=str(MODEL))
+    config = TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=200, lr=0.0, init=str(MODEL))
     train(config, tmp_path / "a", str(mnist_dir), progress=False)
     model, checkpoint = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     assert all(torch.equal(weights[k], v) for k, v in checkpoint["state_dict"].items())
@@ -212,7 +212,7 @@ def test_reproduce_runs_a_cards_training_lines(mnist_dir, tmp_path, capsys):
     """`python -m training reproduce CARD` trains what the card's lines say, into their --out; run again, it skips
     the run whose checkpoint is there."""
     out = tmp_path / "run"
-    line = f"python -m training train --steps 2 --eval-every 2 --train-subset 200 --eval-subset 500 --out {out}"
+    line = f"python -m training train --steps 2 --eval-every 2 --train-subset 200 --eval-subset 200 --out {out}"
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"reproduce": [line, "python -m training export --checkpoint x.pt"]}))
     assert main(["reproduce", str(card), "--data-dir", str(mnist_dir)]) == 0
@@ -229,12 +229,12 @@ def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, t
     runs = []
     for seed in (1, 2):
         config = TrainConfig(
-            steps=10, eval_every=10, train_subset=500, eval_subset=500, lr=1e-4, seed=seed, init=str(MODEL)
+            steps=5, eval_every=5, train_subset=500, eval_subset=200, lr=1e-4, seed=seed, init=str(MODEL)
         )
         train(config, tmp_path / str(seed), str(mnist_dir), progress=False)
         runs.append(str(tmp_path / str(seed) / "checkpoint.pt"))
     assert (
-        main(["soup", *runs, "--eval-subset", "500", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "s")]) == 0
+        main(["soup", *runs, "--eval-subset", "200", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "s")]) == 0
     )
     model, checkpoint = load_checkpoint(tmp_path / "s" / "checkpoint.pt")
     metrics = checkpoint["metrics"]
@@ -246,13 +246,13 @@ def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, t
     validation, test = (data.load_split(split, mnist_dir) for split in ("validation", "test"))
     cpu = torch.device("cpu")
     assert metrics["validation_accuracy"] == float(
-        (predict(model, validation.images[:500], cpu) == validation.labels[:500]).mean()
+        (predict(model, validation.images[:200], cpu) == validation.labels[:200]).mean()
     )
-    assert metrics["test"]["accuracy"] == float((predict(model, test.images[:500], cpu) == test.labels[:500]).mean())
+    assert metrics["test"]["accuracy"] == float((predict(model, test.images[:200], cpu) == test.labels[:200]).mean())
     assert metrics["validation_accuracy"] >= max(t["validation_accuracy"] for t in metrics["trials"] if t["kept"])
 
     train(
-        TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=500),
+        TrainConfig(steps=2, eval_every=2, train_subset=200, eval_subset=200),
         tmp_path / "3",
         str(mnist_dir),
         progress=False,
