@@ -30,15 +30,22 @@ help:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-base: pyproject.toml | $(VENV)/bin/python
+# pip itself, pinned: the one Python bundles (23.2 with 3.11.7) matched wheel tags three times slower (docs/
+# benchmarks.md, "Measured by hand"). Not for `make install WHEELHOUSE=`: no index there, and the bundled pip works.
+PIP_VERSION := 26.3
+$(VENV)/.pip: | $(VENV)/bin/python
+	$(PIP) pip==$(PIP_VERSION)
+	@touch $@
+
+$(VENV)/.installed-base: pyproject.toml | $(VENV)/.pip
 	$(PIP) -e .
 	@touch $@
 
-$(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-train: pyproject.toml | $(VENV)/.pip
 	$(PIP) -e '.[train]'
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/.pip
 	$(PIP) -e '.[train,dev,loadtest]'
 	@touch $@
 
@@ -46,7 +53,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(PIP) -e '.[train,dev,loadtest,bench]'
 	@touch $@
 
-$(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/.pip
 	$(PIP) -e '.[dev,loadtest]'
 	@touch $@
 
@@ -64,8 +71,8 @@ install-wheelhouse: | $(VENV)/bin/python
 
 FLAVOUR ?= cpu
 WHEEL_ARGS ?=
-wheelhouse:  ## every wheel serving needs into wheelhouse/, and a lock (FLAVOUR=cpu|gpu|gpu-no-cuda, WHEEL_ARGS=...)
-	$(PYTHON) deploy/wheelhouse.py --flavour $(FLAVOUR) $(WHEEL_ARGS)
+wheelhouse: $(VENV)/.pip  ## every wheel serving needs into wheelhouse/, and a lock (FLAVOUR=cpu|gpu|gpu-no-cuda, WHEEL_ARGS=...)
+	$(BIN)/python deploy/wheelhouse.py --flavour $(FLAVOUR) $(WHEEL_ARGS)
 
 GPU_ARGS ?=
 gpu-check: install  ## prove and measure the CUDA path on a GPU host (docs/gpu.md); elsewhere a one-line skip
