@@ -74,10 +74,13 @@ def errors_before_and_after(logits: np.ndarray, labels: np.ndarray, temperature:
     return tuple(round(expected_calibration_error(softmax(logits / t), labels), 5) for t in (1.0, temperature))
 
 
-def calibrate(model_path: Path, data_dir: str | None = None, scale=None) -> dict:
-    """T fitted on the validation split; the test set's ECE before and after: the card's "calibration"."""
+def calibrate(
+    model_path: Path, data_dir: str | None = None, scale=None, test: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
+    """T fitted on the validation split; the test set's ECE before and after: the card's "calibration". `test`:
+    the test set's logits and labels, where the caller has them already (the export)."""
     temperature = fit_temperature(*split_logits(model_path, "validation", data_dir, scale))
-    before, after = errors_before_and_after(*split_logits(model_path, "test", data_dir, scale), temperature)
+    before, after = errors_before_and_after(*(test or split_logits(model_path, "test", data_dir, scale)), temperature)
     return {
         "temperature": temperature,
         "fitted_on": "the validation split (5,000 training images held out), negative log-likelihood",

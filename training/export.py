@@ -19,7 +19,8 @@ from service.contract import INPUT, OUTPUT, VARIANTS, card_path, file_sha256, to
 from training import data, soup
 from training.augment import SHAPE_ONLY
 from training.calibration import calibrate
-from training.inference import cpu_session, evaluate, run_logits
+from training.inference import cpu_session, run_logits, split_logits
+from training.metrics import accuracy_report
 from training.network import load_checkpoint
 from training.train import config_from_command
 from training.variants import VariantError, make_variant
@@ -175,7 +176,8 @@ def export(
         path = Path(tmp) / out.name
         to_onnx(model, path)
         max_diff = verify_graph(model, path, data_dir, atol)
-        report = evaluate(path, data_dir, scale)
+        test = split_logits(path, "test", data_dir, scale)  # once, for the accuracy and the calibration
+        report = accuracy_report(test[1], test[0].argmax(1))
         print(
             f"parity on {PARITY_IMAGES} test images: max |diff| {max_diff:.2e}; "
             f"test accuracy {100 * report['accuracy']:.2f}%"
@@ -186,7 +188,7 @@ def export(
         path.replace(out)
     parity = {"images": PARITY_IMAGES, "max_abs_diff": max_diff, "atol": atol}
     card = model_card(out, version, report, ckpt, parity, commit)
-    card["calibration"] = calibrate(out, data_dir, scale)
+    card["calibration"] = calibrate(out, data_dir, scale, test)
     print(
         f"temperature {card['calibration']['temperature']} (validation split): test ECE "
         f"{100 * card['calibration']['test_ece_before']:.2f}% -> {100 * card['calibration']['test_ece_after']:.2f}%"
