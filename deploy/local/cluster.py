@@ -126,14 +126,19 @@ class Cluster:
                 sys.exit(f"{url} not ready after {timeout} s; its log: {self.folder / log}")
             time.sleep(0.2)
 
-    def wait_in_rotation(self, names: set[str], up: bool = True, timeout: float = 30) -> float:
-        """Until HAProxy reports each of `names` UP (or, with up=False, not UP); the seconds it took."""
+    def wait_in_rotation(
+        self, names: set[str], up: bool = True, timeout: float = 30, backends: tuple[str, ...] = ("replicas",)
+    ) -> float:
+        """Until HAProxy reports each of `names` UP with its last health check passed (a server starts UP before
+        any check) or, with up=False, not UP, in each of `backends` (HTTP's; the gRPC one is `replicas_grpc`,
+        checked apart); the seconds it took."""
         start = time.monotonic()
         while True:
             if not alive(self.haproxy):
                 raise HAProxyExited(self.log_tail("haproxy.log"))
-            states = self.server_states()
-            if all((states.get(name, "").startswith("UP")) == up for name in names):
+            states = [self.server_states(backend) for backend in backends]
+            found = [state.get(name, "") for state in states for name in names]
+            if all(f == "UP L7OK" for f in found) if up else not any(f.startswith("UP") for f in found):
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"HAProxy still reports {states} after {timeout} s")
@@ -160,7 +165,9 @@ class Cluster:
             self.save()
             try:
                 self.wait_haproxy_answering()
-                self.wait_in_rotation({r.name for r in self.replicas})
+                # Both frontends' backends: each checks the replicas on its own (CI, once: every gRPC call of a
+                # test went to one replica, the other not yet UP for gRPC).
+                self.wait_in_rotation({r.name for r in self.replicas}, backends=("replicas", "replicas_grpc"))
                 return
             except HAProxyExited as exited:
                 wait_gone(self.haproxy, 5)  # reaped
@@ -183,9 +190,11 @@ class Cluster:
 
     def write_haproxy_config(self) -> Path:
         servers = "\n".join(f"    server {r.name} {self.host}:{r.port} check" for r in self.replicas)
-        # gRPC to each replica's gRPC port, its readiness checked on its HTTP port.
+        # gRPC to each replica's gRPC port, its readiness checked on its HTTP port, in HTTP/1.1 (the check would
+        # speak the server's h2 otherwise, which the HTTP port refuses: every replica DOWN after two checks).
         grpc_servers = "\n".join(
-            f"    server {r.name} {self.host}:{r.grpc_port} proto h2 check port {r.port}" for r in self.replicas
+            f"    server {r.name} {self.host}:{r.grpc_port} proto h2 check port {r.port} check-proto h1"
+            for r in self.replicas
         )
         text = Template((HERE / "haproxy.cfg").read_text()).substitute(
             folder=self.folder,
@@ -211,15 +220,18 @@ class Cluster:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def server_stats(self) -> dict[str, dict[str, str]]:
-        """HAProxy's `show stat` for the replicas: status (UP, DOWN, ...), scur (connections now), stot, ..."""
+    def server_stats(self, backend: str = "replicas") -> dict[str, dict[str, str]]:
+        """HAProxy's `show stat` for the replicas in `backend`: status (UP, DOWN, ...), scur (connections now),
+        stot, ..."""
         text = self.haproxy_command("show stat").lstrip("# ")
         rows = csv.DictReader(io.StringIO(text))
-        return {r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND",)}
+        return {r["svname"]: r for r in rows if r["pxname"] == backend and r["svname"] not in ("BACKEND",)}
 
-    def server_states(self) -> dict[str, str]:
+    def server_states(self, backend: str = "replicas") -> dict[str, str]:
+        """Each replica's state in `backend` and its last check's outcome: "UP L7OK", "DOWN L7STS", ..."""
         try:
-            return {name: row["status"] for name, row in self.server_stats().items()}
+            stats = self.server_stats(backend).items()
+            return {name: f"{row['status'].split()[0]} {row['check_status'].lstrip('* ')}" for name, row in stats}
         except OSError:  # HAProxy not (yet) listening on its socket
             return {}
 
