@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 from harness.digits import as_png, on_canvas, on_paper, rendered
 
@@ -150,8 +150,10 @@ def photo_and_box(pixels: np.ndarray, condition: str, seed: int) -> tuple[bytes,
         # size): a tile of noise repeated over it (drawing 36 M normals would dominate the time).
         grain = rng.normal(0, rng.uniform(2, 4), (256, 256, 3)).astype(np.int16)
         reps = (-(-size[1] // 256), -(-size[0] // 256), 1)
-        noisy = np.asarray(picture, np.int16) + np.tile(grain, reps)[: size[1], : size[0]]
-        picture = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        # clip(photo + grain) in Pillow's C: the grain stored shifted by 128 in uint8, and taken off again (the
+        # same bytes as in numpy's int16, a quarter of the time).
+        shifted = np.tile((grain + 128).astype(np.uint8), reps)[: size[1], : size[0]]
+        picture = ImageChops.add(picture, Image.fromarray(shifted), scale=1.0, offset=-128)
     buffer = io.BytesIO()
     quality = int(rng.integers(88, 96)) if scale > 1 else int(rng.integers(70, 93))  # phones save at 90-95
     picture.save(buffer, format="JPEG", quality=quality)
