@@ -8,7 +8,9 @@ BentoML still runs the workers, /livez, /readyz and the docs page, which include
 from __future__ import annotations
 
 import gc
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Annotated
 
 import bentoml
@@ -33,6 +35,8 @@ from service.pixels import check_pixels
 # setting or a model that does not match its card stops the server at once, with the reason, not in every worker.
 settings = Settings.from_env()
 card = read_card(settings.model_path)
+if settings.grpc_port and Path(sys.argv[0]).name == "bentoml" and sys.argv[1:2] == ["serve"]:
+    grpc_server.require_free_port(settings.grpc_port)  # here, not in the workers: they share it among themselves
 correct_bentoml_openapi()
 GC_THRESHOLDS = (20_000, 20, 100)  # CPython's are (700, 10, 10)
 

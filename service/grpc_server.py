@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +29,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import grpc_codec, routes, v2_models
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.errors import ClientError
 from service.lifecycle import draining
 from service.middleware import DIGITS_KEY, Gate, RequestRecord
@@ -181,6 +182,21 @@ class Health(health.aio.HealthServicer):
         if draining():
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         return await super().Check(request, context)
+
+
+def require_free_port(port: int) -> None:
+    """Refuse a gRPC port that another process listens on. The workers bind it with SO_REUSEPORT, to share it among
+    themselves, which would let them share it with that process too, silently (each connection to either): checked
+    once, in the process that runs `bentoml serve`, before any worker starts."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no listener
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"DIGITSERVE_GRPC_PORT={port}: {exc.strerror}, another process listens on it; choose another port, "
+                "or 0 for no gRPC"
+            ) from None
 
 
 async def start(pipeline: Pipeline, settings: Settings, gate: Gate, address: str = "[::]") -> grpc.aio.Server:

@@ -286,6 +286,19 @@ def test_refuses_to_start_on_a_model_that_does_not_match_its_card(tmp_path):
     assert "does not belong to this card" in str(error.value)
 
 
+def test_refuses_a_grpc_port_another_process_listens_on():
+    """Its workers bind the gRPC port with SO_REUSEPORT, which would let them share it with that process, silently:
+    `bentoml serve` stops first, with the reason."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gRPC server binds it
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(RuntimeError) as error, running_service({"DIGITSERVE_GRPC_PORT": str(port)}):
+            pass
+    assert f"DIGITSERVE_GRPC_PORT={port}" in str(error.value) and "another process listens on it" in str(error.value)
+
+
 @pytest.mark.gpu
 def test_cuda_provider_serves(digits):
     import onnxruntime as ort
