@@ -19,6 +19,11 @@ from service.morphology import box_mean_3x3, column_opening, dilate, grey_closin
 NO_DIGIT = "no digit found: the image has no ink that stands out from its background"
 MIN_DARKNESS = 0.18  # the digit's strokes must be at least this much darker than the paper under them (0-1)
 WEAK, STRONG = 0.35, 0.6  # hysteresis, as fractions of the strokes' darkness: what is ink, what surely is
+# A number's ruled and margin lines are looked for among marks this faint too (service/segment.py): a line fainter
+# than WEAK breaks into pieces too short to be found as a line, and a piece that touches digits glues them to one
+# another and to the sheet's edge (one wide piece, cut into a dozen) or stands beside them as a "1". One digit's
+# reading keeps WEAK: what make bench-photos measured.
+LINE_FAINT = 0.25
 KEEP_MASS = 0.03  # a mark this light relative to the digit's heaviest part is a speck, not part of it
 REACH = 0.25  # a mark this close (fraction of the digit's size) to the digit belongs to it
 LINE_SPAN = 0.6  # a straight row or column of marks longer than this fraction of the image is a ruled line...
@@ -231,13 +236,14 @@ def select_digit_marks(
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right), others
 
 
-def ink_on_paper(gray: np.ndarray) -> tuple[np.ndarray, float]:
+def ink_on_paper(gray: np.ndarray, line_marks: float = WEAK) -> tuple[np.ndarray, float]:
     """Dark ink on light paper, float [H, W] 0-255 -> each pixel's darkness against the paper under it (0-1),
     ruled and margin lines taken out, and the strokes' darkness (what WEAK and STRONG are fractions of). One
-    digit (`find_digit`) and a number (service/segment.py) start from it."""
+    digit (`find_digit`) and a number (service/segment.py, with `line_marks` LINE_FAINT) start from it; lines
+    are found among the marks darker than `line_marks` of the strokes' darkness."""
     ink = measure_darkness(gray)
     strokes = measure_stroke_darkness(ink)
-    return remove_lines(ink, ink > WEAK * strokes), strokes
+    return remove_lines(ink, ink > line_marks * strokes), strokes
 
 
 def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:

@@ -25,6 +25,7 @@ from service.errors import ClientError
 from service.morphology import dilate, label_marks
 from service.photo import (
     KEEP_MASS,
+    LINE_FAINT,
     NO_DIGIT,
     STRONG,
     WEAK,
@@ -93,7 +94,7 @@ def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     left out)."""
     light = light_background(gray)
     if light:
-        ink, strokes = ink_on_paper(gray)
+        ink, strokes = ink_on_paper(gray, LINE_FAINT)
         labels, boxes, mass, peak = find_marks(ink, WEAK * strokes)
         surely = np.flatnonzero(peak > STRONG * strokes)
         heaviest = surely[np.argmax(mass[surely])] if len(surely) else None

@@ -156,6 +156,16 @@ def test_numbers_in_a_phone_photo_and_on_a_canvas() -> None:
     assert read(number_image(strip, "transparent", 3))[0] == want
 
 
+@pytest.mark.parametrize(("seed", "condition"), [(7, "ruled"), (19, "12mp")])
+def test_a_faint_margin_line_beside_a_number_is_no_digit(seed: int, condition: str) -> None:
+    """Lines fainter than the ink are looked for among faint marks too (photo.LINE_FAINT): found only among the
+    ink, these margin lines broke into pieces, and the piece beside the number was read as a leading 1."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(IMAGES), 5, replace=False)
+    strip = number_strip(IMAGES[chosen], rng)
+    assert read(number_image(strip, condition, seed))[0] == "".join(map(str, LABELS[chosen]))
+
+
 def test_more_digits_than_allowed_is_refused_or_read_whole() -> None:
     many = row(*[IMAGES[n] for n in range(MAX_DIGITS + 3)], gap=6)
     text, _ = read(png(many, scale=3))
