@@ -16,6 +16,7 @@ server finishes the calls in flight and refuses new ones (UNAVAILABLE), so that 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -185,17 +186,18 @@ class Health(health.aio.HealthServicer):
 
 
 def require_free_port(port: int) -> None:
-    """Refuse a gRPC port that another process listens on. The workers bind it with SO_REUSEPORT, to share it among
-    themselves, which would let them share it with that process too, silently (each connection to either): checked
-    once, in the process that runs `bentoml serve`, before any worker starts."""
+    """Refuse a gRPC port that another process listens on, or that this one may not use (under 1024, unprivileged).
+    The workers bind it with SO_REUSEPORT, to share it among themselves, which would let them share it with that
+    process too, silently (each connection to either): checked once, in the process that runs `bentoml serve`,
+    before any worker starts."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no listener
         try:
             probe.bind(("", port))
         except OSError as exc:
+            why = "another process listens on it" if exc.errno == errno.EADDRINUSE else "this process may not use it"
             raise ConfigError(
-                f"DIGITSERVE_GRPC_PORT={port}: {exc.strerror}, another process listens on it; choose another port, "
-                "or 0 for no gRPC"
+                f"DIGITSERVE_GRPC_PORT={port}: {exc.strerror}, {why}; choose another port, or 0 for no gRPC"
             ) from None
 
 
