@@ -241,11 +241,15 @@ ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and t
 # under load) run alone, after the others: a test beside them would skew them, or be starved by them. The second
 # run collects only the files the first one left tests in (SECOND_PHASE, written by tests/conftest.py).
 SECOND_PHASE := .pytest_cache/second-phase-files
+# $(call test_phases,FIRST,SECOND): both runs, FIRST and SECOND their extra pytest options.
+define test_phases
+	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(1) $(PYTEST_ARGS)
+	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
+		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(2) $(PYTEST_ARGS)
+endef
 # Then the CPU image is built, run and checked where podman or Docker can run it (else one line says why not).
 test: lint browser ops-tools install-fonts container-tools  ## lint, the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2), container-check
-	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(PYTEST_ARGS)
-	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
-		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(PYTEST_ARGS)
+	$(call test_phases,,)
 	$(BIN)/python -m deploy.container.check
 
 test-fast: install-dev  ## the tests not marked slow: no server started, about 35 s
@@ -253,9 +257,7 @@ test-fast: install-dev  ## the tests not marked slow: no server started, about 3
 
 COVERAGE := --cov=service --cov=training --cov-report=term
 coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)
-	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(COVERAGE) $(PYTEST_ARGS)
-	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
-		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(COVERAGE) --cov-append $(PYTEST_ARGS)
+	$(call test_phases,$(COVERAGE),$(COVERAGE) --cov-append)
 
 format: install-dev
 	$(BIN)/ruff check --fix .
