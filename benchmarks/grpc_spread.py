@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_v2 import grpc_framed, v2_binary
+from benchmarks.bench_v2 import check_grpc, grpc_framed, v2_binary
 from harness.load import h2load
 from harness.report import machine, write_section
 from harness.server import serving
@@ -58,6 +58,7 @@ def measure(workers: int, bodies: dict[str, Path], headers: dict, args: argparse
     grpc_rps, http_rps, spreads = [], [], []
     with serving(env) as server:
         time.sleep(1)  # every worker's gRPC server listening, not only the first one's
+        check_grpc(server.grpc, bodies["grpc"])  # h2load reads no gRPC status: errors would look fast
         for _ in range(args.rounds):
             result, spread = grpc_round(server.grpc, bodies["grpc"], args.connections, args.seconds)
             grpc_rps.append(result["rps"])
@@ -76,20 +77,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
-    image = np.zeros((1, 1, 28, 28), np.float32)
-    folder = Path(tempfile.mkdtemp())
-    bodies = {"grpc": folder / "grpc.bin", "http": folder / "http.bin"}
-    bodies["grpc"].write_bytes(grpc_framed("mnist_cnn", "image", "FP32", image))
-    body, headers = v2_binary("image", "FP32", image)
-    bodies["http"].write_bytes(body)
-
     lines = [
         "| workers | gRPC requests/s (median) | HTTP binary requests/s (median) | gRPC / HTTP | each gRPC round: "
         "requests/s (connections per worker) |",
         "|---:|---:|---:|---:|---|",
     ]
-    for workers in (1, 2):
-        found = measure(workers, bodies, headers, args)
+    image = np.zeros((1, 1, 28, 28), np.float32)
+    body, headers = v2_binary("image", "FP32", image)
+    with tempfile.TemporaryDirectory() as folder:
+        bodies = {"grpc": Path(folder) / "grpc.bin", "http": Path(folder) / "http.bin"}
+        bodies["grpc"].write_bytes(grpc_framed("mnist_cnn", "image", "FP32", image))
+        bodies["http"].write_bytes(body)
+        results = {workers: measure(workers, bodies, headers, args) for workers in (1, 2)}
+    for workers, found in results.items():
         grpc, http = statistics.median(found["grpc"]), statistics.median(found["http"])
         rounds = ", ".join(
             f"{rps:.0f} ({'+'.join(map(str, spread))})"
