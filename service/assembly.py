@@ -28,5 +28,5 @@ def assemble(
     keyword arguments: its prediction routes called `straight` from the middleware (service/api.py direct_routes),
     else through FastAPI's layers; `activity` and `gate` as RequestMiddleware takes them."""
     app = create_app(pipeline)
-    options = {"settings": settings, "direct": direct_routes(app) if straight else None}
-    return app, {**options, "activity": activity, "gate": gate}
+    direct = direct_routes(app) if straight else None
+    return app, {"settings": settings, "direct": direct, "activity": activity, "gate": gate}
