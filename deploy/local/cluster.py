@@ -287,8 +287,7 @@ class Cluster:
             self.wait_answering(f"http://{self.host}:{self.prometheus_port}/-/ready", self.prometheus, "prometheus.log")
 
     def stop(self) -> None:
-        for pid in [self.prometheus, self.haproxy, *(r.pid for r in self.replicas)]:
-            stop_group(pid)
+        stop_groups([self.prometheus, self.haproxy, *(r.pid for r in self.replicas)])
         (self.folder / "state.json").unlink(missing_ok=True)
 
 
@@ -324,19 +323,20 @@ def wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
     return True
 
 
-def stop_group(pid: int, timeout: float = 30) -> None:
-    """SIGTERM to the process (the arbiter passes it on to its workers) and its group; SIGKILL to whatever of
-    its tree is still there after `timeout` (BentoML's workers lead sessions of their own)."""
-    if not pid:
-        return
-    tree = process_tree(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+def stop_groups(pids: list[int], timeout: float = 30) -> None:
+    """SIGTERM to each process (an arbiter passes it on to its workers) and its group, all at once (each replica
+    drains for its drain seconds: side by side, not one after another); SIGKILL to whatever of their trees is
+    still there after `timeout` (BentoML's workers lead sessions of their own)."""
+    trees = {pid: process_tree(pid) for pid in pids if pid}
+    for pid in trees:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for process in tree:
-        wait_gone(process.pid, max(0.0, deadline - time.monotonic()))
-    kill_tree(tree)
-    wait_gone(pid, 10)  # reaped, if it was this process's child
+    for pid, tree in trees.items():
+        for process in tree:
+            wait_gone(process.pid, max(0.0, deadline - time.monotonic()))
+        kill_tree(tree)
+        wait_gone(pid, 10)  # reaped, if it was this process's child
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
