@@ -15,8 +15,8 @@ from service.contract import card_path, read_card, read_normalisation, read_temp
 from training import data
 from training.calibration import errors_before_and_after
 from training.corruptions import CORRUPTIONS, corrupt
-from training.inference import cpu_session, evaluate, run_logits, split_logits
-from training.metrics import format_report
+from training.inference import cpu_session, run_logits, split_logits
+from training.metrics import accuracy_report, format_report
 from training.plots import plot_corruptions, plot_reliability
 
 
@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    report = evaluate(args.model, args.data_dir)
+    test = split_logits(args.model, "test", args.data_dir)  # once: the accuracy, and the reliability plot's panel
+    report = accuracy_report(test[1], test[0].argmax(1))
     print(json.dumps(report, indent=2) if args.json else f"{args.model}: {format_report(report)}")
     if not args.corruptions:
         return
@@ -117,7 +118,7 @@ def main(args: argparse.Namespace) -> None:
         legend = (args.model.name, args.baseline.name if args.baseline else None)
         plot_corruptions(found, baseline, *legend, args.plots / "corruptions.png")
         panels = {
-            "MNIST test set": split_logits(args.model, "test", args.data_dir),
+            "MNIST test set": test,
             "the 15 corruptions": (logits, np.tile(labels, len(sets))),
         }
         plot_reliability(panels, found["temperature"], args.plots / "reliability.png")
