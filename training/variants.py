@@ -105,12 +105,24 @@ def convert_fp16(fp32: Path, out: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
 
 
+REFERENCES: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # by (fp32's sha256, data_dir, normalisation)
+
+
+def reference(fp32: Path, sha256: str, data_dir: str | None, scale: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """fp32's predictions on the test set, and the labels: once per model content (`sha256`, wherever the file
+    lies), since `make variants` judges int8 and fp16 against the same ones."""
+    key = (sha256, data_dir, scale)
+    if key not in REFERENCES:
+        REFERENCES[key] = predict_test_set(fp32, data_dir, scale)
+    return REFERENCES[key]
+
+
 def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
     """Write `<fp32>_<variant>.onnx` and its card once its check passes; return the card."""
     card = read_card(fp32)  # checked against the file once; its normalisation serves every step below
     scale = read_normalisation(card)
     out = variant_path(fp32, variant)
-    reference, labels = predict_test_set(fp32, data_dir, scale)
+    expected, labels = reference(fp32, card["sha256"], data_dir, scale)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / out.name
         if variant == "int8":
@@ -127,7 +139,7 @@ def make_variant(fp32: Path, variant: str, data_dir: str | None = None) -> dict:
 
         predictions, _ = predict_test_set(path, data_dir, scale)
         report = accuracy_report(labels, predictions)
-        changed = int((predictions != reference).sum())
+        changed = int((predictions != expected).sum())
         drop = card["test_accuracy"] - report["accuracy"]
         if variant == "int8" and drop > MAX_INT8_DROP:
             raise VariantError(f"int8 test accuracy {report['accuracy']:.4f} is {100 * drop:.2f} pp below fp32")
