@@ -237,15 +237,14 @@ install-fonts:  ## Debian's fonts for printed digits: training's and make bench-
 ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and the rule tests (as root or with sudo)
 	$(call debian,haproxy promtool,haproxy prometheus,their tests will skip)
 
-# The tests that compare latencies (marker `timing`) and those that load the whole machine (marker `alone`: a cluster
-# under load) run alone, after the others: a test beside them would skew them, or be starved by them. The second
-# run collects only the files the first one left tests in (SECOND_PHASE, written by tests/conftest.py).
+# The tests that compare latencies (marker `timing`) run alone, after the others: a test beside them would skew them.
+# The second run collects only the files the first one left tests in (SECOND_PHASE, written by tests/conftest.py).
 SECOND_PHASE := .pytest_cache/second-phase-files
 # $(call test_phases,FIRST,SECOND): both runs, FIRST and SECOND their extra pytest options.
 define test_phases
-	$(PYTEST) -m "not timing and not alone" --deselected-files=$(SECOND_PHASE) $(1) $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing" --deselected-files=$(SECOND_PHASE) $(1) $(PYTEST_ARGS)
 	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
-		$(BIN)/python -m pytest -p no:locust -m "timing or alone" $$files $(2) $(PYTEST_ARGS)
+		$(BIN)/python -m pytest -p no:locust -m timing $$files $(2) $(PYTEST_ARGS)
 endef
 # Then the CPU image is built, run and checked where podman or Docker can run it (else one line says why not).
 test: lint browser ops-tools install-fonts container-tools  ## lint, the whole test suite (PYTEST_ARGS=..., PYTEST_WORKERS=2), container-check
@@ -253,7 +252,7 @@ test: lint browser ops-tools install-fonts container-tools  ## lint, the whole t
 	$(BIN)/python -m deploy.container.check
 
 test-fast: install-dev  ## the tests not marked slow: no server started, about 35 s
-	$(PYTEST) -m "not slow and not timing and not alone" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not timing" $(PYTEST_ARGS)
 
 COVERAGE := --cov=service --cov=training --cov-report=term
 coverage: install-dev  ## the whole test suite with line coverage of service/ and training/ (pytest-cov)

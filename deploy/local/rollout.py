@@ -52,10 +52,10 @@ def read_answers(path: Path) -> list[Answer]:
 
 
 @contextmanager
-def locust_load(url: str, users: int, log: Path, folder: Path):
+def locust_load(url: str, users: int, log: Path, folder: Path, rate: float = 0.0):
     """locust (its own process: it gevent-patches whatever imports it) sending the mix to `url` until the block
-    ends; every answer appended to `log`."""
-    env = {**os.environ, "DIGITSERVE_ANSWER_LOG": str(log)}
+    ends, each user `rate` requests/s at most (0: as fast as it is answered); every answer appended to `log`."""
+    env = {**os.environ, "DIGITSERVE_ANSWER_LOG": str(log), "DIGITSERVE_USER_RATE": f"{rate:.4f}" if rate else ""}
     command = [
         sys.executable,
         *("-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless"),
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"starting {args.replicas} replicas behind HAProxy ...", flush=True)
     try:
         cluster.start()
-        with locust_load(cluster.url, args.users, log, folder):
+        with locust_load(cluster.url, args.users, log, folder, args.user_rate):
             time.sleep(args.warmup)
             steady_start = time.time() - args.warmup / 2
             steady_end = rollout_start = time.time()
@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "replicas": args.replicas,
         "users": args.users,
+        "user_rate": args.user_rate,
         "steady": window(answers, steady_start, steady_end),
         "rollout": window(answers, rollout_start, rollout_end),
         "steps": steps,
@@ -206,8 +207,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def report(result: dict) -> list[str]:
     steady, rollout = result["steady"], result["rollout"]
+    paced = f", {result['user_rate']:g} requests/s each at most" if result["user_rate"] else ""
     lines = [
-        f"{result['replicas']} replicas (1 worker each) behind HAProxy, {result['users']} locust users (the mix):",
+        f"{result['replicas']} replicas (1 worker each) behind HAProxy, {result['users']} locust users{paced} "
+        "(the mix):",
         "",
         "| phase | seconds | answers | failed | longest gap between answers | median gap |",
         "|---|---:|---:|---:|---:|---:|",
@@ -246,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--users", type=int, default=10, help="locust users")
+    parser.add_argument("--user-rate", type=float, default=0.0, help="requests/s per user at most (0: no limit)")
     parser.add_argument("--warmup", type=float, default=10, help="seconds of load before the first restart")
     parser.add_argument("--settle", type=float, default=5, help="seconds of load after each phase")
     parser.add_argument("--drain-seconds", type=float, default=3.0)
