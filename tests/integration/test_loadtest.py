@@ -1,5 +1,5 @@
 """The locust smoke run (`python loadtests/run.py --scenario smoke`): the real service under a few real users
-for 5 s, every shape, every response checked, no failure allowed, the reports written."""
+for 3 s, every shape, every response checked, no failure allowed, the reports written."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_smoke_run_meets_its_objectives(tmp_path):
     command = [sys.executable, "loadtests/run.py", "--scenario", "smoke", "--users", "5", "--spawn-rate", "5"]
     # Locust runs in its own process: it gevent-patches whatever imports it.
     done = subprocess.run(
-        [*command, "--duration", "5s", "--out", str(tmp_path)],
+        [*command, "--duration", "3s", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

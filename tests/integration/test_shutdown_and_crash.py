@@ -120,9 +120,9 @@ def started(server) -> int:
 def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(digit):
     with serving({"DIGITSERVE_WORKERS": "2"}) as server:
         first, second = server.workers()
-        # A light load (4 clients, 20 requests/s each at most): it runs beside the rest of the suite, where the
+        # A light load (3 clients, 10 requests/s each at most): it runs beside the rest of the suite, where the
         # replacement's start (imports, model, sessions) takes longer than alone (once over 45 s on CI).
-        with Load(server.url, digit, clients=4, pause=0.05) as load:
+        with Load(server.url, digit, clients=3, pause=0.1) as load:
             time.sleep(1.0)
             killed = time.monotonic()
             first.send_signal(signal.SIGKILL)
