@@ -1,6 +1,6 @@
 """Phone photos of real MNIST test digits (harness/photos.py) through the service in process: read under every
 condition, the box where the digit was found, the formats phones send, a photo cut short. That photos never stall
-small requests on a real server is test_photos_http.py's."""
+small requests on a real server is test_stalls.py's."""
 
 from __future__ import annotations
 
