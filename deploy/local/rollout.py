@@ -159,41 +159,47 @@ def window(answers: list[Answer], start: float, end: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    folder = args.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "state.json").exists():  # a run that did not finish: its processes
-        Cluster.load(folder).stop()
+    """A cluster of `args.replicas` started, restarted under load (`under_load`), and stopped: the figures."""
+    args.folder.mkdir(parents=True, exist_ok=True)
+    if (args.folder / "state.json").exists():  # a run that did not finish: its processes
+        Cluster.load(args.folder).stop()
     prometheus_port = args.prometheus_port if args.prometheus else 0
-    cluster = new_cluster(args.replicas, 0, prometheus_port, args.drain_seconds, folder)
-    log = folder / "answers.log"
-    log.unlink(missing_ok=True)
+    cluster = new_cluster(args.replicas, 0, prometheus_port, args.drain_seconds, args.folder)
     print(f"starting {args.replicas} replicas behind HAProxy ...", flush=True)
     try:
         cluster.start()
-        with locust_load(cluster.url, args.users, log, folder, args.user_rate):
-            time.sleep(args.warmup)
-            steady_start = time.time() - args.warmup / 2
-            steady_end = rollout_start = time.time()
-            print("rolling restart under load ...", flush=True)
-            steps = restart_each(cluster)
-            time.sleep(args.settle)
-            rollout_end = kill_start = time.time()
-            killed = None
-            if not args.no_kill:
-                print("one replica killed under load ...", flush=True)
-                killed = kill_one(cluster)
-                time.sleep(args.settle)
-            kill_end = time.time()
-        scraped = None
-        if prometheus_port:
-            scraped = {r["metric"]["instance"]: r["value"][1] for r in cluster.prometheus_query('up{job="digitserve"}')}
+        return under_load(cluster, args)
     finally:
         cluster.stop()
+
+
+def under_load(cluster: Cluster, args: argparse.Namespace) -> dict:
+    """On a running cluster, under locust's load: a while of steady load, each replica restarted in turn, then
+    (unless args.no_kill) one killed with SIGKILL and replaced. Every answer is logged in args.folder."""
+    log = args.folder / "answers.log"
+    log.unlink(missing_ok=True)
+    with locust_load(cluster.url, args.users, log, args.folder, args.user_rate):
+        time.sleep(args.warmup)
+        steady_start = time.time() - args.warmup / 2
+        steady_end = rollout_start = time.time()
+        print("rolling restart under load ...", flush=True)
+        steps = restart_each(cluster)
+        time.sleep(args.settle)
+        rollout_end = kill_start = time.time()
+        killed = None
+        if not args.no_kill:
+            print("one replica killed under load ...", flush=True)
+            killed = kill_one(cluster)
+            time.sleep(args.settle)
+        kill_end = time.time()
+    scraped = None
+    if cluster.prometheus_port:
+        scraped = {r["metric"]["instance"]: r["value"][1] for r in cluster.prometheus_query('up{job="digitserve"}')}
     answers = read_answers(log)
     if killed:
         killed |= at_the_kill(answers, killed["at"], killed["dead"])
     return {
-        "replicas": args.replicas,
+        "replicas": len(cluster.replicas),
         "users": args.users,
         "user_rate": args.user_rate,
         "steady": window(answers, steady_start, steady_end),
