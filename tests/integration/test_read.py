@@ -131,3 +131,17 @@ def test_classify_still_answers_one_digit_with_specks_and_lines(client, digits) 
     ]
     assert [a.status_code for a in answers] == [200] * len(answers)
     assert np.mean([a.json()["digit"] for a in answers] == np.tile(labels[40:70], 2)) >= 0.95
+
+
+@pytest.mark.parametrize(("condition", "n"), [("shadowed", 149), ("blue_ink", 149), ("shadowed", 219)])
+def test_a_wide_digit_alone_in_a_photo_is_one_digit(client, digits, condition, n) -> None:
+    """A 2 with a long tail and a 5 with a long flag (MNIST test digits 149, 219), one piece of ink each: cut, they
+    read as two sure digits ("21", "65"); the model reads the whole surely, so /read answers what /classify does."""
+    from harness.photos import photo
+
+    images, labels = digits
+    body = photo(images[n], condition, n)
+    read = client.post("/read", content=body, headers={"content-type": "image/jpeg"})
+    classified = client.post("/classify", content=body, headers={"content-type": "image/jpeg"})
+    assert read.status_code == 200 and classified.status_code == 200, (read.text, classified.text)
+    assert read.json()["text"] == str(classified.json()["digit"]) == str(labels[n])

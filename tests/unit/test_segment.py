@@ -13,7 +13,7 @@ from PIL import Image
 from harness.digits import sample_digits
 from harness.numbers import number_image, number_strip
 from service.errors import ClientError
-from service.reading import best_reading
+from service.reading import WEIGHTS, best_path, best_reading, scores
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 from tests.conftest import MODEL
@@ -113,15 +113,32 @@ def candidates(top_logits: list[float], low_second: bool = False) -> tuple[Candi
     return made, probabilities, logits
 
 
+def search(made: Candidates, probabilities: np.ndarray, logits: np.ndarray) -> list[int]:
+    """The path search alone (best_reading less its rule for one sure piece)."""
+    return best_path(made, scores(made, probabilities, logits, WEIGHTS))
+
+
 def test_the_path_search_splits_where_only_the_parts_read_strongly() -> None:
     # All three read as sure 3s: the top logits decide. Two digits each read strongly, their union weakly: split.
-    assert best_reading(*candidates([9.0, 9.0, 2.0])) == [0, 1]
+    assert search(*candidates([9.0, 9.0, 2.0])) == [0, 1]
     # The union reads strongly and the parts weakly (halves of one digit): one digit.
-    assert best_reading(*candidates([3.0, 3.0, 9.0])) == [2]
+    assert search(*candidates([3.0, 3.0, 9.0])) == [2]
     # All three strong: the cut crosses little, two digits.
-    assert best_reading(*candidates([9.0, 9.0, 8.0])) == [0, 1]
+    assert search(*candidates([9.0, 9.0, 8.0])) == [0, 1]
     # The same, but the second part far lower than the line (a fragment): one digit.
-    assert best_reading(*candidates([9.0, 9.0, 8.0], low_second=True)) == [2]
+    assert search(*candidates([9.0, 9.0, 8.0], low_second=True)) == [2]
+
+
+def test_one_piece_read_surely_as_one_digit_is_not_cut() -> None:
+    made, probabilities, logits = candidates([9.0, 9.0, 8.0])  # the search splits it (above)
+    assert best_reading(made, probabilities, logits) == [2]  # but the whole is a sure 3, 16 px by 20: one digit
+    unsure = probabilities.copy()
+    unsure[2, 3], unsure[2, 5] = 0.99, 0.01
+    assert best_reading(made, unsure, logits) == [0, 1]  # the whole less than SURE_WHOLE sure: the search decides
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    assert best_reading(wide, probabilities, logits) == [0, 1]  # wider than WHOLE_ASPECT heights: two digits
+    apart = Candidates(made.spans, made.bridged, made.pixels, made.boxes, [None], 2)
+    assert best_reading(apart, probabilities, logits) == [0, 1]  # a gap, not a cut: two pieces of ink
 
 
 def test_a_digit_broken_in_two_is_one_digit() -> None:
