@@ -239,10 +239,11 @@ ops-tools:  ## Debian's haproxy and prometheus (promtool) for make cluster and t
 
 # The tests that compare latencies (marker `timing`) run alone, after the others: a test beside them would skew them.
 # The second run collects only the files the first one left tests in (SECOND_PHASE, written by tests/conftest.py).
+# The first prints its ten slowest steps: where the suite's time goes, in every CI log.
 SECOND_PHASE := .pytest_cache/second-phase-files
 # $(call test_phases,FIRST,SECOND): both runs, FIRST and SECOND their extra pytest options.
 define test_phases
-	$(PYTEST) -m "not timing" --deselected-files=$(SECOND_PHASE) $(1) $(PYTEST_ARGS)
+	$(PYTEST) -m "not timing" --durations=10 --deselected-files=$(SECOND_PHASE) $(1) $(PYTEST_ARGS)
 	files=$$(cat $(SECOND_PHASE)); [ -z "$$files" ] || \
 		$(BIN)/python -m pytest -p no:locust -m timing $$files $(2) $(PYTEST_ARGS)
 endef
