@@ -91,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    test = split_logits(args.model, "test", args.data_dir)  # once: the accuracy, and the reliability plot's panel
-    report = accuracy_report(test[1], test[0].argmax(1))
+    # The test set's logits once: the accuracy, and the reliability plot's first panel.
+    test_logits, test_labels = split_logits(args.model, "test", args.data_dir)
+    report = accuracy_report(test_labels, test_logits.argmax(1))
     print(json.dumps(report, indent=2) if args.json else f"{args.model}: {format_report(report)}")
     if not args.corruptions:
         return
@@ -118,7 +119,7 @@ def main(args: argparse.Namespace) -> None:
         legend = (args.model.name, args.baseline.name if args.baseline else None)
         plot_corruptions(found, baseline, *legend, args.plots / "corruptions.png")
         panels = {
-            "MNIST test set": test,
+            "MNIST test set": (test_logits, test_labels),
             "the 15 corruptions": (logits, np.tile(labels, len(sets))),
         }
         plot_reliability(panels, found["temperature"], args.plots / "reliability.png")
