@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist; 0: one process). Each test module stays in one process (--dist loadfile), so that
 # its server or trained model is made once.
 PYTEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -p no:locust -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -p no:locust -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 PORT ?= 3000
 
