@@ -7,10 +7,11 @@ The ink is found as for one digit (service/photo.py on a light sheet, whatever t
 the bright part on a dark ground), and split into marks (connected components); specks and the sheet's edges are
 left out. Marks stacked one over another (a 5's flag, a dotted stroke) are one piece. A piece much wider than
 the line is tall holds touching digits: it is cut along seams, paths of least ink from top to bottom started every
-tenth of the line's height, each a candidate cut. Which pieces make a digit is then not guessed from shapes but
-decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that could be one
-digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score highest
-together.
+tenth of the line's height, each a candidate cut; in a line where some digits touch so, every piece wider than a
+narrow digit is cut too (a 1 touching a 7 is no wider than a 0). Which pieces make a digit is then not guessed
+from shapes but decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that
+could be one digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score
+highest together.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ STACKED = 0.5  # marks overlapping by this much of the narrower one's width, sid
 JOIN_GAP = 0.2  # pieces further apart than this fraction of the line's height are different digits
 MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
 CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
-WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it
+WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it...
+NARROW = 0.6  # ...and, in a line where some piece is that wide (its digits touch), one this wide
 STEP = 0.1  # try a cut every this many line heights...
 SAME = 0.04  # ...and keep one of seams that run within this many line heights of each other
 MIN_PART = 0.1  # a cut leaves at least this many line heights of the piece on either side
@@ -190,6 +192,8 @@ def find_candidates(gray: np.ndarray, touching: bool = True) -> Candidates:
         raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
     # Touching digits make many candidates: cut and read at a working size where there are (the same reading).
     wide = WIDE * line if touching else np.inf
+    if touching and any(p.right - p.left > wide for p in pieces):
+        wide = NARROW * line  # this writer's digits touch: a narrow pair may too
     factor = int(line // LINE_PX) if any(p.right - p.left > wide for p in pieces) else 1
     if factor >= 2:
         ink, labels = shrink(ink, labels, factor)

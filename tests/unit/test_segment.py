@@ -99,6 +99,15 @@ def test_touching_digits_are_cut_only_where_they_may_be_read() -> None:
     assert read_candidates(data, 50_000_000, touching=False).pieces == 1
 
 
+def test_in_a_line_of_touching_digits_narrow_pieces_are_cut_too() -> None:
+    """A 1 touching a 7 is no wider than one digit: alone it is read whole (a wide digit is one digit more often
+    than a pair that narrow is two), but in a line where other digits touch it is cut and read as 17."""
+    narrow = side_by_side(ink_columns(digit(1)), ink_columns(digit(7)), -2).astype(np.uint8)
+    wide = side_by_side(ink_columns(digit(4)), ink_columns(digit(0)), -3).astype(np.uint8)
+    assert read_candidates(png(row(narrow)), 50_000_000).pieces == 1
+    assert read(png(row(wide, narrow, gap=8)))[0] == "4017"  # "407" when only pieces wider than a digit were cut
+
+
 def candidates(top_logits: list[float], low_second: bool = False) -> tuple[Candidates, np.ndarray, np.ndarray]:
     """Two pieces meeting at a cut that crosses half a stroke, and the three ways to read them (the first, the second,
     both as one digit), each read as a 3 with certainty and the given top logit; none squat. `low_second`: the
