@@ -6,16 +6,20 @@ fell, so that the spread can be told apart from the cost of each call.
 
 For 1 and 2 workers, in alternating rounds: h2load (one call at a time on each of 16 connections) sends 1-image
 ModelInfer calls over gRPC and the same tensor as a V2 HTTP binary request, and `ss` counts, halfway through each
-gRPC round, how many of its connections each worker holds. Writes the "gRPC and the workers" section of
-docs/benchmarks.md.
+gRPC round, how many of its connections each worker holds. Then the floor: the same calls answered by servers that
+do nothing but send one fixed answer (benchmarks/echo_servers.py: grpcio's asyncio and thread-pool servers, and
+uvicorn as BentoML runs it), and the CPU each call costs them beside what it costs the service with one worker.
+Writes the "gRPC and the workers" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_v2 import check_grpc, grpc_framed, v2_binary
-from harness.load import h2load
+from harness.load import cpu_seconds, h2load
 from harness.report import machine, write_section
-from harness.server import serving
+from harness.server import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- grpc_spread:start -->", "<!-- grpc_spread:end -->"
@@ -55,18 +59,86 @@ def grpc_round(address: str, body: Path, connections: int, seconds: int) -> tupl
 
 def measure(workers: int, bodies: dict[str, Path], headers: dict, args: argparse.Namespace) -> dict:
     env = {"DIGITSERVE_WORKERS": str(workers), "DIGITSERVE_ACCESS_LOG": "false"}
-    grpc_rps, http_rps, spreads = [], [], []
+    grpc_rps, http_rps, spreads, cpu = [], [], [], {"grpc": [], "http": []}
     with serving(env) as server:
         time.sleep(1)  # every worker's gRPC server listening, not only the first one's
         check_grpc(server.grpc, bodies["grpc"])  # h2load reads no gRPC status: errors would look fast
         for _ in range(args.rounds):
+            before = cpu_seconds(server.process.pid)
             result, spread = grpc_round(server.grpc, bodies["grpc"], args.connections, args.seconds)
+            cpu["grpc"].append(per_call(cpu_seconds(server.process.pid) - before, result))
             grpc_rps.append(result["rps"])
             spreads.append(spread)
             url = f"{server.url}/v2/models/mnist_cnn/infer"
+            before = cpu_seconds(server.process.pid)
             http = h2load(url, bodies["http"], "application/octet-stream", args.connections, args.seconds, headers)
+            cpu["http"].append(per_call(cpu_seconds(server.process.pid) - before, http))
             http_rps.append(http["rps"])
-    return {"grpc": grpc_rps, "http": http_rps, "spreads": spreads}
+    return {"grpc": grpc_rps, "http": http_rps, "spreads": spreads, "cpu": cpu}
+
+
+def per_call(seconds: float, result: dict) -> float:
+    """CPU µs per answered call."""
+    return 1e6 * seconds / max(1, result["requests"])
+
+
+def floor(kind: str, body: Path, headers: dict, args: argparse.Namespace) -> tuple[float, float]:
+    """Requests/s and CPU µs per call of an echo server (benchmarks/echo_servers.py), the median of its rounds."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_servers", kind, str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {kind} echo server did not start")
+            time.sleep(0.1)
+        grpc = kind.startswith("grpc")
+        url = f"http://127.0.0.1:{port}" + (INFER if grpc else "/v2/models/mnist_cnn/infer")
+        if grpc:
+            check_grpc(f"127.0.0.1:{port}", body)
+        rps, cpu = [], []
+        for _ in range(args.rounds):
+            before = cpu_seconds(server.pid)
+            kind_of = "application/grpc" if grpc else "application/octet-stream"
+            result = h2load(url, body, kind_of, args.connections, args.seconds, {} if grpc else headers)
+            if result["errors"]:
+                raise RuntimeError(f"the {kind} echo server answered {result['errors']} calls with errors")
+            cpu.append(per_call(cpu_seconds(server.pid) - before, result))
+            rps.append(result["rps"])
+        return statistics.median(rps), statistics.median(cpu)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def floor_lines(bodies: dict[str, Path], headers: dict, args: argparse.Namespace, service: dict) -> list[str]:
+    """The floor table: the echo servers' requests/s and CPU per call beside the service's (one worker), and what
+    gRPC at 1.2x HTTP's requests/s would allow a call to cost."""
+    aio, threads = floor("grpc-aio", bodies["grpc"], headers, args), floor("grpc-sync", bodies["grpc"], headers, args)
+    uvicorn = floor("http", bodies["http"], headers, args)
+    rows = {
+        "grpcio, asyncio server (uvloop), a fixed answer": aio,
+        "grpcio, thread-pool server (4 threads), a fixed answer": threads,
+        "uvicorn (httptools, uvloop), a fixed answer": uvicorn,
+    }
+    for protocol, name in (("grpc", "gRPC"), ("http", "HTTP binary")):
+        rows[f"digitserve, 1 worker, {name}"] = (
+            statistics.median(service[protocol]),
+            statistics.median(service["cpu"][protocol]),
+        )
+    lines = ["| server, 1-image V2 infer calls | requests/s | CPU µs per call |", "|---|---:|---:|"]
+    lines += [f"| {name} | {rps:.0f} | {cpu:.0f} |" for name, (rps, cpu) in rows.items()]
+    grpc, http = (statistics.median(service["cpu"][protocol]) for protocol in ("grpc", "http"))
+    lines += [
+        "",
+        f"gRPC at 1.2× HTTP's requests/s, on workers whose cores are busy, allows a gRPC call {http / 1.2:.0f} µs of "
+        f"CPU, the model's part included; grpcio's own servers spend {aio[1]:.0f} µs (asyncio) and "
+        f"{threads[1]:.0f} µs (thread pool) on a call they answer with nothing to compute. Beyond its library's "
+        f"floor, a call costs the service {grpc - aio[1]:.0f} µs over gRPC and "
+        f"{http - uvicorn[1]:.0f} µs over HTTP.",
+    ]
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 def main() -> None:
@@ -89,6 +161,7 @@ def main() -> None:
         bodies["grpc"].write_bytes(grpc_framed("mnist_cnn", "image", "FP32", image))
         bodies["http"].write_bytes(body)
         results = {workers: measure(workers, bodies, headers, args) for workers in (1, 2)}
+        floors = floor_lines(bodies, headers, args, results[1])
     for workers, found in results.items():
         grpc, http = statistics.median(found["grpc"]), statistics.median(found["http"])
         rounds = ", ".join(
@@ -111,6 +184,11 @@ def main() -> None:
             "addresses); HTTP's workers take connections from one shared socket as they are free. Rounds with an "
             "even and an uneven spread tell how much the spread costs; what is left is each call's CPU (the "
             "bench-v2 table's \"CPU µs per request\" column), which one worker's idle second core hides.",
+            "",
+            "What a call costs, against servers that answer it with a fixed answer and do nothing else "
+            "(`benchmarks/echo_servers.py`), one process each, the same h2load rounds:",
+            "",
+            *floors,
             "",
             "Command: `python benchmarks/grpc_spread.py` (`--help`).",
             END,
