@@ -192,9 +192,10 @@ def find_candidates(gray: np.ndarray, touching: bool = True) -> Candidates:
         raise ClientError(422, f"too many marks for a number of at most {MAX_DIGITS} digits")
     # Touching digits make many candidates: cut and read at a working size where there are (the same reading).
     wide = WIDE * line if touching else np.inf
-    if touching and any(p.right - p.left > wide for p in pieces):
+    cutting = any(p.right - p.left > wide for p in pieces)
+    if cutting:
         wide = NARROW * line  # this writer's digits touch: a narrow pair may too
-    factor = int(line // LINE_PX) if any(p.right - p.left > wide for p in pieces) else 1
+    factor = int(line // LINE_PX) if cutting else 1
     if factor >= 2:
         ink, labels = shrink(ink, labels, factor)
         line /= factor
