@@ -82,25 +82,30 @@ def per_call(seconds: float, result: dict) -> float:
     return 1e6 * seconds / max(1, result["requests"])
 
 
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def floor(kind: str, body: Path, headers: dict, args: argparse.Namespace) -> tuple[float, float]:
     """Requests/s and CPU µs per call of an echo server (benchmarks/echo_servers.py), the median of its rounds."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_servers", kind, str(port)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        while not listening(port):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the {kind} echo server did not start")
             time.sleep(0.1)
         grpc = kind.startswith("grpc")
         url = f"http://127.0.0.1:{port}" + (INFER if grpc else "/v2/models/mnist_cnn/infer")
+        content_type, sent = ("application/grpc", {}) if grpc else ("application/octet-stream", headers)
         if grpc:
             check_grpc(f"127.0.0.1:{port}", body)
         rps, cpu = [], []
         for _ in range(args.rounds):
             before = cpu_seconds(server.pid)
-            kind_of = "application/grpc" if grpc else "application/octet-stream"
-            result = h2load(url, body, kind_of, args.connections, args.seconds, {} if grpc else headers)
+            result = h2load(url, body, content_type, args.connections, args.seconds, sent)
             if result["errors"]:
                 raise RuntimeError(f"the {kind} echo server answered {result['errors']} calls with errors")
             cpu.append(per_call(cpu_seconds(server.pid) - before, result))
