@@ -120,10 +120,37 @@ def remove_lines(ink: np.ndarray, marks: np.ndarray) -> np.ndarray:
     return ink
 
 
-def measure_stroke_darkness(ink: np.ndarray) -> float:
+class ThinStrokes(ClientError):
+    """No 3x3 patch is dark enough to be ink, but a run of three pixels is: strokes thinner than a pixel (a
+    printed digit in a Thin or Hairline weight, a fine pen in a small image), which a 3x3 patch averages with
+    the paper beside them. Raised as the 422 it would otherwise be, for callers that do not look again
+    (`service.preprocess.to_mnist` does, on the image enlarged)."""
+
+    def __init__(self) -> None:
+        super().__init__(422, NO_DIGIT)
+
+
+def darkest_run(ink: np.ndarray) -> float:
+    """The darkest run of three pixels in a row, a column or a diagonal: a stroke one pixel wide has one at its
+    darkness; a lone speck does not."""
+    padded = np.pad(ink, 1)
+    height, width = ink.shape
+    best = 0.0
+    for (y0, x0), (y1, x1) in (((1, 0), (1, 2)), ((0, 1), (2, 1)), ((0, 0), (2, 2)), ((0, 2), (2, 0))):
+        run = ink + padded[y0 : y0 + height, x0 : x0 + width] + padded[y1 : y1 + height, x1 : x1 + width]
+        best = max(best, float(run.max()) / 3)
+    return best
+
+
+def measure_stroke_darkness(ink: np.ndarray, thin: bool = False) -> float:
     """How dark the digit's strokes are: the darkest 3x3 patch (lone noisy pixels do not count); 422 when even
-    that is too faint to be ink."""
+    that is too faint to be ink (ThinStrokes where a run of three pixels is dark enough: the strokes are thin).
+    `thin`: the strokes are known to be thin (ThinStrokes was raised): the darkest run is their darkness."""
     strokes = float(box_mean_3x3(ink).max())
+    if thin and strokes < MIN_DARKNESS:
+        strokes = darkest_run(ink)
+    elif strokes < MIN_DARKNESS and darkest_run(ink) >= MIN_DARKNESS:
+        raise ThinStrokes()
     if strokes < MIN_DARKNESS:
         raise ClientError(422, NO_DIGIT)
     return strokes
@@ -236,22 +263,24 @@ def select_digit_marks(
     return keep[labels[top:bottom, left:right]], (top, left, bottom, right), others
 
 
-def ink_on_paper(gray: np.ndarray, line_marks: float = WEAK) -> tuple[np.ndarray, float]:
+def ink_on_paper(gray: np.ndarray, line_marks: float = WEAK, thin: bool = False) -> tuple[np.ndarray, float]:
     """Dark ink on light paper, float [H, W] 0-255 -> each pixel's darkness against the paper under it (0-1),
     ruled and margin lines taken out, and the strokes' darkness (what WEAK and STRONG are fractions of). One
     digit (`find_digit`) and a number (service/segment.py, with `line_marks` LINE_FAINT) start from it; lines
     are found among the marks darker than `line_marks` of the strokes' darkness."""
     ink = measure_darkness(gray)
-    strokes = measure_stroke_darkness(ink)
+    strokes = measure_stroke_darkness(ink, thin)
     return remove_lines(ink, ink > line_marks * strokes), strokes
 
 
-def find_digit(gray: np.ndarray, close_crops: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+def find_digit(
+    gray: np.ndarray, close_crops: bool = False, thin: bool = False
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """Dark ink on light paper, float [H, W] 0-255 -> the digit's ink as white on black 0-255 (zero elsewhere),
     cropped to its box, that box (left, top, right, bottom) in `gray`'s pixels, and whether marks as large as a
     digit were left out. `close_crops`: raise FillsFrame where the image is a digit cut out close
     (select_digit_marks), instead of taking its strokes for the sheet's edge."""
-    ink, strokes = ink_on_paper(gray)
+    ink, strokes = ink_on_paper(gray, thin=thin)
     mask, (top, left, bottom, right), others = select_digit_marks(ink, strokes, close_crops)
     ink = ink[top:bottom, left:right]
     level = float(np.percentile(ink[mask], 90))

@@ -11,7 +11,7 @@ from hypothesis import Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from harness.digits import sample_digits
-from harness.plain import cut_to_ink, printed_digits, text_weight, uci_digits, variant
+from harness.plain import cut_to_ink, printed_digits, uci_digits, variant
 from service.config import Settings
 from service.errors import ClientError
 from service.preprocess import read_digit
@@ -44,9 +44,11 @@ def test_real_writers_digits_cut_close_are_read(model, size, inverted, floor):
 
 
 def test_printed_digits_in_fonts_training_never_saw_are_read(model):
-    """Every test font's text weights (DejaVu, Liberation, FreeFont, Lato, Cantarell: `make install-fonts`), at a
-    size and a tilt that `make bench-plain` does not use: ≥ 99.5 %, the printed-digit target."""
-    fonts = [font for font in font_files(test=True) if text_weight(font)]
+    """Every test font (DejaVu, Liberation, FreeFont, Lato, Cantarell: `make install-fonts`), its Thin and
+    Hairline weights included, at a size and a tilt that `make bench-plain` does not use: ≥ 99.5 %, the
+    printed-digit target. (Before strokes thinner than a pixel were looked for in the image enlarged, 16 of the
+    50 Hairline digits here were refused as no digit.)"""
+    fonts = font_files(test=True)
     if len(fonts) < 20:
         pytest.skip(f"{len(fonts)} test fonts on this machine: make install-fonts")
     files, labels, names = [], [], []

@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from harness.digits import encode, sample_digits
 from harness.plain import cut_to_ink
@@ -173,6 +173,21 @@ def test_the_box_is_in_the_full_images_pixels():
     page = Image.fromarray(np.asarray(digit_image()).repeat(10, 0).repeat(10, 1))
     left, top, right, bottom = read_digit(encode(page.convert("RGB"), "JPEG", quality=95), LIMIT).box
     assert abs(left - 550) <= 12 and abs(right - 1000) <= 12 and abs(top - 300) <= 12 and abs(bottom - 1300) <= 12
+
+
+def test_a_hairline_digit_is_read_in_the_image_enlarged_and_boxed_in_its_own_pixels():
+    """A "7" drawn one pixel wide in light grey (a Hairline font's strokes at a small size): no 3x3 patch is dark
+    enough to be ink, so it is looked for again in the image enlarged; the box is in the image's own pixels,
+    and the digit the model sees is the drawing's shape, not a blank."""
+    page = Image.new("L", (60, 60), 235)
+    ImageDraw.Draw(page).line([(20, 15), (40, 15), (28, 45)], fill=170, width=1)
+    digit = to_mnist(page)
+    left, top, right, bottom = digit.box
+    assert abs(left - 20) <= 1 and abs(top - 15) <= 1 and abs(right - 41) <= 1 and abs(bottom - 46) <= 1
+    reference = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(reference).line([(20, 15), (40, 15), (28, 45)], fill=255, width=3)
+    expected = to_mnist(reference).pixels.astype(np.float32)
+    assert np.corrcoef(digit.pixels.astype(np.float32).ravel(), expected.ravel())[0, 1] > 0.8
 
 
 def test_noise_specks_do_not_widen_the_crop():

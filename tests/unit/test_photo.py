@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from service.errors import ClientError
-from service.photo import find_digit, measure_darkness, measure_stroke_darkness, remove_lines
+from service.photo import ThinStrokes, find_digit, measure_darkness, measure_stroke_darkness, remove_lines
 
 H, W = 300, 400
 
@@ -107,3 +107,26 @@ def test_a_photo_of_a_digit_frames_like_mnist():
     reference = fit_and_centre(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * 255).astype(np.float32)
     correlation = np.corrcoef(digit.ravel(), reference.ravel())[0, 1]
     assert correlation > 0.9
+
+
+def test_a_stroke_thinner_than_a_pixel_is_thin_ink_and_a_speck_as_dark_is_not():
+    """A hairline "1" one pixel wide at darkness 0.3: every 3x3 patch is mostly paper (0.1), its runs of three
+    pixels are not. ThinStrokes is the 422 it was, for callers that do not look again; with thin=True its
+    darkness is the run's. A speck as dark, three pixels in no line, is no digit either way."""
+    paper = 235.0
+    page = np.full((H, W), paper, np.float32)
+    page[100:160, 200] = paper * 0.7
+    ink = measure_darkness(page)
+    with pytest.raises(ThinStrokes) as error:
+        measure_stroke_darkness(ink)
+    assert error.value.status == 422 and isinstance(error.value, ClientError)
+    assert measure_stroke_darkness(ink, thin=True) == pytest.approx(0.3, abs=0.01)
+    _, box, _ = find_digit(page, thin=True)
+    assert box == (200, 100, 201, 160)
+
+    specks = np.full((H, W), paper, np.float32)
+    specks[100, 200] = specks[101, 202] = specks[103, 201] = paper * 0.7
+    for thin in (False, True):
+        with pytest.raises(ClientError) as error:
+            measure_stroke_darkness(measure_darkness(specks), thin=thin)
+        assert not isinstance(error.value, ThinStrokes)
