@@ -4,12 +4,13 @@ drawings. Deterministic for a seed. Only ever feed it MNIST *test* digits.
 
     number_strip   digits -> one white-on-black strip (28 rows and a margin) and the number it shows
     number_image   a strip -> image bytes, as a photo (photos.CONDITIONS), a canvas drawing or a transparent one
+    hairline_number  "174" drawn one pixel wide in light grey, its digits' boxes: strokes thinner than a pixel
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from harness.digits import encode
 from harness.photos import CONDITIONS, photo
@@ -67,3 +68,16 @@ def number_set(
         strip = number_strip(images[index], rng, touching)
         out.append((number_image(strip, rendering, seed * 100_003 + n), "".join(map(str, labels[index]))))
     return out
+
+
+def hairline_number() -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """ "174" drawn one pixel wide in light grey on a 120x60 label (a Hairline font's strokes at a small size: no
+    3x3 patch of it is dark enough to be ink, runs of three pixels are), as a PNG; and each digit's box
+    (left, top, right, bottom)."""
+    page = Image.new("L", (120, 60), 235)
+    draw = ImageDraw.Draw(page)
+    draw.line([(30, 15), (30, 45)], fill=170)  # 1
+    draw.line([(50, 15), (70, 15), (58, 45)], fill=170)  # 7
+    draw.line([(95, 15), (84, 35), (100, 35)], fill=170)  # 4: its slant and bar...
+    draw.line([(96, 25), (96, 45)], fill=170)  # ...and its stem
+    return encode(page), [(30, 15, 31, 46), (50, 15, 71, 46), (84, 15, 101, 46)]

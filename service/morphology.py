@@ -1,4 +1,5 @@
-"""The few image operations the photo path needs, in numpy.
+"""The few image operations the photo path needs, in numpy; and `shrink`, the one a number's touching digits are
+cut at (service/segment.py).
 
 They replace OpenCV, whose wheel (155 MB installed, video codecs and a second OpenBLAS included) was a third of the
 serving image for five calls. Each one computes what its OpenCV counterpart did, border rules included
@@ -142,3 +143,17 @@ def label_marks(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray]:
     labels = np.zeros(height * width, np.int32)
     labels[at] = np.repeat(run_label, lengths)
     return count + 1, labels.reshape(height, width)
+
+
+def shrink(ink: np.ndarray, labels: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ink and its marks at 1/`factor` of the size: each block of factor x factor pixels becomes
+    one, its ink the mean (then brought back to full strength: thin strokes pale in the mean), its mark the
+    block's highest label."""
+    height, width = -(-ink.shape[0] // factor), -(-ink.shape[1] // factor)  # the last block padded with none
+    padding = ((0, height * factor - ink.shape[0]), (0, width * factor - ink.shape[1]))
+    blocks = (height, factor, width, factor)
+    small = np.pad(ink, padding).reshape(blocks).mean(axis=(1, 3))
+    labels = np.pad(labels, padding).reshape(blocks).max(axis=(1, 3))
+    level = float(np.percentile(small[labels > 0], 90)) if (labels > 0).any() else 255.0
+    small = np.clip(small * (255.0 / max(level, 1.0)), 0, 255)
+    return small, labels

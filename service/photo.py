@@ -31,6 +31,8 @@ LINE_THICKNESS = 0.02  # ...if it is no thicker than this fraction of the image 
 FILL_THIN = 0.1  # a mark thinner than this fraction of the image across it is a line, not a close-cut digit
 FILL = 0.7  # a digit this large one way, touching the image's edge, was cut out close (a photographed one is smaller)
 OTHER_MASS, OTHER_HEIGHT = 0.25, 0.5  # a mark left out this heavy and tall (against the digit's) may be a digit
+THIN_ENLARGE = 3  # strokes thinner than a pixel are looked for again in the image enlarged this many times...
+THIN_MAX_PIXELS = 1 << 20  # ...where it stays this small (a label or a small image, not a photo's working size)
 SLOPES = np.tan(np.radians(np.arange(-5, 5.5, 1.0)))  # photos are seldom straighter than this
 
 
@@ -128,6 +130,16 @@ class ThinStrokes(ClientError):
 
     def __init__(self) -> None:
         super().__init__(422, NO_DIGIT)
+
+
+def enlarged_for_thin_strokes(gray: np.ndarray) -> np.ndarray:
+    """`gray` enlarged THIN_ENLARGE times (bicubic), for a second look where ThinStrokes was raised: there a
+    stroke's diagonal steps stay joined as marks; ThinStrokes again where that would pass THIN_MAX_PIXELS."""
+    height, width = gray.shape
+    if height * width * THIN_ENLARGE**2 > THIN_MAX_PIXELS:
+        raise ThinStrokes()
+    size = (width * THIN_ENLARGE, height * THIN_ENLARGE)
+    return np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BICUBIC))
 
 
 def darkest_run(ink: np.ndarray) -> float:

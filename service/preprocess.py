@@ -9,7 +9,15 @@ from PIL import Image
 
 from service.decode import decode_image
 from service.errors import ClientError
-from service.photo import NO_DIGIT, FillsFrame, ThinStrokes, edge_pixels, find_digit
+from service.photo import (
+    NO_DIGIT,
+    THIN_ENLARGE,
+    FillsFrame,
+    ThinStrokes,
+    edge_pixels,
+    enlarged_for_thin_strokes,
+    find_digit,
+)
 
 Box = tuple[int, int, int, int]
 
@@ -19,8 +27,6 @@ BORDER_SPLIT = 0.15  # a border within this of half light, half dark does not de
 MIN_CONTRAST = 32  # ink must stand this far (0-255) above the background, or there is no digit
 SQUAT = 1.15  # ink this many times wider than tall is seldom one digit
 INK_FRACTION = 0.25  # pixels above this fraction of the peak ink count for the bounding box (noise tolerance)
-THIN_ENLARGE = 3  # strokes thinner than a pixel are looked for again in the image enlarged this many times...
-THIN_MAX_PIXELS = 1 << 20  # ...up to this size (a photo's working size enlarged: the strokes of a small image)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -147,17 +153,12 @@ def to_mnist(image: Image.Image) -> Digit:
 
 def find_digit_on_paper(gray: np.ndarray) -> tuple[np.ndarray, Box, bool]:
     """service.photo.find_digit, and where the strokes are thinner than a pixel (a Thin or Hairline font, a fine
-    pen in a small image), find_digit again on the image enlarged THIN_ENLARGE times, where a stroke's diagonal
-    steps stay joined as marks and its darkness is taken along it (thin=True); the box scaled back. Only what
-    would have been refused as no digit is looked at twice: every other image reads as before."""
+    pen in a small image), find_digit again on the image enlarged (thin=True: their darkness taken along them),
+    the box scaled back. Only what would have been refused as no digit is looked at twice."""
     try:
         return find_digit(gray, close_crops=True)
     except ThinStrokes:
-        height, width = gray.shape
-        if height * width * THIN_ENLARGE**2 > THIN_MAX_PIXELS:
-            raise
-    size = (width * THIN_ENLARGE, height * THIN_ENLARGE)
-    enlarged = np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BICUBIC))
+        enlarged = enlarged_for_thin_strokes(gray)
     crop, box, others = find_digit(enlarged, close_crops=True, thin=True)
     left, top, right, bottom = (round(side / THIN_ENLARGE) for side in box)
     return crop, (left, top, right, bottom), others

@@ -3,15 +3,15 @@
     gray image -> ink and its marks -> pieces, left to right -> candidate digits (runs of 1-3 pieces), each 28x28
     the model's probabilities for every candidate -> the best path through them: the digits
 
-The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out;
-the bright part on a dark ground), and split into marks (connected components); specks and the sheet's edges are
-left out. Marks stacked one over another (a 5's flag, a dotted stroke) are one piece. A piece much wider than
-the line is tall holds touching digits: it is cut along seams, paths of least ink from top to bottom started every
-tenth of the line's height, each a candidate cut; in a line where some digits touch so, every piece wider than a
-narrow digit is cut too (a 1 touching a 7 is no wider than a 0). Which pieces make a digit is then not guessed
-from shapes but decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that
-could be one digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score
-highest together.
+The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out,
+strokes thinner than a pixel in the image enlarged; the bright part on a dark ground), and split into marks
+(connected components); specks and the sheet's edges are left out. Marks stacked one over another (a 5's flag, a
+dotted stroke) are one piece. A piece much wider than the line is tall holds touching digits: it is cut along
+seams, paths of least ink from top to bottom started every tenth of the line's height, each a candidate cut; in a
+line where some digits touch so, every piece wider than a narrow digit is cut too (a 1 touching a 7 is no wider
+than a 0). Which pieces make a digit is then not guessed from shapes but decided by the classifier
+(recognition-based segmentation): every run of neighbouring pieces that could be one digit is read, all in one
+batch, and service/reading.py chooses the path of runs whose digits score highest together.
 """
 
 from __future__ import annotations
@@ -23,15 +23,18 @@ import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
-from service.morphology import dilate, label_marks
+from service.morphology import dilate, label_marks, shrink
 from service.photo import (
     KEEP_MASS,
     LINE_FAINT,
     NO_DIGIT,
     STRONG,
+    THIN_ENLARGE,
     WEAK,
+    ThinStrokes,
     cut_out_close,
     edge_to_edge,
+    enlarged_for_thin_strokes,
     ink_on_paper,
     measure_marks,
 )
@@ -90,13 +93,13 @@ class Candidates:
     pieces: int
 
 
-def find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def find_ink(gray: np.ndarray, thin: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ink as float [H, W] 0-255 (white on black), its marks labelled (0: none), the marks' boxes (top, left,
     bottom, right; mark i is label i + 1) and the marks that are writing (specks, the sheet's edges and lines
-    left out)."""
+    left out). `thin`: on paper, the strokes are thinner than a pixel (service/photo.py, ThinStrokes)."""
     light = light_background(gray)
     if light:
-        ink, strokes = ink_on_paper(gray, LINE_FAINT)
+        ink, strokes = ink_on_paper(gray, LINE_FAINT, thin)
         labels, boxes, mass, peak = find_marks(ink, WEAK * strokes)
         surely = np.flatnonzero(peak > STRONG * strokes)
         heaviest = surely[np.argmax(mass[surely])] if len(surely) else None
@@ -176,10 +179,11 @@ def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
     return path + low
 
 
-def find_candidates(gray: np.ndarray, touching: bool = True) -> Candidates:
+def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False) -> Candidates:
     """The candidate digits of a written number in `gray` (float [H, W] 0-255, any polarity); `touching`: whether
-    pieces that may hold touching digits are cut (not where only digits standing apart count)."""
-    ink, labels, boxes, keep = find_ink(gray)
+    pieces that may hold touching digits are cut (not where only digits standing apart count); `thin`: as
+    `find_ink`."""
+    ink, labels, boxes, keep = find_ink(gray, thin)
     marks = list(np.flatnonzero(keep))
     heights = boxes[marks, 2] - boxes[marks, 0]
     line = float(np.percentile(heights, 75))
@@ -235,20 +239,6 @@ def find_candidates(gray: np.ndarray, touching: bool = True) -> Candidates:
         height, width = gray.shape
         found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
     return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
-
-
-def shrink(ink: np.ndarray, labels: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ink and its marks at 1/`factor` of the size: each block of factor x factor pixels becomes
-    one, its ink the mean (then brought back to full strength: thin strokes pale in the mean), its mark the
-    block's highest label."""
-    height, width = -(-ink.shape[0] // factor), -(-ink.shape[1] // factor)  # the last block padded with none
-    padding = ((0, height * factor - ink.shape[0]), (0, width * factor - ink.shape[1]))
-    blocks = (height, factor, width, factor)
-    small = np.pad(ink, padding).reshape(blocks).mean(axis=(1, 3))
-    labels = np.pad(labels, padding).reshape(blocks).max(axis=(1, 3))
-    level = float(np.percentile(small[labels > 0], 90)) if (labels > 0).any() else 255.0
-    small = np.clip(small * (255.0 / max(level, 1.0)), 0, 255)
-    return small, labels
 
 
 def stray_line(pieces: list[Piece], n: int, line: float) -> bool:
@@ -341,7 +331,12 @@ def digit_image(
 def read_candidates(data: bytes, max_pixels: int, touching: bool = True) -> Candidates:
     """Image bytes -> the candidate digits of the number in it, boxes in the full image's displayed pixels."""
     decoded = decode_image(data, max_pixels, LINE_SIDES)
-    candidates = find_candidates(to_gray(decoded.image), touching)
+    gray = to_gray(decoded.image)
     sx, sy = decoded.scale
+    try:
+        candidates = find_candidates(gray, touching)
+    except ThinStrokes:  # printed in a Thin or Hairline weight: looked for again enlarged, as for one digit
+        candidates = find_candidates(enlarged_for_thin_strokes(gray), touching, thin=True)
+        sx, sy = sx / THIN_ENLARGE, sy / THIN_ENLARGE
     candidates.boxes = [(round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in candidates.boxes]
     return candidates

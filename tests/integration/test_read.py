@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from harness.digits import encode
 from harness.in_process import in_process
-from harness.numbers import number_image, number_strip
+from harness.numbers import hairline_number, number_image, number_strip
 from service.responses import Reading
 from service.segment import MAX_DIGITS
 
@@ -118,6 +118,15 @@ def test_classify_refuses_an_image_of_several_digits_and_says_how_many(client, n
         answer = client.post("/classify", files={"image": ("n", number_image(strip, rendering, 6))})
         assert answer.status_code == 422, answer.text
         assert answer.json() == {"error": f"the image holds {len(want)} digits: POST it to /read", "digits": len(want)}
+
+
+def test_a_number_in_hairline_strokes_is_read_and_classify_says_how_many_digits(client) -> None:
+    image, boxes = hairline_number()
+    read = client.post("/read", files={"image": ("n", image)})
+    assert read.status_code == 200, read.text
+    assert read.json()["text"] == "174" and [d["box"] for d in read.json()["digits"]] == [list(b) for b in boxes]
+    answer = client.post("/classify", files={"image": ("n", image)})
+    assert answer.status_code == 422 and answer.json()["digits"] == 3, answer.text
 
 
 def test_classify_still_answers_one_digit_with_specks_and_lines(client, digits) -> None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from harness.digits import sample_digits
-from harness.numbers import number_image, number_strip
+from harness.numbers import hairline_number, number_image, number_strip
 from service.errors import ClientError
 from service.reading import WEIGHTS, best_path, best_reading, scores
 from service.runtime import ModelRuntime
@@ -196,6 +196,13 @@ def test_more_digits_than_allowed_is_refused_or_read_whole() -> None:
     many = row(*[IMAGES[n] for n in range(MAX_DIGITS + 3)], gap=6)
     text, _ = read(png(many, scale=3))
     assert len(text) == MAX_DIGITS + 3  # segment.py reads them; the pipeline refuses over MAX_DIGITS (HTTP tests)
+
+
+def test_a_number_in_strokes_thinner_than_a_pixel_is_read_in_the_image_enlarged() -> None:
+    """No 3x3 patch of it is dark enough to be ink (it was "no digit found"), so the number is looked for again
+    in the image enlarged 3x, as one digit is; the boxes are in the image's own pixels."""
+    image, boxes = hairline_number()
+    assert read(image) == ("174", boxes)
 
 
 def test_no_ink_is_no_number() -> None:
