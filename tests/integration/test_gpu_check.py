@@ -16,10 +16,10 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
-    report = tmp_path / "gpu.md"
+def gpu_check(mnist_dir, *args: str) -> subprocess.CompletedProcess:
+    """`python gpu/check.py --quick --no-service ARGS`, which must succeed."""
     done = subprocess.run(
-        [sys.executable, "gpu/check.py", "--quick", "--no-service", "--out", str(report)],
+        [sys.executable, "gpu/check.py", "--quick", "--no-service", *args],
         cwd=ROOT,
         env={**os.environ, "MNIST_DIR": str(mnist_dir)},
         capture_output=True,
@@ -27,7 +27,12 @@ def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    summary = done.stdout.strip().splitlines()[-1]
+    return done
+
+
+def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
+    report = tmp_path / "gpu.md"
+    summary = gpu_check(mnist_dir, "--out", str(report)).stdout.strip().splitlines()[-1]
     text = report.read_text()
     assert "<!-- gpu_check:start -->" in text and "<!-- gpu_check:end -->" in text
     assert text.count("(pass:") == 3, text  # fp32 full and as served, fp16: each judged
@@ -43,14 +48,6 @@ def test_gpu_check_runs_and_reports(tmp_path, mnist_dir):
 def test_without_cuda_the_last_gpu_figures_stay(mnist_dir):
     docs = ROOT / "docs" / "gpu.md"
     before = docs.read_text()
-    done = subprocess.run(
-        [sys.executable, "gpu/check.py", "--quick", "--no-service"],
-        cwd=ROOT,
-        env={**os.environ, "MNIST_DIR": str(mnist_dir)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    printed = gpu_check(mnist_dir).stdout
     assert docs.read_text() == before
-    assert "<!-- gpu_check:start -->" in done.stdout and "on no NVIDIA GPU" in done.stdout
+    assert "<!-- gpu_check:start -->" in printed and "on no NVIDIA GPU" in printed
