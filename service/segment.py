@@ -55,7 +55,8 @@ STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
 THIN, FAR = 0.1, 1.5  # a piece thinner than this (line heights) and further than this from the rest is a stray line
 LINE_PX = 32  # touching digits in a line taller than twice this many pixels are cut at about this height
-MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray
+MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray,
+# unless it stands beside a digit's upper half (`part_of_a_digit`)
 
 
 @dataclass
@@ -188,7 +189,13 @@ def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False)
     heights = boxes[marks, 2] - boxes[marks, 0]
     line = float(np.percentile(heights, 75))
     pieces = group_marks(boxes, marks)
-    pieces = [p for p in pieces if piece_height(boxes, p) >= MIN_HEIGHT * line or len(pieces) == 1]
+    low = [piece_height(boxes, p) < MIN_HEIGHT * line for p in pieces]
+    tall = [p for p, is_low in zip(pieces, low, strict=True) if not is_low]
+    pieces = [
+        p
+        for p, is_low in zip(pieces, low, strict=True)
+        if not is_low or len(pieces) == 1 or part_of_a_digit(p, tall, boxes, line)
+    ]
     pieces = [p for n, p in enumerate(pieces) if not stray_line(pieces, n, line)]
     if not pieces:
         raise ClientError(422, NO_DIGIT)
@@ -249,6 +256,18 @@ def stray_line(pieces: list[Piece], n: int, line: float) -> bool:
         return False
     gaps = [max(other.left - piece.right, piece.left - other.right) for other in pieces if other is not piece]
     return min(gaps) > FAR * line
+
+
+def part_of_a_digit(piece: Piece, tall: list[Piece], boxes: np.ndarray, line: float) -> bool:
+    """Whether a low piece is a stroke of the digit beside it drawn apart (a 5's flag, a 7's bar) rather than a
+    speck: within JOIN_GAP of a tall piece, and no lower than that piece's upper half."""
+    bottom = boxes[piece.labels, 2].max()
+    for other in tall:
+        gap = max(other.left - piece.right, piece.left - other.right)
+        middle = (boxes[other.labels, 0].min() + boxes[other.labels, 2].max()) / 2
+        if gap <= JOIN_GAP * line and bottom <= middle:
+            return True
+    return False
 
 
 def piece_height(boxes: np.ndarray, piece: Piece) -> int:
