@@ -70,7 +70,10 @@ def started(
                     process.wait()
 
 
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
+# BentoML's command: its script beside this interpreter, or the module where an install put no script there (pip
+# --target, a wheelhouse unpacked onto PYTHONPATH: how the GPU check ran on a lent machine).
+_SCRIPT = Path(sys.executable).with_name("bentoml")
+BENTOML = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bentoml"]
 
 
 def address(url: str) -> tuple[str, int]:
@@ -153,7 +156,7 @@ def serving(
         **(env or {}),
     }
     url = f"http://127.0.0.1:{port}"
-    command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    command = [*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with (
         tempfile.TemporaryFile(mode="w+") if log is None else nullcontext(log) as log,
         # A BENTOML_HOME of its own unless `env` names one (a Bento's store): BentoML keeps the workers' Prometheus

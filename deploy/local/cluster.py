@@ -110,7 +110,7 @@ class Cluster:
             # empties it when a server starts, so replicas sharing one would wipe, and sum, each other's metrics.
             "BENTOML_HOME": str(self.folder / replica.name),
         }
-        command = [BENTOML, "serve", "service.app:DigitService", "--host", self.host, "--port", str(replica.port)]
+        command = [*BENTOML, "serve", "service.app:DigitService", "--host", self.host, "--port", str(replica.port)]
         replica.pid = self.spawn(command, f"{replica.name}.log", env)
 
     def wait_ready(self, replica: Replica) -> None:

@@ -26,7 +26,7 @@ def build(bentofile: str, home: Path) -> Path:
     """`bentoml build -f BENTOFILE` into `home`; the path of the built Bento."""
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     done = subprocess.run(
-        [BENTOML, "build", "-f", bentofile, "--output", "tag"],
+        [*BENTOML, "build", "-f", bentofile, "--output", "tag"],
         cwd=ROOT,
         env=env,
         capture_output=True,

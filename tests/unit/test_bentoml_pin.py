@@ -1,4 +1,5 @@
-"""The one BentoML internal the service relies on, and the pin that keeps it there.
+"""The one BentoML internal the service relies on, and the pin that keeps it there; and `python -m bentoml`, which
+the harness runs where no `bentoml` script stands beside the interpreter.
 
 service/api_document.py replaces a function of BentoML's private OpenAPI module. So BentoML is pinned to one
 version in every install path (pyproject.toml, the Bentos' requirements), and these tests fail, saying what to
@@ -7,6 +8,9 @@ revisit, when an upgrade moves or changes what the patch touches."""
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from importlib.metadata import version
 
 import pytest
@@ -47,3 +51,16 @@ def test_the_private_openapi_generator_is_still_there_and_corrected():
     spec = DigitService.openapi_spec.asdict()  # a property, generated afresh on each access
     detail = spec["components"]["schemas"]["InvalidArgument"]["properties"]["detail"]
     assert "oneOf" in detail, f"the InvalidArgument correction no longer applies (detail is {detail})"
+
+
+def test_bentoml_runs_as_a_module_where_no_script_stands_beside_python():
+    """harness/server.py runs `python -m bentoml` where an install put no `bentoml` script beside the interpreter
+    (pip --target, as on the lent GPU machine)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bentoml", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"},
+    )
+    assert done.returncode == 0 and version("bentoml") in done.stdout, done.stdout + done.stderr
