@@ -65,6 +65,7 @@ class Settings:
     model_path: Path
     cache_dir: Path | None  # ONNX Runtime's optimised graphs, saved once and reused by every start
     provider: Provider
+    cuda_tf32: bool  # CUDA computes fp32 convolutions and matrix products in TF32 (docs/gpu.md); off: full fp32
     workers: int | str  # a count, or "cpu_count": BentoML counts the cores when the server starts
     threads: int  # ONNX Runtime intra-op threads per worker
     alone_threads: int  # intra-op threads for a request alone in its worker (runtime.py); <= threads: off
@@ -96,6 +97,7 @@ class Settings:
             model_path=variant_path(Path(env.get("DIGITSERVE_MODEL") or DEFAULT_MODEL), variant),
             cache_dir=Path(cache) if cache else None,
             provider=provider,
+            cuda_tf32=_flag(env, "DIGITSERVE_CUDA_TF32", True),
             # One worker per core, one intra-op thread each: measured fastest on 2 cores. "cpu_count" is resolved
             # by BentoML where the server runs (cgroup CPU limits included), not where a Bento is built.
             workers=_int(env, "DIGITSERVE_WORKERS", 0) or "cpu_count",

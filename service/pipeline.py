@@ -49,7 +49,13 @@ class Pipeline:
         request middleware counts them."""
         self.settings = settings
         self.runtime = ModelRuntime(
-            settings.model_path, settings.provider, settings.threads, settings.cache_dir, card, settings.alone_threads
+            settings.model_path,
+            settings.provider,
+            settings.threads,
+            settings.cache_dir,
+            card,
+            settings.alone_threads,
+            settings.cuda_tf32,
         )
         self.activity = activity or Activity(None, 0)
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.

@@ -41,14 +41,22 @@ def choose_providers(requested: Provider, available: list[str]) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def cache_key(card: dict, providers: list[str]) -> str:
+ProviderChoice = str | tuple[str, dict[str, str]]
+
+
+def with_options(providers: list[str], tf32: bool) -> list[ProviderChoice]:
+    """The providers as ONNX Runtime takes them: CUDA with TF32 off where `tf32` is False (its default is on)."""
+    return [(p, {"use_tf32": "0"}) if p == CUDA and not tf32 else p for p in providers]
+
+
+def cache_key(card: dict, providers: list[ProviderChoice]) -> str:
     """Optimised graphs can hold hardware-specific kernels: key them by model, runtime version and providers."""
-    names = "+".join(p.removesuffix("ExecutionProvider") for p in providers)
+    names = "+".join((p if isinstance(p, str) else p[0]).removesuffix("ExecutionProvider") for p in providers)
     return f"{card['sha256'][:16]}-ort{ort.__version__}-{names}"
 
 
 def optimised_session(
-    model_path: Path, card: dict, options: ort.SessionOptions, providers: list[str], cache_dir: Path | None
+    model_path: Path, card: dict, options: ort.SessionOptions, providers: list[ProviderChoice], cache_dir: Path | None
 ) -> tuple[ort.InferenceSession, str]:
     """A session on the model as ONNX Runtime optimised it for these providers: from the cache when an earlier
     start (another worker, a restart) saved it, else optimised now and saved. Returns how it was loaded."""
@@ -95,10 +103,12 @@ class ModelRuntime:
         cache_dir: Path | None = None,
         card: dict | None = None,
         alone_threads: int = 0,
+        cuda_tf32: bool = True,
     ) -> None:
         """`threads`: ONNX Runtime's intra-op threads for batches. `alone_threads`, if more: a second session, with
         that many threads that sleep rather than spin when idle, for a request alone in an idle worker (`alone=True`
-        in `logits`): one image's matrix-vector products, split across idle cores, take half the time or less."""
+        in `logits`): one image's matrix-vector products, split across idle cores, take half the time or less.
+        `cuda_tf32`: on CUDA, TF32 for fp32 convolutions and matrix products (ONNX Runtime's default)."""
         self.card = card or read_card(model_path)  # `card`: already loaded and checked (sha256) by the caller
         options = session_options(threads)
         available = ort.get_available_providers()
@@ -108,7 +118,9 @@ class ModelRuntime:
             # library path: load them first, or the CUDA provider fails to start and ORT falls back to CPU.
             ort.preload_dlls()
         try:
-            self.session, how = optimised_session(model_path, self.card, options, providers, cache_dir)
+            self.session, how = optimised_session(
+                model_path, self.card, options, with_options(providers, cuda_tf32), cache_dir
+            )
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from None
         # onnxruntime-gpu falls back to CPU silently when CUDA cannot start: trust the session, not the list.

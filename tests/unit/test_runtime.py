@@ -12,7 +12,7 @@ from service.config import ConfigError, Settings, usable_cores
 from service.contract import ModelLoadError, read_card
 from service.pipeline import Pipeline
 from service.routes import untraced
-from service.runtime import CPU, CUDA, ModelRuntime, optimised_session
+from service.runtime import CPU, CUDA, ModelRuntime, cache_key, optimised_session, with_options
 from tests.conftest import MODEL, ROOT
 
 
@@ -86,6 +86,14 @@ def test_cuda_without_a_gpu_build_refuses_to_start():
         ModelRuntime(MODEL, provider="cuda")
 
 
+def test_tf32_off_is_asked_of_the_cuda_provider_alone():
+    assert with_options([CUDA, CPU], tf32=True) == [CUDA, CPU]  # ONNX Runtime's default: TF32 on
+    assert with_options([CUDA, CPU], tf32=False) == [(CUDA, {"use_tf32": "0"}), CPU]
+    assert with_options([CPU], tf32=False) == [CPU]
+    card = {"sha256": "0" * 64}
+    assert cache_key(card, with_options([CUDA, CPU], tf32=False)) == cache_key(card, [CUDA, CPU])
+
+
 def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("DIGITSERVE_PROVIDER", "CPU")
     monkeypatch.setenv("DIGITSERVE_MAX_BATCH", "8")
@@ -111,10 +119,13 @@ def test_min_confidence_is_off_by_default_and_a_fraction(monkeypatch):
 
 
 def test_switches_are_true_or_false(monkeypatch):
-    assert (Settings.from_env().tracing, Settings.from_env().access_log) == (False, True)
+    settings = Settings.from_env()
+    assert (settings.tracing, settings.access_log, settings.cuda_tf32) == (False, True, True)
     monkeypatch.setenv("DIGITSERVE_TRACING", "TRUE")
     monkeypatch.setenv("DIGITSERVE_ACCESS_LOG", "0")
-    assert (Settings.from_env().tracing, Settings.from_env().access_log) == (True, False)
+    monkeypatch.setenv("DIGITSERVE_CUDA_TF32", "false")
+    settings = Settings.from_env()
+    assert (settings.tracing, settings.access_log, settings.cuda_tf32) == (True, False, False)
     monkeypatch.setenv("DIGITSERVE_TRACING", "maybe")
     with pytest.raises(ConfigError, match="DIGITSERVE_TRACING='maybe': use true or false"):
         Settings.from_env()
