@@ -6,12 +6,12 @@
 The ink is found as for one digit (service/photo.py on a light sheet, whatever the light, ruled lines taken out,
 strokes thinner than a pixel in the image enlarged; the bright part on a dark ground), and split into marks
 (connected components); specks and the sheet's edges are left out. Marks stacked one over another (a 5's flag, a
-dotted stroke) are one piece. A piece much wider than the line is tall holds touching digits: it is cut along
-seams, paths of least ink from top to bottom started every tenth of the line's height, each a candidate cut; in a
-line where some digits touch so, every piece wider than a narrow digit is cut too (a 1 touching a 7 is no wider
-than a 0). Which pieces make a digit is then not guessed from shapes but decided by the classifier
-(recognition-based segmentation): every run of neighbouring pieces that could be one digit is read, all in one
-batch, and service/reading.py chooses the path of runs whose digits score highest together.
+dotted stroke) are one piece (service/pieces.py). A piece much wider than the line is tall holds touching digits:
+it is cut along seams, paths of least ink from top to bottom started every tenth of the line's height, each a
+candidate cut; in a line where some digits touch so, every piece wider than a narrow digit is cut too (a 1
+touching a 7 is no wider than a 0). Which pieces make a digit is then not guessed from shapes but decided by the
+classifier (recognition-based segmentation): every run of neighbouring pieces that could be one digit is read, all
+in one batch, and service/reading.py chooses the path of runs whose digits score highest together.
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ from service.photo import (
     ink_on_paper,
     measure_marks,
 )
+from service.pieces import JOIN_GAP, Piece, group_marks, writing
 from service.preprocess import INK_FRACTION, fit_and_centre, light_background, require_ink, to_gray
 
 MAX_DIGITS = 32
 MAX_PIECES = 3  # a digit is made of at most this many pieces
-STACKED = 0.5  # marks overlapping by this much of the narrower one's width, side by side, are one piece
-JOIN_GAP = 0.2  # pieces further apart than this fraction of the line's height are different digits
 MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
 CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
 WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it...
@@ -53,33 +52,7 @@ SAME = 0.04  # ...and keep one of seams that run within this many line heights o
 MIN_PART = 0.07  # a cut leaves at least this many line heights of the piece on either side
 STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
-THIN, FAR = 0.1, 1.5  # a piece thinner than this (line heights) and further than this from the rest is a stray line
 LINE_PX = 32  # touching digits in a line taller than twice this many pixels are cut at about this height
-MIN_HEIGHT = 0.35  # a mark lower than this fraction of the line's height, on its own, is a speck or a stray,
-# unless it stands beside a digit's upper half (`part_of_a_digit`)
-
-
-@dataclass
-class Piece:
-    labels: list[int]  # the marks it is made of
-    left: int  # columns [left, right) it spans
-    right: int
-    cut_before: bool = False  # its left edge is a cut, not a gap
-    crossed: float = 0.0  # strokes that cut crosses (ink along it, in units of a stroke's width)
-    # Where a cut divides marks: per image row, the first column that is the piece's (lo) and the first that is
-    # not (hi); None: no cut on that side.
-    lo: np.ndarray | None = None
-    hi: np.ndarray | None = None
-
-    def mask(self, labels: np.ndarray, left: int, right: int) -> np.ndarray:
-        """The piece's pixels in columns [left, right) of the image, as a boolean [H, right - left]."""
-        mask = np.isin(labels[:, left:right], [m + 1 for m in self.labels])
-        columns = np.arange(left, right)
-        if self.lo is not None:
-            mask &= columns >= self.lo[:, None]
-        if self.hi is not None:
-            mask &= columns < self.hi[:, None]
-        return mask
 
 
 @dataclass
@@ -132,23 +105,6 @@ def find_marks(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
     return labels, np.array(boxes), mass, peak
 
 
-def group_marks(boxes: np.ndarray, marks: list[int]) -> list[Piece]:
-    """Marks -> pieces, left to right: marks stacked over one another (overlapping by STACKED of the narrower's
-    width) are one piece."""
-    pieces: list[Piece] = []
-    for mark in sorted(marks, key=lambda m: (boxes[m, 1] + boxes[m, 3]) / 2):
-        left, right = int(boxes[mark, 1]), int(boxes[mark, 3])
-        for piece in pieces[::-1][:3]:  # the last few pieces are the only ones it can overlap much
-            overlap = min(right, piece.right) - max(left, piece.left)
-            if overlap >= STACKED * min(right - left, piece.right - piece.left):
-                piece.labels.append(mark)
-                piece.left, piece.right = min(piece.left, left), max(piece.right, right)
-                break
-        else:
-            pieces.append(Piece([mark], left, right))
-    return sorted(pieces, key=lambda p: (p.left + p.right) / 2)
-
-
 def cut_starts(width: int, line: float) -> list[int]:
     """Where to start looking for cuts in a piece of touching digits: every STEP of the line's height, at least
     MIN_PART of it from the piece's ends. Many starts, because the ink's projection has no clear minimum where
@@ -188,15 +144,7 @@ def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False)
     marks = list(np.flatnonzero(keep))
     heights = boxes[marks, 2] - boxes[marks, 0]
     line = float(np.percentile(heights, 75))
-    pieces = group_marks(boxes, marks)
-    low = [piece_height(boxes, p) < MIN_HEIGHT * line for p in pieces]
-    tall = [p for p, is_low in zip(pieces, low, strict=True) if not is_low]
-    pieces = [
-        p
-        for p, is_low in zip(pieces, low, strict=True)
-        if not is_low or len(pieces) == 1 or part_of_a_digit(p, tall, boxes, line)
-    ]
-    pieces = [p for n, p in enumerate(pieces) if not stray_line(pieces, n, line)]
+    pieces = writing(group_marks(boxes, marks), boxes, line)
     if not pieces:
         raise ClientError(422, NO_DIGIT)
     if len(pieces) > MAX_PIECES * MAX_DIGITS:
@@ -246,32 +194,6 @@ def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False)
         height, width = gray.shape
         found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
     return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
-
-
-def stray_line(pieces: list[Piece], n: int, line: float) -> bool:
-    """Whether piece `n` is what is left of a ruled or margin line beside the number rather than a digit: thinner
-    than any stroke of a digit the line's height and far from every other piece."""
-    piece = pieces[n]
-    if len(pieces) == 1 or piece.right - piece.left >= THIN * line:
-        return False
-    gaps = [max(other.left - piece.right, piece.left - other.right) for other in pieces if other is not piece]
-    return min(gaps) > FAR * line
-
-
-def part_of_a_digit(piece: Piece, tall: list[Piece], boxes: np.ndarray, line: float) -> bool:
-    """Whether a low piece is a stroke of the digit beside it drawn apart (a 5's flag, a 7's bar) rather than a
-    speck: within JOIN_GAP of a tall piece, and no lower than that piece's upper half."""
-    bottom = boxes[piece.labels, 2].max()
-    for other in tall:
-        gap = max(other.left - piece.right, piece.left - other.right)
-        middle = (boxes[other.labels, 0].min() + boxes[other.labels, 2].max()) / 2
-        if gap <= JOIN_GAP * line and bottom <= middle:
-            return True
-    return False
-
-
-def piece_height(boxes: np.ndarray, piece: Piece) -> int:
-    return int(boxes[piece.labels, 2].max() - boxes[piece.labels, 0].min())
 
 
 def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float, wide: float) -> list[Piece]:
