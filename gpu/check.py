@@ -39,7 +39,7 @@ from harness.report import write_section
 from harness.timing import FLOPS_PER_IMAGE, timed
 from service.config import DEFAULT_MODEL
 from service.contract import read_card, read_normalisation, to_model_input, variant_path
-from service.runtime import CPU, CUDA, softmax
+from service.runtime import CPU, CUDA, softmax, with_options
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,8 +62,9 @@ def session(
         options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
     if provider == CPU:
         return ort.InferenceSession(str(path), options, providers=[CPU])
-    cuda_options = {"use_tf32": str(int(tf32))} | ({"enable_cuda_graph": "1"} if cuda_graph else {})
-    return ort.InferenceSession(str(path), options, providers=[(CUDA, cuda_options), CPU])
+    # As the service asks for them (service/runtime.py), CUDA graphs aside.
+    providers = with_options([CUDA, CPU], tf32, **({"enable_cuda_graph": "1"} if cuda_graph else {}))
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def node_providers(path: Path, provider: str, images: np.ndarray) -> Counter:

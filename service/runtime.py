@@ -44,9 +44,11 @@ def choose_providers(requested: Provider, available: list[str]) -> list[str]:
 ProviderChoice = str | tuple[str, dict[str, str]]
 
 
-def with_options(providers: list[str], tf32: bool) -> list[ProviderChoice]:
-    """The providers as ONNX Runtime takes them: CUDA with TF32 off where `tf32` is False (its default is on)."""
-    return [(p, {"use_tf32": "0"}) if p == CUDA and not tf32 else p for p in providers]
+def with_options(providers: list[str], tf32: bool, **cuda: str) -> list[ProviderChoice]:
+    """The providers as ONNX Runtime takes them: CUDA with TF32 off where `tf32` is False (its default is on), and
+    with any other of its options in `cuda` (gpu/check.py's CUDA graphs)."""
+    options = cuda | ({} if tf32 else {"use_tf32": "0"})
+    return [(p, options) if p == CUDA and options else p for p in providers]
 
 
 def cache_key(card: dict, providers: list[ProviderChoice]) -> str:

@@ -90,6 +90,7 @@ def test_tf32_off_is_asked_of_the_cuda_provider_alone():
     assert with_options([CUDA, CPU], tf32=True) == [CUDA, CPU]  # ONNX Runtime's default: TF32 on
     assert with_options([CUDA, CPU], tf32=False) == [(CUDA, {"use_tf32": "0"}), CPU]
     assert with_options([CPU], tf32=False) == [CPU]
+    assert with_options([CUDA, CPU], tf32=True, enable_cuda_graph="1") == [(CUDA, {"enable_cuda_graph": "1"}), CPU]
     card = {"sha256": "0" * 64}
     assert cache_key(card, with_options([CUDA, CPU], tf32=False)) == cache_key(card, [CUDA, CPU])
 
