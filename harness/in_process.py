@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,23 @@ from service.assembly import assemble
 from service.config import Settings
 from service.middleware import Gate, RequestMiddleware
 from service.pipeline import Pipeline
+from service.runtime import ModelRuntime
+
+# Which device serves, and how: taken from the environment, as real servers take it, so that the suite run with
+# DIGITSERVE_PROVIDER=cuda serves in process on CUDA too. Every other setting is the test's own.
+DEVICE = ("DIGITSERVE_PROVIDER", "DIGITSERVE_CUDA_TF32")
+
+
+def device_env() -> dict[str, str]:
+    """The environment's DEVICE settings."""
+    return {name: os.environ[name] for name in DEVICE if name in os.environ}
+
+
+def model_runtime(**env: str) -> ModelRuntime:
+    """The model on the device the in-process service runs on: what a served answer must equal (answers on another
+    device differ in the last digits; on CUDA, TF32 moves logits by up to 0.01: docs/gpu.md)."""
+    settings = Settings.from_env({**device_env(), **env})
+    return ModelRuntime(settings.model_path, settings.provider, cuda_tf32=settings.cuda_tf32)
 
 
 class InProcessClient:
@@ -65,9 +83,9 @@ class InProcessClient:
 
 @contextmanager
 def in_process(through_fastapi: bool = False, **env: str) -> Iterator[InProcessClient]:
-    """A client of the API built with these DIGITSERVE_* settings (the defaults otherwise, access log off), its
-    prediction routes called straight as in the service (service/app.py), or `through_fastapi`."""
-    settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", **env})
+    """A client of the API built with these DIGITSERVE_* settings (the environment's DEVICE, the defaults otherwise,
+    access log off), its prediction routes called straight as in the service (service/app.py), or `through_fastapi`."""
+    settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", **device_env(), **env})
     app, middleware = assemble(settings, Pipeline(settings), straight=not through_fastapi)
     client = InProcessClient(RequestMiddleware(app, **middleware))
     try:
@@ -131,7 +149,9 @@ def grpc_in_process(**env: str) -> Iterator[tuple[str, Gate]]:
     from harness.server import free_port
     from service import grpc_server
 
-    settings = Settings.from_env({"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_GRPC_PORT": str(free_port()), **env})
+    settings = Settings.from_env(
+        {"DIGITSERVE_ACCESS_LOG": "false", "DIGITSERVE_GRPC_PORT": str(free_port()), **device_env(), **env}
+    )
     gate = Gate(settings.api_key, settings.max_concurrency, Activity(None, 0))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -12,11 +12,10 @@ import pytest
 from PIL import Image
 
 from harness.digits import as_png, encode, on_canvas, on_paper, rendered
-from harness.in_process import in_process
+from harness.in_process import in_process, model_runtime
 from service.api import prediction_endpoints
 from service.contract import read_card
 from service.responses import Prediction, PredictionList
-from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.integration
@@ -48,7 +47,7 @@ JSON = {"content-type": "application/json"}
 def test_1000_mnist_pngs_match_the_model_on_raw_arrays(client, digits):
     images, labels = digits
     served = np.array(classify_all(client, [as_png(p) for p in images]))
-    runtime = ModelRuntime(MODEL, "cpu")
+    runtime = model_runtime()
     direct = runtime.probabilities(images).argmax(1)
     assert (served == labels).mean() >= 0.99
     assert np.array_equal(served, direct)
@@ -135,7 +134,7 @@ def test_batch_keeps_the_order(client, digits):
     images, _ = digits
     files = [("images", (f"{i}.png", as_png(images[i]))) for i in range(10)]
     results = client.post("/classify_batch", files=files).json()["results"]
-    expected = ModelRuntime(MODEL, "cpu").probabilities(images[:10]).argmax(1)  # the model's own answers, in order
+    expected = model_runtime().probabilities(images[:10]).argmax(1)  # the model's own answers, in order
     assert [r["digit"] for r in results] == expected.tolist()
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from harness.digits import as_png
-from harness.in_process import in_process
+from harness.in_process import in_process, model_runtime
 from harness.not_digits import not_digits
-from service.runtime import ModelRuntime, softmax
+from service.runtime import softmax
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_probabilities_are_softmax_of_logits_over_the_cards_temperature(tmp_path
     card["calibration"] = {**card.get("calibration", {}), "temperature": 3.0}
     model.with_suffix(".json").write_text(json.dumps(card))
     images = digits[0][:8]
-    runtime = ModelRuntime(MODEL, "cpu")
+    runtime = model_runtime()
     logits = runtime.logits(runtime.model_input(images))
     with in_process(DIGITSERVE_MODEL=str(model)) as hot:
         answer = hot.post("/classify_pixels", content=images.tobytes(), headers=RAW).json()["results"]

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from harness.digits import sample_digits
-from harness.in_process import in_process
+from harness.in_process import in_process, model_runtime
 from service import __version__
-from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def runtime():
-    return ModelRuntime(MODEL, "cpu")
+    return model_runtime()
 
 
 def binary_request(inputs: list[tuple[str, str, np.ndarray]], outputs: list[dict] | None = None, **extra) -> dict:

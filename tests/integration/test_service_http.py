@@ -148,6 +148,8 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, client, digi
     # accepted after the others' requests were served. On a loaded machine that may not settle within the tries,
     # and a whole paused round can then be served one by one (seen once in ~10 runs of the suite): up to three
     # rounds, each answered alike.
+    # Alike: on the CPU to the last digits; on CUDA, cuDNN's kernels differ with the batch size (docs/gpu.md).
+    tolerance = 1e-5 if client.get("/model").json()["provider"] == "CPUExecutionProvider" else 1e-4
     before = batched_calls()
     for _ in range(3):
         for _ in range(5):
@@ -163,7 +165,8 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, client, digi
         together = [answer(connection) for connection in connections]
         for a, b in zip(alone, together, strict=True):
             assert a["results"][0]["digit"] == b["results"][0]["digit"]
-            np.testing.assert_allclose(a["results"][0]["probabilities"], b["results"][0]["probabilities"], atol=1e-5)
+            first, second = a["results"][0]["probabilities"], b["results"][0]["probabilities"]
+            np.testing.assert_allclose(first, second, atol=tolerance)
         if batched_calls() > before:
             break
     for connection in connections:
