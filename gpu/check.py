@@ -8,7 +8,8 @@ Steps, each timed (`--quick` runs a subset, for a first look or for CI):
      matrix products in TF32 unless told not to) and fp16 at most 0.05 % of predictions changed;
   3. in-process throughput by batch size (1 ... 4096) for fp32 (TF32 and full) and fp16, with I/O binding (inputs
      and outputs on the device) and without, and with CUDA graphs where ONNX Runtime's CUDA provider takes them;
-     cold start and GPU memory used;
+     cold start, GPU memory used, and what a call costs when the batch size changes from call to call (ONNX
+     Runtime plans cuDNN's convolutions again) against one fixed size, as the service runs on CUDA;
   4. the service itself (`DIGITSERVE_PROVIDER=cuda`, when BentoML is installed): /model says CUDA, /classify p50,
      and /classify_pixels binary throughput with many connections.
 It writes the figures, the GPU, driver and CUDA versions and the command into docs/gpu.md (a generated section),
@@ -249,6 +250,25 @@ def check_parity(target: str, images: np.ndarray) -> tuple[str, bool]:
     return line, full_ok and served_ok and fp16_ok
 
 
+def shape_changes(images: np.ndarray, search: str | None = None, largest: int = 64) -> tuple[float, float]:
+    """A new CUDA session (fp32, TF32; cuDNN's `search`, ONNX Runtime's default if None) having seen every batch
+    size up to `largest` once: the median milliseconds of a call when each call's batch size differs from the last
+    one's (1, 2, ... `largest`, three times over), and when every call holds `largest` images."""
+    extra = {"cudnn_conv_algo_search": search} if search else {}
+    sess = ort.InferenceSession(str(MODEL), ort.SessionOptions(), providers=with_options([CUDA, CPU], True, **extra))
+
+    def call(size: int) -> float:
+        began = time.perf_counter()
+        sess.run(["logits"], {"image": images[:size]})
+        return 1e3 * (time.perf_counter() - began)
+
+    sizes = range(1, largest + 1)
+    for size in sizes:
+        call(size)
+    changing = [call(size) for _ in range(3) for size in sizes]
+    return statistics.median(changing), statistics.median(call(largest) for _ in range(3 * largest))
+
+
 def check_throughput(
     images: np.ndarray, batches: tuple[int, ...], seconds: float, peak_tflops: float
 ) -> tuple[str, list[str], float]:
@@ -266,12 +286,15 @@ def check_throughput(
             cells = " | ".join(f"{r:,.0f}" if r else "–" for r in rates)
             rows.append(f"| {name} | {batch} | {cells} |")
             print(rows[-1], flush=True)
+    served, heuristic = shape_changes(images), shape_changes(images, "HEURISTIC")
     memory = gpu_facts().get("memory_used", "?")
     peak = best * FLOPS_PER_IMAGE / (peak_tflops * 1e12)
     line = (
         f"- 3. in process, images/s (below); best **{best:,.0f}** = {100 * peak:.1f} % of a "
         f"{peak_tflops:g} TFLOP/s fp16 peak; cold start (session + first call) {cold:.2f} s; "
-        f"GPU memory used {memory}"
+        f"GPU memory used {memory}; a call whose batch size differs from the last call's (1 to 64 in turn; cuDNN "
+        f"plans again): {served[0]:.2f} ms with ONNX Runtime's default search, {heuristic[0]:.2f} ms with HEURISTIC; "
+        f"64 images every call, as the service runs every batch on CUDA: {served[1]:.3f} ms ({heuristic[1]:.3f} ms)"
     )
     return line, rows, best
 

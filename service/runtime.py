@@ -96,6 +96,18 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def in_fixed_batches(session: ort.InferenceSession, inputs: np.ndarray, size: int) -> np.ndarray:
+    """`session`'s logits for `inputs`, run `size` images at a time, the last part padded with blank images: every
+    call of the same input shape, whatever the batch."""
+    count = len(inputs)
+    if count != size:
+        padded = np.zeros((-(-count // size) * size, *inputs.shape[1:]), np.float32)
+        padded[:count] = inputs
+        inputs = padded
+    parts = [session.run([OUTPUT], {INPUT: inputs[start : start + size]})[0] for start in range(0, len(inputs), size)]
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts))[:count]
+
+
 class ModelRuntime:
     def __init__(
         self,
@@ -106,11 +118,17 @@ class ModelRuntime:
         card: dict | None = None,
         alone_threads: int = 0,
         cuda_tf32: bool = True,
+        cuda_batch: int = 0,
     ) -> None:
         """`threads`: ONNX Runtime's intra-op threads for batches. `alone_threads`, if more: a second session, with
         that many threads that sleep rather than spin when idle, for a request alone in an idle worker (`alone=True`
         in `logits`): one image's matrix-vector products, split across idle cores, take half the time or less.
-        `cuda_tf32`: on CUDA, TF32 for fp32 convolutions and matrix products (ONNX Runtime's default)."""
+        `cuda_tf32`: on CUDA, TF32 for fp32 convolutions and matrix products (ONNX Runtime's default).
+        `cuda_batch`: on CUDA, every call runs on exactly this many images (padded, or in parts; 0: as they come).
+        ONNX Runtime's CUDA convolutions build a cuDNN plan for the last input shape they saw, and build it again at
+        every change (tens of milliseconds with its default search, docs/gpu.md): batches of varying size, as
+        adaptive batching makes them, would pay that on most calls, where a fixed shape pays it once, here, and
+        costs the GPU next to nothing more (a batch of 64 runs as fast as a batch of 1)."""
         self.card = card or read_card(model_path)  # `card`: already loaded and checked (sha256) by the caller
         options = session_options(threads)
         available = ort.get_available_providers()
@@ -139,6 +157,9 @@ class ModelRuntime:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.disable_prepacking", "1")
             self.alone, _ = optimised_session(model_path, self.card, options, [CPU], cache_dir)
+        self.fixed_batch = cuda_batch if self.provider == CUDA else 0
+        if self.fixed_batch:  # the one plan, built before the first request
+            self.logits(np.zeros((1, 1, 28, 28), np.float32))
         self.variant = self.card.get("variant", "fp32")
         logger.info(
             "serving %s v%s (%s) from %s on %s, %s",
@@ -164,6 +185,8 @@ class ModelRuntime:
     def logits(self, inputs: np.ndarray, alone: bool = False) -> np.ndarray:
         """The model's own input, normalised float32 [N, 1, 28, 28] -> its logits [N, 10]. `alone`: no other
         request is being served, so the alone session may use the idle cores."""
+        if self.fixed_batch:
+            return in_fixed_batches(self.session, inputs, self.fixed_batch)
         return (self.alone if alone else self.session).run([OUTPUT], {INPUT: inputs})[0]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:

@@ -9,10 +9,18 @@ import pytest
 
 from service.activity import Activity
 from service.config import ConfigError, Settings, usable_cores
-from service.contract import ModelLoadError, read_card
+from service.contract import INPUT, ModelLoadError, read_card
 from service.pipeline import Pipeline
 from service.routes import untraced
-from service.runtime import CPU, CUDA, ModelRuntime, cache_key, optimised_session, with_options
+from service.runtime import (
+    CPU,
+    CUDA,
+    ModelRuntime,
+    cache_key,
+    in_fixed_batches,
+    optimised_session,
+    with_options,
+)
 from tests.conftest import MODEL, ROOT
 
 
@@ -23,6 +31,32 @@ def test_shipped_model_loads_on_cpu():
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert runtime.describe()["sha256"] == json.loads(MODEL.with_suffix(".json").read_text())["sha256"]
+
+
+class Recorded:
+    """A session that records the batch size of every call."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session, self.sizes = session, []
+
+    def run(self, outputs, feeds):
+        self.sizes.append(len(feeds[INPUT]))
+        return self.session.run(outputs, feeds)
+
+
+def test_on_cuda_every_call_holds_one_fixed_number_of_images():
+    """ONNX Runtime's CUDA convolutions plan again at every new input shape (docs/gpu.md): on CUDA the runtime
+    pads each batch, or splits it, to `cuda_batch` images, and answers for the images it was given."""
+    runtime = ModelRuntime(MODEL, provider="cpu", cuda_batch=8)
+    assert runtime.fixed_batch == 0  # the CPU plans nothing per shape: batches run as they come
+    inputs = runtime.model_input(np.random.default_rng(0).integers(0, 256, (21, 28, 28), dtype=np.uint8))
+    recorded = Recorded(runtime.session)
+    for count in (1, 7, 8, 9, 21):
+        expected = runtime.logits(inputs[:count])
+        np.testing.assert_allclose(in_fixed_batches(recorded, inputs[:count], 8), expected, atol=1e-5)
+    assert set(recorded.sizes) == {8} and len(recorded.sizes) == 1 + 1 + 1 + 2 + 3
+    runtime.fixed_batch = 8  # as on CUDA: through logits too
+    np.testing.assert_allclose(runtime.logits(inputs[:3]), runtime.alone.run(None, {INPUT: inputs[:3]})[0], atol=1e-5)
 
 
 def test_a_lone_request_gets_a_session_of_its_own_on_more_threads_that_do_not_spin():
