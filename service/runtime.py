@@ -101,7 +101,7 @@ def in_fixed_batches(session: ort.InferenceSession, inputs: np.ndarray, size: in
     call of the same input shape, whatever the batch."""
     count = len(inputs)
     if count != size:
-        padded = np.zeros((-(-count // size) * size, *inputs.shape[1:]), np.float32)
+        padded = np.zeros((-(-count // size) * size, *inputs.shape[1:]), inputs.dtype)
         padded[:count] = inputs
         inputs = padded
     parts = [session.run([OUTPUT], {INPUT: inputs[start : start + size]})[0] for start in range(0, len(inputs), size)]
