@@ -8,7 +8,10 @@ its candidates read by the shipped model once, in process. Numbers from the firs
 teach, those from a later part judge. Learning is a structured perceptron, averaged: for each image, the best path
 under the current weights; where it reads wrong, the weights move towards the features of the best path that
 reads right (where the candidates hold one) and away from the chosen one's. Prints each set's whole-number
-accuracy with the weights in the file and with the learned ones, on the judging numbers.
+accuracy with the weights in the file and with the learned ones, on the judging numbers. Then the temperature
+of the path posterior that tells how surely each digit is one (service/reading.py, segment_certainty): the one
+under which the confidence /read reports for a number (its digits' confidences multiplied) best predicts, on the
+teaching numbers, whether the reading is right. `--temperature` fits it alone, for the weights in the file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from tqdm import tqdm
 from harness.numbers import RENDERINGS, number_set
 from harness.photos import CONDITIONS, photo
 from service.config import DEFAULT_MODEL
-from service.reading import FEATURES, WEIGHTS, WEIGHTS_FILE, best_path, features, scores, unread
+from service.reading import (
+    FEATURES,
+    WEIGHTS,
+    WEIGHTS_FILE,
+    best_path,
+    features,
+    read_line,
+    scores,
+    unread,
+)
 from service.runtime import ModelRuntime
 from service.segment import Candidates, read_candidates
 from training.data import load_split
@@ -119,6 +131,35 @@ def accuracy(reads: list[Read], weights: np.ndarray) -> float:
     return right / len(reads)
 
 
+TEMPERATURES = (0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def confidence_loss(sets: dict[str, list[Read]], weights: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of each reading being right or wrong, under the confidence /read reports."""
+    losses = []
+    for reads in sets.values():
+        for c, p, logits, truth in reads:
+            chosen, certainty = read_line(c, p, logits, weights, temperature)
+            confidence = float(np.prod(p[chosen].max(axis=1) * certainty))
+            right = text(chosen, p) == truth
+            losses.append(-np.log(max(1e-9, confidence if right else 1 - confidence)))
+    return float(np.mean(losses))
+
+
+def fitted_temperature(sets: dict[str, list[Read]], weights: np.ndarray) -> float:
+    losses = {t: confidence_loss(sets, weights, t) for t in TEMPERATURES}
+    print("temperature: " + ", ".join(f"{t:g} -> {loss:.4f}" for t, loss in losses.items()), flush=True)
+    return min(losses, key=losses.get)
+
+
+def write(weights: np.ndarray, temperature: float, learned: str, fitted: str) -> None:
+    """service/read_weights.json: the weights, their temperature, and the commands that made them."""
+    found = {"features": list(FEATURES), "weights": [round(float(w), 6) for w in weights]}
+    found |= {"temperature": temperature, "learned": learned, "temperature_fitted": fitted}
+    WEIGHTS_FILE.write_text(json.dumps(found, indent=1) + "\n")
+    print(f"wrote {WEIGHTS_FILE}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numbers", type=int, default=300, help="teaching numbers per set (12 MP: a third as many)")
@@ -126,22 +167,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--write", action="store_true", help=f"write the learned weights to {WEIGHTS_FILE}")
     parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
+    parser.add_argument(
+        "--temperature", action="store_true", help="fit only the temperature, for the weights in the file; write it"
+    )
     args = parser.parse_args()
 
     teach = read_sets(args.numbers, 0, args.data_dir)
+    if args.temperature:
+        temperature = fitted_temperature(teach, WEIGHTS)
+        learned = json.loads(WEIGHTS_FILE.read_text())["learned"]
+        write(WEIGHTS, temperature, learned, f"python accuracy/tune_read.py --numbers {args.numbers} --temperature")
+        return
     judge = read_sets(args.judge, JUDGE_FROM, args.data_dir)
     learned = learn(teach, args.epochs)
     print("| set (judging numbers) | weights in the file | learned weights |\n|---|---:|---:|")
     for name, reads in judge.items():
         print(f"| {name} | {accuracy(reads, WEIGHTS):.1%} | {accuracy(reads, learned):.1%} |")
     if args.write:
-        found = {
-            "features": list(FEATURES),
-            "weights": [round(float(w), 6) for w in learned],
-            "learned": f"python accuracy/tune_read.py --numbers {args.numbers} --epochs {args.epochs} --write",
-        }
-        WEIGHTS_FILE.write_text(json.dumps(found, indent=1) + "\n")
-        print(f"wrote {WEIGHTS_FILE}")
+        command = f"python accuracy/tune_read.py --numbers {args.numbers} --epochs {args.epochs} --write"
+        write(learned, fitted_temperature(teach, learned), command, command)
 
 
 if __name__ == "__main__":

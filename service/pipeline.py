@@ -20,7 +20,7 @@ from service.batching import Batcher
 from service.config import Settings
 from service.errors import ClientError
 from service.preprocess import Digit, read_digit
-from service.reading import best_reading
+from service.reading import read_line
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 
@@ -116,30 +116,35 @@ class Pipeline:
         (an image /classify answers as one digit). Only digits standing apart count: the pieces are not cut (a wide
         digit cut in two can read as two sure halves)."""
         try:
-            _, probabilities, chosen = await self.segmented(data, touching=False)
+            _, probabilities, chosen, _ = await self.segmented(data, touching=False)
         except ClientError:
             return 1
         return len(chosen) if bool((probabilities[chosen].max(axis=1) >= SURE).all()) else 1
 
-    async def segmented(self, data: bytes, touching: bool = True) -> tuple[Candidates, np.ndarray, list[int]]:
+    async def segmented(
+        self, data: bytes, touching: bool = True
+    ) -> tuple[Candidates, np.ndarray, list[int], np.ndarray]:
         """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may
         hold touching digits cut too), their probabilities (all read in one batch, with the other requests in
-        flight) and the candidates of the likeliest reading."""
+        flight), the candidates of the likeliest reading and how surely each is one digit (service/reading.py)."""
         max_pixels = self.settings.max_pixels
         candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels, touching), len(data))
         logits = await self.batcher(self.runtime.model_input(candidates.pixels))
         probabilities = self.runtime.confidences(logits)
-        return candidates, probabilities, best_reading(candidates, probabilities, logits)
+        return candidates, probabilities, *read_line(candidates, probabilities, logits)
 
     async def read_number(self, data: bytes, debug: bool = False) -> dict:
         """An image of a written number -> its reading (a dict shaped as responses.Reading), each digit counted on
         /metrics."""
-        candidates, probabilities, chosen = await self.segmented(data)
+        candidates, probabilities, chosen, certainty = await self.segmented(data)
         if len(chosen) > MAX_DIGITS:
             raise ClientError(
                 422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
             )
-        digits, confidences = metrics.top(probabilities[chosen])
+        digits, sure = metrics.top(probabilities[chosen])
+        # A digit's confidence: the model's for the digit, times how surely its strokes are one digit of the
+        # number (touching digits read as one are the reading's likeliest mistake, and the model alone is sure).
+        confidences = sure * certainty
         metrics.record_predictions(digits, confidences)
         found = [
             {

@@ -73,7 +73,13 @@ def load_weights(path: Path = WEIGHTS_FILE) -> np.ndarray:
     return np.array(found["weights"], np.float64)
 
 
+def load_temperature(path: Path = WEIGHTS_FILE) -> float:
+    """The temperature that turns path scores into the posterior of `segment_certainty`, fitted with the weights."""
+    return float(json.loads(path.read_text())["temperature"])
+
+
 WEIGHTS = load_weights()
+TEMPERATURE = load_temperature()
 
 
 def best_path(candidates: Candidates, scores: np.ndarray) -> list[int]:
@@ -128,6 +134,47 @@ def one_sure_piece(candidates: Candidates, probabilities: np.ndarray) -> int | N
 def best_reading(
     candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray, weights: np.ndarray = WEIGHTS
 ) -> list[int]:
-    """The candidates (indices) that make the likeliest reading, left to right."""
+    """The candidates (indices) that make the likeliest reading, left to right: one sure piece whole
+    (`one_sure_piece`), else the best path."""
+    return read_line(candidates, probabilities, logits, weights)[0]
+
+
+def segment_certainty(
+    candidates: Candidates, scores: np.ndarray, chosen: list[int], temperature: float = TEMPERATURE
+) -> np.ndarray:
+    """For each chosen candidate, how surely its pieces make one digit of the number: the probability, over every
+    path through the pieces weighted by exp(total score / temperature), that the path holds this candidate (the
+    forward-backward sums of a linear-chain model, in logs). Near 1 where the ink can only be cut one way (digits
+    apart); lower where another reading scores almost as well (touching digits read as one, a digit that could
+    be two). The temperature is fitted on training numbers (accuracy/tune_read.py) so that it says how often the
+    reading is right."""
+    scaled = scores / temperature
+    n = candidates.pieces
+    ahead = np.full(n + 1, -np.inf)  # log of the summed weight of the paths from the start to each boundary
+    ahead[0] = 0.0
+    for index, (first, last) in enumerate(candidates.spans):  # ordered by their first piece
+        ahead[last] = np.logaddexp(ahead[last], ahead[first] + scaled[index])
+    behind = np.full(n + 1, -np.inf)  # ...and from each boundary to the end
+    behind[n] = 0.0
+    for index in range(len(candidates.spans) - 1, -1, -1):
+        first, last = candidates.spans[index]
+        behind[first] = np.logaddexp(behind[first], scaled[index] + behind[last])
+    spans = np.array([candidates.spans[i] for i in chosen]).reshape(-1, 2)
+    return np.exp(ahead[spans[:, 0]] + scaled[chosen] + behind[spans[:, 1]] - ahead[n])
+
+
+def read_line(
+    candidates: Candidates,
+    probabilities: np.ndarray,
+    logits: np.ndarray,
+    weights: np.ndarray = WEIGHTS,
+    temperature: float = TEMPERATURE,
+) -> tuple[list[int], np.ndarray]:
+    """The candidates of the likeliest reading, left to right (one sure piece whole, else the best path), and how
+    surely each is one digit (`segment_certainty`; 1 for one sure piece, which no other reading contests)."""
     whole = one_sure_piece(candidates, probabilities)
-    return [whole] if whole is not None else best_path(candidates, scores(candidates, probabilities, logits, weights))
+    if whole is not None:
+        return [whole], np.ones(1)
+    score = scores(candidates, probabilities, logits, weights)
+    chosen = best_path(candidates, score)
+    return chosen, segment_certainty(candidates, score, chosen, temperature)

@@ -31,7 +31,9 @@ class PredictionList(BaseModel):
 
 class ReadDigit(BaseModel):
     digit: int = Field(ge=0, le=9)
-    confidence: float = Field(ge=0, le=1, description="probability of `digit`")
+    confidence: float = Field(
+        ge=0, le=1, description="probability of `digit`, times how surely these strokes are one digit of the number"
+    )
     probabilities: list[float] = Field(min_length=10, max_length=10, description="of digits 0-9, summing to 1")
     box: list[int] = Field(
         min_length=4,

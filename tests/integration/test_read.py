@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from harness.digits import encode
+from harness.digits import encode, sample_digits
 from harness.in_process import in_process
 from harness.numbers import hairline_number, number_image, number_strip
 from service.responses import Reading
@@ -41,12 +41,28 @@ def test_a_photo_of_a_number_is_read_digit_by_digit(client, number) -> None:
     assert reading.text == want
     assert [d.digit for d in reading.digits] == [int(c) for c in want]
     assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    # Digits apart can only be cut one way: each digit's confidence is the model's.
+    assert all(d.confidence == pytest.approx(max(d.probabilities), abs=1e-6) for d in reading.digits)
     lefts = [d.box[0] for d in reading.digits]
     width, height = Image.open(io.BytesIO(number_image(strip, "plain", 1))).size
     assert lefts == sorted(lefts) and all(0 <= d.box[0] < d.box[2] <= width for d in reading.digits)
     assert all(0 <= d.box[1] < d.box[3] <= height for d in reading.digits)
     assert all(abs(sum(d.probabilities) - 1) < 1e-4 for d in reading.digits)
     assert "image" not in answer.json()["digits"][0]
+
+
+def test_touching_digits_that_could_be_cut_two_ways_are_read_unsurely(client) -> None:
+    """Three MNIST test digits ("715", harness.digits' samples 39-41) drawn touching: the reading's cuts have a
+    close rival, and each digit's confidence (the model's, times how surely its strokes make one digit) says so,
+    where the model alone is sure."""
+    images, _ = sample_digits()
+    strip = number_strip(images[39:42], np.random.default_rng(0), touching=True)
+    answer = client.post("/read", content=number_image(strip, "canvas", 1), headers={"content-type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    reading = Reading.model_validate(answer.json())
+    assert all(d.confidence <= max(d.probabilities) + 1e-9 for d in reading.digits)
+    assert all(d.confidence < 0.8 * max(d.probabilities) for d in reading.digits)
+    assert reading.confidence < 0.6 < np.prod([max(d.probabilities) for d in reading.digits])
 
 
 @pytest.mark.parametrize("rendering", ["canvas", "transparent", "12mp"])

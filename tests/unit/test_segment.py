@@ -13,7 +13,7 @@ from PIL import Image
 from harness.digits import sample_digits
 from harness.numbers import hairline_number, number_image, number_strip
 from service.errors import ClientError
-from service.reading import WEIGHTS, best_path, best_reading, scores
+from service.reading import WEIGHTS, best_path, best_reading, read_line, scores, segment_certainty
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 from tests.conftest import MODEL
@@ -136,6 +136,26 @@ def test_the_path_search_splits_where_only_the_parts_read_strongly() -> None:
     assert search(*candidates([9.0, 9.0, 8.0])) == [0, 1]
     # The same, but the second part far lower than the line (a fragment): one digit.
     assert search(*candidates([9.0, 9.0, 8.0], low_second=True)) == [2]
+
+
+def test_how_surely_a_candidate_is_one_digit_is_its_share_of_the_paths() -> None:
+    made, _, _ = candidates([9.0, 9.0, 8.0])  # spans (0, 1), (1, 2) and their union (0, 2)
+    # Two paths: the parts (scores 1 + 1) and the union (2): even, at any temperature.
+    for temperature in (0.35, 1.0, 3.0):
+        np.testing.assert_allclose(segment_certainty(made, np.array([1.0, 1.0, 2.0]), [0, 1], temperature), 0.5)
+    # The parts ahead by 1: e / (e + 1) at temperature 1, surer as it falls; the union's share is the rest.
+    ahead = np.array([1.0, 1.0, 1.0])
+    np.testing.assert_allclose(segment_certainty(made, ahead, [0, 1], 1.0), np.e / (np.e + 1))
+    np.testing.assert_allclose(segment_certainty(made, ahead, [2], 1.0), 1 / (np.e + 1))
+    assert segment_certainty(made, ahead, [0], 0.35)[0] > 0.94
+    # One way to cut the ink (no union to choose): sure, whatever the scores.
+    alone = Candidates(made.spans[:2], made.bridged[:2], made.pixels[:2], made.boxes[:2], [None], 2)
+    np.testing.assert_allclose(segment_certainty(alone, np.array([-5.0, 0.5]), [0, 1], 0.35), 1.0)
+
+
+def test_one_sure_piece_is_read_whole_and_surely_one_digit() -> None:
+    made, probabilities, logits = candidates([9.0, 9.0, 8.0])
+    assert read_line(made, probabilities, logits) == ([2], pytest.approx([1.0]))
 
 
 def test_one_piece_read_surely_as_one_digit_is_not_cut() -> None:
