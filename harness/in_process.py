@@ -33,10 +33,13 @@ def device_env() -> dict[str, str]:
 
 
 def model_runtime(**env: str) -> ModelRuntime:
-    """The model on the device the in-process service runs on: what a served answer must equal (answers on another
-    device differ in the last digits; on CUDA, TF32 moves logits by up to 0.01: docs/gpu.md)."""
+    """The model on the device the in-process service runs on, as the service runs it (on CUDA, every call of one
+    shape): what a served answer must equal (answers on another device, or of other kernels, differ in the last
+    digits; on CUDA, TF32 moves logits by up to 0.01: docs/gpu.md)."""
     settings = Settings.from_env({**device_env(), **env})
-    return ModelRuntime(settings.model_path, settings.provider, cuda_tf32=settings.cuda_tf32)
+    return ModelRuntime(
+        settings.model_path, settings.provider, cuda_tf32=settings.cuda_tf32, cuda_batch=settings.cuda_batch
+    )
 
 
 class InProcessClient:

@@ -83,6 +83,12 @@ class Settings:
     min_confidence: float  # below it a prediction is answered 422 "not confidently a digit"; 0: never (api.py)
     api_key: str = field(default="", repr=False)  # never printed: "" leaves the prediction endpoints open
 
+    @property
+    def cuda_batch(self) -> int:
+        """On CUDA, the images of every ONNX Runtime call (service/runtime.py): the largest batch the batcher makes
+        or one request may send alone."""
+        return max(self.batch_size, self.max_batch)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         """The settings from DIGITSERVE_* variables: the process's, or `env` (tests pass their own)."""

@@ -56,8 +56,7 @@ class Pipeline:
             card,
             settings.alone_threads,
             settings.cuda_tf32,
-            # On CUDA every call of one shape: the largest batch the batcher makes or a request may send alone.
-            max(settings.batch_size, settings.max_batch),
+            settings.cuda_batch,
         )
         self.activity = activity or Activity(None, 0)
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.

@@ -134,6 +134,8 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("DIGITSERVE_MAX_BATCH", "8")
     settings = Settings.from_env()
     assert (settings.provider, settings.max_batch, settings.max_bytes) == ("cpu", 8, 12_000_000)
+    assert settings.cuda_batch == 64  # on CUDA every call holds the largest batch: the batcher's 64 here
+    assert Settings.from_env({"DIGITSERVE_MAX_BATCH": "256"}).cuda_batch == 256  # or one request's
     monkeypatch.setenv("DIGITSERVE_PROVIDER", "tpu")
     with pytest.raises(ConfigError, match="auto, cuda or cpu"):
         Settings.from_env()
