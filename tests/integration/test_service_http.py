@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from harness.digits import as_png
+from harness.in_process import model_runtime
 from harness.server import Server, post_head, running_service, serving
 from service.activity import FILE, SLOTS, WINDOW
-from service.runtime import ModelRuntime
 from tests.conftest import MODEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -267,8 +267,7 @@ def test_bentoml_typed_api_with_its_own_client(url, digits):
     import bentoml
 
     images, labels = digits
-    runtime = ModelRuntime(MODEL, provider="cpu")
-    expected = runtime.probabilities(images[:20])
+    expected = model_runtime(DIGITSERVE_MAX_BATCH="64").probabilities(images[:20])  # as the server runs it
     with bentoml.SyncHTTPClient(url, timeout=30) as bento:
         probabilities = np.asarray(bento.probabilities(pixels=images[:20].reshape(20, 784).astype(np.float32)))
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
