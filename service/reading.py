@@ -65,21 +65,16 @@ def features(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarr
     return np.hstack([np.column_stack(shared), digit, digit * top[:, None], digit * aspect[:, None]])
 
 
-def load_weights(path: Path = WEIGHTS_FILE) -> np.ndarray:
-    """The learned weights, in the order of FEATURES (a file written for other features is refused)."""
+def load_scorer(path: Path = WEIGHTS_FILE) -> tuple[np.ndarray, float]:
+    """The learned weights, in the order of FEATURES (a file written for other features is refused), and the
+    temperature fitted with them, that turns path scores into the posterior of `segment_certainty`."""
     found = json.loads(path.read_text())
     if tuple(found["features"]) != FEATURES:
         raise ValueError(f"{path} holds weights for other features: run accuracy/tune_read.py --write")
-    return np.array(found["weights"], np.float64)
+    return np.array(found["weights"], np.float64), float(found["temperature"])
 
 
-def load_temperature(path: Path = WEIGHTS_FILE) -> float:
-    """The temperature that turns path scores into the posterior of `segment_certainty`, fitted with the weights."""
-    return float(json.loads(path.read_text())["temperature"])
-
-
-WEIGHTS = load_weights()
-TEMPERATURE = load_temperature()
+WEIGHTS, TEMPERATURE = load_scorer()
 
 
 def best_path(candidates: Candidates, scores: np.ndarray) -> list[int]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from accuracy.tune_read import accuracy, learn, true_path
-from service.reading import FEATURES, WEIGHTS_FILE, load_weights
+from service.reading import FEATURES, WEIGHTS_FILE, load_scorer
 from service.segment import Candidates
 
 
@@ -54,4 +54,4 @@ def test_weights_for_other_features_are_refused(tmp_path):
     other = tmp_path / "weights.json"
     other.write_text(json.dumps({"features": list(FEATURES[1:]), "weights": shipped["weights"][1:]}))
     with pytest.raises(ValueError, match="tune_read"):
-        load_weights(other)
+        load_scorer(other)
