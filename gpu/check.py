@@ -53,7 +53,12 @@ FP32_MAX_DELTA, LOW_PRECISION_MAX_CHANGED = 1e-4, 0.0005
 
 
 def session(
-    path: Path, provider: str, profile: bool = False, cuda_graph: bool = False, tf32: bool = True
+    path: Path,
+    provider: str,
+    profile: bool = False,
+    cuda_graph: bool = False,
+    tf32: bool = True,
+    search: str | None = None,
 ) -> ort.InferenceSession:
     """`tf32`: ONNX Runtime's CUDA default, which the service keeps (step 3's table says what it is worth, step 2
     what it changes); False for full fp32, to check the graph's own numerics. Ignored on the CPU provider."""
@@ -64,7 +69,8 @@ def session(
     if provider == CPU:
         return ort.InferenceSession(str(path), options, providers=[CPU])
     # As the service asks for them (service/runtime.py), CUDA graphs aside.
-    providers = with_options([CUDA, CPU], tf32, **({"enable_cuda_graph": "1"} if cuda_graph else {}))
+    extra = ({"enable_cuda_graph": "1"} if cuda_graph else {}) | ({"cudnn_conv_algo_search": search} if search else {})
+    providers = with_options([CUDA, CPU], tf32, **extra)
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
@@ -254,8 +260,7 @@ def shape_changes(images: np.ndarray, search: str | None = None, largest: int = 
     """A new CUDA session (fp32, TF32; cuDNN's `search`, ONNX Runtime's default if None) having seen every batch
     size up to `largest` once: the median milliseconds of a call when each call's batch size differs from the last
     one's (1, 2, ... `largest`, three times over), and when every call holds `largest` images."""
-    extra = {"cudnn_conv_algo_search": search} if search else {}
-    sess = ort.InferenceSession(str(MODEL), ort.SessionOptions(), providers=with_options([CUDA, CPU], True, **extra))
+    sess = session(MODEL, CUDA, search=search)
 
     def call(size: int) -> float:
         began = time.perf_counter()
