@@ -1,4 +1,4 @@
-"""python -m training {train,soup,export,evaluate,reproduce} ..."""
+"""python -m training {train,soup,export,evaluate,reproduce,line_reader} ..."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 from training.data import MnistDataError
 
-COMMANDS = ("train", "soup", "export", "evaluate", "reproduce")  # each a module of training/ with add_arguments, main
+# each a module of training/ with add_arguments, main
+COMMANDS = ("train", "soup", "export", "evaluate", "reproduce", "line_reader")
 
 
 def main(argv: list[str] | None = None) -> int:

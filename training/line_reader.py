@@ -1,0 +1,189 @@
+"""Train the line reader: a small CNN that reads a whole line of written digits (CTC), for /read's cut choice.
+
+    python -m training line_reader --steps 6000 --out models/line_reader.onnx
+
+Lines are made on the fly from MNIST *training* digits 0-30,000 (accuracy/tune_read.py judges on digits from
+30,000, `make bench-read` reads test digits): 1-12 digits side by side, touching or overlapping by up to 5 px at
+28-px scale in three lines of five, else spaced 1-14 px, each digit 0.8-1.1 times as tall and as wide and a few
+pixels up or down, some strokes thickened. Each line goes through service/line_reader.py's `line_image`, as the
+service's ink does. Validation: whole-line accuracy (greedy decoding) on lines of the validation digits, touching
+and spaced apart. The model and a card (models/line_reader.json: its command, validation figures, sha256) are
+written at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.ndimage import grey_dilation
+from torch import nn
+from tqdm import tqdm
+
+from service.line_reader import BLANK, greedy_text, line_image
+from training.data import load_split
+
+TRAIN_DIGITS = 30_000  # the first this many training digits; tune_read judges on later ones
+
+
+class LineNet(nn.Module):
+    """[N, 1, 32, W] -> per-frame class scores [N, W / 2, 11] (0-9 and the CTC blank)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(into: int, out: int, pool: tuple[int, int]) -> list[nn.Module]:
+            return [nn.Conv2d(into, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(pool)]
+
+        self.features = nn.Sequential(
+            *block(1, 32, (2, 2)), *block(32, 48, (2, 1)), *block(48, 64, (2, 1)), *block(64, 64, (2, 1))
+        )
+        self.context = nn.Sequential(
+            nn.Conv1d(128, 128, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(128, 128, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(128, BLANK + 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # [N, 64, 2, T]
+        f = f.reshape(f.shape[0], f.shape[1] * f.shape[2], f.shape[3])
+        return self.context(f).transpose(1, 2)
+
+
+def make_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """One line of digits from `images` as the model's input (float32 [32, W]) and its text."""
+    draw = rng.random()  # one digit alone too: the reader must not see two in a wide digit
+    length = 1 if draw < 0.1 else int(rng.integers(9, 13)) if draw < 0.25 else int(rng.integers(2, 9))
+    index = rng.integers(0, len(images), length)
+    touching = rng.random() < 0.6
+    parts = []
+    for pixels in images[index]:
+        columns = np.flatnonzero(pixels.max(axis=0) > 40)
+        part = pixels[:, columns[0] : columns[-1] + 1] if len(columns) else pixels
+        size = rng.uniform(0.8, 1.1, 2)  # writers' digits differ in height and width along a line
+        tall, wide = max(8, round(28 * size[0])), max(2, round(part.shape[1] * size[1]))
+        part = np.asarray(Image.fromarray(part).resize((wide, tall), Image.Resampling.BILINEAR))
+        parts.append(part)
+    gaps = -rng.integers(0, 6, length) if touching else rng.integers(1, 15, length)
+    width = sum(p.shape[1] for p in parts) + int(gaps[1:].sum()) + 16
+    strip = np.zeros((40, max(width, 16)), np.int32)
+    x = 8
+    for n, part in enumerate(parts):
+        x += int(gaps[n]) if n else 0
+        y = 6 + int(rng.integers(-3, 4))
+        y += 28 - part.shape[0]  # a short digit sits on the line
+        strip[y : y + part.shape[0], x : x + part.shape[1]] += part
+        x += part.shape[1]
+    strip = np.clip(strip, 0, 255).astype(np.float32)
+    if rng.random() < 0.2:
+        strip = grey_dilation(strip, size=(2, 2))
+    return line_image(strip), "".join(map(str, labels[index]))
+
+
+def batch(lines: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lines -> images padded with blank columns to the widest, the targets concatenated, frames and lengths."""
+    width = max(image.shape[1] for image, _ in lines)
+    x = np.zeros((len(lines), 1, lines[0][0].shape[0], width), np.float32)
+    for n, (image, _) in enumerate(lines):
+        x[n, 0, :, : image.shape[1]] = image
+    targets = torch.tensor([int(c) for _, text in lines for c in text])
+    frames = torch.full((len(lines),), width // 2, dtype=torch.long)
+    lengths = torch.tensor([len(text) for _, text in lines])
+    return torch.from_numpy(x), targets, frames, lengths
+
+
+def width_of(line: tuple[np.ndarray, str]) -> int:
+    return line[0].shape[1]
+
+
+def validate(model: LineNet, lines: list[tuple[np.ndarray, str]]) -> float:
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for start in range(0, len(lines), 64):
+            chunk = lines[start : start + 64]
+            scores = model(batch(chunk)[0]).numpy()
+            for (image, text), frames in zip(chunk, scores, strict=True):
+                right += greedy_text(frames[: image.shape[1] // 2]) == text
+    model.train()
+    return right / len(lines)
+
+
+def export(model: LineNet, out: Path) -> None:
+    model.eval()
+    example = torch.zeros(1, 1, 32, 96)
+    width = torch.export.Dim("width", min=4, max=4096)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(out),
+        input_names=["line"],
+        output_names=["frames"],
+        dynamic_shapes=({0: torch.export.Dim("batch"), 3: 2 * width},),
+        external_data=False,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="models/line_reader.onnx")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DIR)")
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train = load_split("train", args.data_dir)
+    images, labels = train.images[:TRAIN_DIGITS], train.labels[:TRAIN_DIGITS]
+    held = load_split("validation", args.data_dir)
+    check_rng = np.random.default_rng(12345)
+    checks = [make_line(held.images, held.labels, check_rng) for _ in range(1000)]
+    model = LineNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
+    ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    started = time.time()
+    progress = tqdm(range(1, args.steps + 1), desc="line reader", unit="step")
+    waiting: list[list[tuple[np.ndarray, str]]] = []
+    for step in progress:
+        if not waiting:  # four batches at a time, of lines of like widths: less padding to compute
+            lines = sorted((make_line(images, labels, rng) for _ in range(4 * args.batch_size)), key=width_of)
+            waiting = [lines[n * args.batch_size : (n + 1) * args.batch_size] for n in range(4)]
+        x, targets, frames, lengths = batch(waiting.pop())
+        log_probs = model(x).log_softmax(2).transpose(0, 1)  # [T, N, 11], as CTCLoss takes them
+        loss = ctc(log_probs, targets, frames, lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if step % 1000 == 0 or step == args.steps:
+            tqdm.write(f"step {step}: loss {loss.item():.4f}, validation lines {validate(model, checks):.1%}")
+    accuracy = validate(model, checks)
+    out = Path(args.out)
+    export(model, out)
+    card = {
+        "name": out.stem,
+        "task": "a line of written digits -> per-frame scores of 0-9 and the CTC blank (class 10)",
+        "input": "line: float32 [N, 1, 32, W], W even; service/line_reader.py line_image",
+        "validation_line_accuracy": round(accuracy, 4),
+        "validation_lines": len(checks),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(time.time() - started),
+        "reproduce": f"python -m training line_reader --steps {args.steps} --batch-size {args.batch_size} "
+        f"--lr {args.lr} --seed {args.seed} --out {args.out}",
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {out} (validation lines {accuracy:.1%})")
