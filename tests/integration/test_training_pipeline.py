@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from service.contract import card_path, file_sha256, to_model_input
+from service.line_reader import LineReader, line_image
 from tests.conftest import MODEL
 from training import data
 from training.__main__ import main
@@ -272,3 +273,16 @@ def test_soup_averages_runs_from_one_start_and_judges_on_validation(mnist_dir, t
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["soup", runs[0], str(tmp_path / "absent.pt"), "--out", str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
+
+
+def test_line_reader_training_writes_a_model_the_service_loads(mnist_dir, tmp_path):
+    """A few steps of `python -m training line_reader`: the ONNX file (checked against the network before it is
+    kept), its card with the command and sha256, and the service's LineReader reading a line with it."""
+    out = tmp_path / "line_reader.onnx"
+    argv = ["line_reader", "--steps", "3", "--batch-size", "8", "--validation-lines", "16"]
+    assert main([*argv, "--out", str(out), "--data-dir", str(mnist_dir)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sha256"] == file_sha256(out) and card["validation_lines"] == 16
+    assert card["reproduce"].startswith("python -m training line_reader --steps 3 --batch-size 8")
+    line = line_image(np.pad(data.load_split("test", mnist_dir).images[0], 4))
+    assert set(LineReader(out).read(line)) <= set("0123456789")  # three steps: any digits, or none
