@@ -25,14 +25,17 @@ from tqdm import tqdm
 from harness.numbers import RENDERINGS, number_set
 from harness.photos import CONDITIONS, photo
 from service.config import DEFAULT_MODEL
+from service.line_reader import LineReader
 from service.reading import (
     FEATURES,
     WEIGHTS,
     WEIGHTS_FILE,
     best_path,
     features,
+    guided_path,
     read_line,
     scores,
+    spelling,
     unread,
 )
 from service.runtime import ModelRuntime
@@ -50,7 +53,7 @@ def read_sets(numbers: int, start: int, data_dir: str | None) -> dict[str, list[
     """Every set's numbers (of the training digits from `start`), segmented and read by the model."""
     train = load_split("train", data_dir)
     images, labels = train.images[start : start + 20_000], train.labels[start : start + 20_000]
-    runtime = ModelRuntime(DEFAULT_MODEL)
+    runtime, reader = ModelRuntime(DEFAULT_MODEL), LineReader()
     sets: dict[str, list[Read]] = {}
     for name in SETS:
         count = max(10, numbers // 3) if name == "12mp" else numbers
@@ -61,7 +64,7 @@ def read_sets(numbers: int, start: int, data_dir: str | None) -> dict[str, list[
             items = number_set(images, labels, count, "canvas" if touching else name, touching, SEED)
         sets[name] = []
         for body, truth in tqdm(items, desc=f"{name} (from digit {start})", unit="number"):
-            candidates = read_candidates(body, 50_000_000)
+            candidates = read_candidates(body, 50_000_000, reader=reader.read)  # as the service reads
             logits = runtime.logits(runtime.model_input(candidates.pixels))
             sets[name].append((candidates, runtime.confidences(logits), logits, truth))
     return sets
@@ -82,23 +85,7 @@ def text(chosen: list[int], probabilities: np.ndarray) -> str:
 
 def true_path(candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, truth: str) -> list[int] | None:
     """The best-scoring path whose digits read `truth`, or None where the candidates hold no such path."""
-    n, length = candidates.pieces, len(truth)
-    digits = [str(d) for d in probabilities.argmax(axis=1)]
-    best = np.full((n + 1, length + 1), -np.inf)
-    best[0, 0] = 0.0
-    back: dict[tuple[int, int], int] = {}
-    for index, (first, last) in enumerate(candidates.spans):
-        for k in np.flatnonzero(best[first, :length] > -np.inf):
-            if digits[index] == truth[k] and best[first, k] + score[index] > best[last, k + 1]:
-                best[last, k + 1], back[(last, k + 1)] = best[first, k] + score[index], index
-    if best[n, length] == -np.inf:
-        return None
-    chosen, at, k = [], n, length
-    while at > 0:
-        index = back[(at, k)]
-        chosen.append(index)
-        at, k = candidates.spans[index][0], k - 1
-    return chosen[::-1]
+    return spelling(candidates, probabilities, score, truth)
 
 
 def learn(sets: dict[str, list[Read]], epochs: int, seed: int = 0) -> np.ndarray:
@@ -127,7 +114,14 @@ def learn(sets: dict[str, list[Read]], epochs: int, seed: int = 0) -> np.ndarray
 
 
 def accuracy(reads: list[Read], weights: np.ndarray) -> float:
-    right = sum(text(best_path(c, scores(c, p, logits, weights)), p) == truth for c, p, logits, truth in reads)
+    """How often the path search reads the number right (guided where the line reader read it, as in the
+    service; without the one-sure-piece rule, which the weights do not touch)."""
+
+    def search(c: Candidates, p: np.ndarray, logits: np.ndarray) -> list[int]:
+        score = scores(c, p, logits, weights)
+        return guided_path(c, p, score, c.guide) if c.guide else best_path(c, score)
+
+    right = sum(text(search(c, p, logits), p) == truth for c, p, logits, truth in reads)
     return right / len(reads)
 
 
@@ -139,7 +133,7 @@ def confidence_loss(sets: dict[str, list[Read]], weights: np.ndarray, temperatur
     losses = []
     for reads in sets.values():
         for c, p, logits, truth in reads:
-            chosen, certainty = read_line(c, p, logits, weights, temperature)
+            chosen, certainty = read_line(c, p, logits, weights, temperature, c.guide)
             confidence = float(np.prod(p[chosen].max(axis=1) * certainty))
             right = text(chosen, p) == truth
             losses.append(-np.log(max(1e-9, confidence if right else 1 - confidence)))

@@ -23,19 +23,23 @@ WRITING = 28  # ...of which the writing's box takes this many, 2 above and below
 MARGIN = 4  # blank columns on either side
 STRIDE = 2  # input columns per output frame
 BLANK = 10  # the CTC blank's class; 0-9 are the digits
+# At most this many columns: 32 wide digits with room to spare. Marks far wider than tall (a dash, a line no
+# ruling check took out) are squeezed to it, not read for a second at a width of tens of thousands.
+MAX_COLUMNS = 4096
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "models" / "line_reader.onnx"
 
 
 def line_image(ink: np.ndarray) -> np.ndarray:
     """White-on-black ink (float or uint8 [H, W], 0-255) -> float32 [HEIGHT, W'] in 0-1: cropped to the ink, scaled
-    so that it is WRITING rows tall (its aspect kept), MARGIN blank columns either side, W' a multiple of STRIDE."""
+    so that it is WRITING rows tall (its aspect kept up to MAX_COLUMNS), MARGIN blank columns either side, W' a
+    multiple of STRIDE."""
     ink = np.asarray(ink, np.float32)
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
     if not len(rows):
         return np.zeros((HEIGHT, 2 * MARGIN), np.float32)
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = WRITING / crop.shape[0]
-    width = max(1, round(crop.shape[1] * scale))
+    width = min(max(1, round(crop.shape[1] * scale)), MAX_COLUMNS - 2 * MARGIN)
     scaled = np.asarray(Image.fromarray(crop, mode="F").resize((width, WRITING), Image.Resampling.BILINEAR))
     total = -(-(width + 2 * MARGIN) // STRIDE) * STRIDE
     out = np.zeros((HEIGHT, total), np.float32)

@@ -19,6 +19,7 @@ from service.activity import Activity
 from service.batching import Batcher
 from service.config import Settings
 from service.errors import ClientError
+from service.line_reader import LineReader
 from service.preprocess import Digit, read_digit
 from service.reading import read_line
 from service.runtime import ModelRuntime
@@ -59,6 +60,7 @@ class Pipeline:
             settings.cuda_batch,
         )
         self.activity = activity or Activity(None, 0)
+        self.line_reader = LineReader()  # /read's reader of whole lines of touching digits
         # Batches the model's own input: the image routes and the Open Inference Protocol's raw model share it.
         self.batcher = Batcher(self.infer, settings.batch_size, settings.batch_latency_ms, self.infer_alone)
         # One thread: photos of concurrent requests take turns, and the event loop keeps the other core's share.
@@ -125,12 +127,15 @@ class Pipeline:
     ) -> tuple[Candidates, np.ndarray, list[int], np.ndarray]:
         """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may
         hold touching digits cut too), their probabilities (all read in one batch, with the other requests in
-        flight), the candidates of the likeliest reading and how surely each is one digit (service/reading.py)."""
+        flight), the candidates of the likeliest reading and how surely each is one digit (service/reading.py,
+        guided where digits touch by service/line_reader.py)."""
         max_pixels = self.settings.max_pixels
-        candidates: Candidates = await self.off_loop(lambda: read_candidates(data, max_pixels, touching), len(data))
+        candidates: Candidates = await self.off_loop(
+            lambda: read_candidates(data, max_pixels, touching, self.line_reader.read), len(data)
+        )
         logits = await self.batcher(self.runtime.model_input(candidates.pixels))
         probabilities = self.runtime.confidences(logits)
-        return candidates, probabilities, *read_line(candidates, probabilities, logits)
+        return candidates, probabilities, *read_line(candidates, probabilities, logits, guide=candidates.guide)
 
     async def read_number(self, data: bytes, debug: bool = False) -> dict:
         """An image of a written number -> its reading (a dict shaped as responses.Reading), each digit counted on

@@ -9,6 +9,8 @@ numbers and single digits of MNIST *training* digits moves them until the best p
 writes them to service/read_weights.json, for this model's logits. Per-digit features matter because the model's
 top logit has a scale of its own for each digit (a sure 1 reads lower than a sure 3), and two touching digits
 framed together, or a fragment of one, read confidently but with a lower logit than a digit of that kind.
+Where digits touch and the line reader read the line whole, the path must also spell its reading where one does
+(`guided_path`): the two models agreeing.
 """
 
 from __future__ import annotations
@@ -94,6 +96,40 @@ def best_path(candidates: Candidates, scores: np.ndarray) -> list[int]:
     return chosen[::-1]
 
 
+def path_of(candidates: Candidates, score: np.ndarray, length: int, fits) -> list[int] | None:
+    """The best-scoring path of exactly `length` candidates whose k-th candidate `fits(index, k)`, or None where
+    the candidates hold no such path (dynamic programming over piece boundaries and digits so far)."""
+    n = candidates.pieces
+    best = np.full((n + 1, length + 1), -np.inf)
+    best[0, 0] = 0.0
+    back: dict[tuple[int, int], int] = {}
+    for index, (first, last) in enumerate(candidates.spans):  # ordered by their first piece
+        for k in np.flatnonzero(best[first, :length] > -np.inf):
+            if fits(index, k) and best[first, k] + score[index] > best[last, k + 1]:
+                best[last, k + 1], back[(last, k + 1)] = best[first, k] + score[index], index
+    if best[n, length] == -np.inf:
+        return None
+    chosen, at, k = [], n, length
+    while at > 0:
+        index = back[(at, k)]
+        chosen.append(index)
+        at, k = candidates.spans[index][0], k - 1
+    return chosen[::-1]
+
+
+def spelling(candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, text: str) -> list[int] | None:
+    """The best-scoring path whose digits, as the model reads each, spell `text`; None where there is none."""
+    digits = [str(d) for d in probabilities.argmax(axis=1)]
+    return path_of(candidates, score, len(text), lambda index, k: digits[index] == text[k])
+
+
+def guided_path(candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, guide: str) -> list[int]:
+    """The path a reading of the whole line (service/line_reader.py) points to: the best one whose digits spell
+    it, where the classifier and the line reader agree; else the best path (measured on numbers of training
+    digits: the best one of as many digits as the guide's was right less often)."""
+    return spelling(candidates, probabilities, score, guide) or best_path(candidates, score)
+
+
 def unread(candidates: Candidates) -> np.ndarray:
     """What each candidate's score loses beside the weighed features: 1000 for one with no ink (seams can leave
     one), which is so never read unless nothing else can be; 0 for the rest."""
@@ -164,12 +200,15 @@ def read_line(
     logits: np.ndarray,
     weights: np.ndarray = WEIGHTS,
     temperature: float = TEMPERATURE,
+    guide: str | None = None,
 ) -> tuple[list[int], np.ndarray]:
-    """The candidates of the likeliest reading, left to right (one sure piece whole, else the best path), and how
-    surely each is one digit (`segment_certainty`; 1 for one sure piece, which no other reading contests)."""
-    whole = one_sure_piece(candidates, probabilities)
+    """The candidates of the likeliest reading, left to right (one sure piece whole, else the best path; where
+    digits touch and the line was read whole, the path that `guide`, its reading, points to), and how surely each
+    is one digit (`segment_certainty`; 1 for one sure piece, which no other reading contests)."""
+    # Two glued digits can read as one sure digit: where the line reader saw several, the rule gives way.
+    whole = one_sure_piece(candidates, probabilities) if not guide or len(guide) < 2 else None
     if whole is not None:
         return [whole], np.ones(1)
     score = scores(candidates, probabilities, logits, weights)
-    chosen = best_path(candidates, score)
+    chosen = guided_path(candidates, probabilities, score, guide) if guide else best_path(candidates, score)
     return chosen, segment_certainty(candidates, score, chosen, temperature)

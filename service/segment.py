@@ -9,20 +9,25 @@ strokes thinner than a pixel in the image enlarged; the bright part on a dark gr
 dotted stroke) are one piece (service/pieces.py). A piece much wider than the line is tall holds touching digits:
 it is cut along seams, paths of least ink from top to bottom started every tenth of the line's height, each a
 candidate cut; in a line where some digits touch so, every piece wider than a narrow digit is cut too (a 1
-touching a 7 is no wider than a 0). Which pieces make a digit is then not guessed from shapes but decided by the
-classifier (recognition-based segmentation): every run of neighbouring pieces that could be one digit is read, all
-in one batch, and service/reading.py chooses the path of runs whose digits score highest together.
+touching a 7 is no wider than a 0). The line is also read whole by service/line_reader.py's model: where it
+reads more digits than there are pieces, two glued digits no wider than a wide one are cut as well, and its
+reading goes with the candidates to guide the choice. Which pieces make a digit is then not guessed from shapes
+but decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that could be one
+digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score highest
+together.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
+from service.line_reader import line_image
 from service.morphology import dilate, label_marks, shrink
 from service.photo import (
     KEEP_MASS,
@@ -47,11 +52,13 @@ MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
 CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
 WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it...
 NARROW = 0.6  # ...and, in a line where some piece is that wide (its digits touch), one this wide
+PAIR = 0.8  # a line with a piece this wide is cut too where the line reader reads more digits than pieces
 STEP = 0.1  # try a cut every this many line heights...
 SAME = 0.04  # ...and keep one of seams that run within this many line heights of each other
 MIN_PART = 0.07  # a cut leaves at least this many line heights of the piece on either side
 STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
+Reader = Callable[[np.ndarray], str]  # a line image (line_reader.line_image) -> the digits read in it
 LINE_PX = 32  # touching digits in a line taller than twice this many pixels are cut at about this height
 
 
@@ -65,6 +72,7 @@ class Candidates:
     boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom) in the image
     cuts: list[float | None]  # for each piece boundary 1..n-1: the strokes a cut there crosses (None: a gap)
     pieces: int
+    guide: str | None = None  # where pieces were cut (digits touch): the line reader's reading of the line
 
 
 def find_ink(gray: np.ndarray, thin: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -136,10 +144,12 @@ def seam(cost: np.ndarray, start: int, reach: int) -> np.ndarray:
     return path + low
 
 
-def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False) -> Candidates:
+def find_candidates(
+    gray: np.ndarray, touching: bool = True, thin: bool = False, reader: Reader | None = None
+) -> Candidates:
     """The candidate digits of a written number in `gray` (float [H, W] 0-255, any polarity); `touching`: whether
     pieces that may hold touching digits are cut (not where only digits standing apart count); `thin`: as
-    `find_ink`."""
+    `find_ink`; `reader`: reads the line whole (service/line_reader.py), with `touching`."""
     ink, labels, boxes, keep = find_ink(gray, thin)
     marks = list(np.flatnonzero(keep))
     heights = boxes[marks, 2] - boxes[marks, 0]
@@ -152,6 +162,13 @@ def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False)
     # Touching digits make many candidates: cut and read at a working size where there are (the same reading).
     wide = WIDE * line if touching else np.inf
     cutting = any(p.right - p.left > wide for p in pieces)
+    guide = None
+    if touching and reader is not None:
+        # The line read whole: how many digits it holds and what they say. More digits than pieces: some touch,
+        # though no piece is WIDE (two glued digits are often no wider than a wide one), if one is wide for a digit.
+        guide = reader(line_image(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])))
+        pair = any(p.right - p.left > PAIR * line for p in pieces)
+        cutting = cutting or (pair and len(guide) > len(pieces))
     if cutting:
         wide = NARROW * line  # this writer's digits touch: a narrow pair may too
     factor = int(line // LINE_PX) if cutting else 1
@@ -193,7 +210,7 @@ def find_candidates(gray: np.ndarray, touching: bool = True, thin: bool = False)
     if factor >= 2:  # back to the image's pixels (the padded last block not past its edge)
         height, width = gray.shape
         found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
-    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces))
+    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces), guide if cutting else None)
 
 
 def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float, wide: float) -> list[Piece]:
@@ -269,15 +286,16 @@ def digit_image(
     return crop[:, cols[0] : cols[-1] + 1], (left + int(cols[0]), top, left + int(cols[-1]) + 1, bottom)
 
 
-def read_candidates(data: bytes, max_pixels: int, touching: bool = True) -> Candidates:
-    """Image bytes -> the candidate digits of the number in it, boxes in the full image's displayed pixels."""
+def read_candidates(data: bytes, max_pixels: int, touching: bool = True, reader: Reader | None = None) -> Candidates:
+    """Image bytes -> the candidate digits of the number in it, boxes in the full image's displayed pixels;
+    `touching`, `reader`: as `find_candidates`."""
     decoded = decode_image(data, max_pixels, LINE_SIDES)
     gray = to_gray(decoded.image)
     sx, sy = decoded.scale
     try:
-        candidates = find_candidates(gray, touching)
+        candidates = find_candidates(gray, touching, reader=reader)
     except ThinStrokes:  # printed in a Thin or Hairline weight: looked for again enlarged, as for one digit
-        candidates = find_candidates(enlarged_for_thin_strokes(gray), touching, thin=True)
+        candidates = find_candidates(enlarged_for_thin_strokes(gray), touching, thin=True, reader=reader)
         sx, sy = sx / THIN_ENLARGE, sy / THIN_ENLARGE
     candidates.boxes = [(round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in candidates.boxes]
     return candidates

@@ -61,8 +61,14 @@ def test_the_bento_packs_the_service_and_the_model_and_nothing_else(cpu_bento):
     assert "service/read_weights.json" in code  # /read's learned weights: the service does not start without them
     assert all(f.endswith(".py") or f.startswith("service/static/") or f == "service/read_weights.json" for f in code)
     assert not {f for f in files if f.split("/")[0] in ("tests", "training", "data", "runs", ".venv", "docs")}
-    models = {f"models/mnist_cnn{v}.{ext}" for v in ("", "_int8", "_fp16") for ext in ("onnx", "json")}
-    assert {f for f in files if f.startswith("models/")} == models  # the three variants, nothing else
+    models = {
+        f"models/{m}.{ext}"
+        for m in ("mnist_cnn", "mnist_cnn_int8", "mnist_cnn_fp16", "line_reader")
+        for ext in ("onnx", "json")
+    }
+    assert {
+        f for f in files if f.startswith("models/")
+    } == models  # the three variants and the line reader, nothing else
 
 
 def test_cpu_image_recipe(cpu_bento):
