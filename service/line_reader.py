@@ -3,14 +3,21 @@ training/line_reader.py), which tells /read how many digits a line of touching d
 
 The digit classifier reads one framed digit at a time, and two touching digits framed together often read as one
 sure digit (a glued "41" as a 4): nothing in one candidate tells it that it holds two. A model that sees the whole
-line, trained on lines of touching and spaced digits, does; service/reading.py then prefers the cut path whose
-digits spell what it read, so the classifier still reads each digit and gives its probabilities and box.
+line, trained on lines of touching and spaced digits, does; service/reading.py then weighs the cut paths whose
+digits spell its likeliest readings against the classifier's own best, so the classifier still reads each digit
+and gives its probabilities and box.
 
-    ink (white on black, any size) -> line_image: 32 rows, the writing 28 tall -> the model -> greedy CTC text
+    ink (white on black, any size) -> line_image: 32 rows, the writing 28 tall -> the model -> a LineReading:
+    its greedy text, its likeliest texts (a CTC prefix beam search), how likely it finds any text
+
+The likelihoods let the two models be weighed against each other where they disagree, rather than the line
+reader's first reading taken as given.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +30,8 @@ WRITING = 28  # ...of which the writing's box takes this many, 2 above and below
 MARGIN = 4  # blank columns on either side
 STRIDE = 2  # input columns per output frame
 BLANK = 10  # the CTC blank's class; 0-9 are the digits
+BEAM = 8  # texts kept by the beam search...
+UNLIKELY = -8.0  # ...which extends them by the classes a frame gives at least this log probability
 # At most this many columns: 32 wide digits with room to spare. Marks far wider than tall (a dash, a line no
 # ruling check took out) are squeezed to it, not read for a second at a width of tens of thousands.
 MAX_COLUMNS = 4096
@@ -54,6 +63,74 @@ def greedy_text(frames: np.ndarray) -> str:
     return "".join(str(int(d)) for d in best[keep])
 
 
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class LineReading:
+    """What the line model makes of a line: per-frame log probabilities of 0-9 and the blank, float [T, 11]."""
+
+    log_probs: np.ndarray
+
+    @property
+    def text(self) -> str:
+        """The greedy reading: the best class per frame."""
+        return greedy_text(self.log_probs)
+
+    def log_likelihood(self, text: str) -> float:
+        """log P(text | the line): CTC's forward sum over every alignment of `text` with the frames."""
+        states = np.full(2 * len(text) + 1, BLANK)  # blank, digit, blank, digit, ..., blank
+        states[1::2] = [int(d) for d in text]
+        skip = np.zeros(len(states), bool)  # a digit may follow the digit before it directly, unless the same
+        skip[3::2] = states[3::2] != states[1:-2:2]
+        alpha = np.full(len(states), -np.inf)
+        alpha[:2] = self.log_probs[0, states[:2]]
+        for frame in self.log_probs[1:]:
+            stay_or_step = np.logaddexp(alpha, np.r_[-np.inf, alpha[:-1]])
+            alpha = np.logaddexp(stay_or_step, np.where(skip, np.r_[-np.inf, -np.inf, alpha][: len(alpha)], -np.inf))
+            alpha += frame[states]
+        return float(np.logaddexp(alpha[-1], alpha[-2]) if text else alpha[-1])
+
+    def likeliest(self, width: int = BEAM) -> list[tuple[str, float]]:
+        """The `width` likeliest texts, likeliest first, by a CTC prefix beam search, each with its log likelihood
+        over the alignments the search kept (at most `log_likelihood`'s)."""
+        beams = {"": (0.0, -math.inf)}  # text -> log P of the frames so far, ending in a blank / in its last digit
+        for frame in self.log_probs:
+            found = extend(beams, frame)
+            beams = dict(sorted(found.items(), key=lambda item: -add_logs(*item[1]))[:width])
+        return [(text, add_logs(*ends)) for text, ends in beams.items()]
+
+
+def add_logs(a: float, b: float) -> float:
+    """log(e^a + e^b) for floats, as np.logaddexp, at a fraction of its cost for one pair."""
+    high, low = (a, b) if a > b else (b, a)
+    return high if low == -math.inf else high + math.log1p(math.exp(low - high))
+
+
+def extend(beams: dict[str, tuple[float, float]], frame: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The beam search's texts one frame on: each kept (a blank, or its last digit again) or one digit longer."""
+    found: dict[str, tuple[float, float]] = {}
+
+    def add(text: str, blank: float, digit: float) -> None:
+        was = found.get(text, (-math.inf, -math.inf))
+        found[text] = (add_logs(was[0], blank), add_logs(was[1], digit))
+
+    classes = [(int(c), str(c), float(frame[c])) for c in np.flatnonzero(frame > UNLIKELY)]
+    for text, (blank, digit) in beams.items():
+        either = add_logs(blank, digit)
+        for c, name, log_p in classes:
+            if c == BLANK:
+                add(text, either + log_p, -math.inf)
+            elif text.endswith(name):  # the same digit again only after a blank; without one, the same text
+                add(text, -math.inf, digit + log_p)
+                add(text + name, -math.inf, blank + log_p)
+            else:
+                add(text + name, -math.inf, either + log_p)
+    return found
+
+
 class LineReader:
     """The line model in an ONNX Runtime session of its own (CPU, one thread: a few ms a line), once its card's
     sha256 matches the file (service/contract.py)."""
@@ -67,7 +144,7 @@ class LineReader:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
-    def read(self, line: np.ndarray) -> str:
-        """The digits the model reads in a line (`line_image`'s)."""
+    def read(self, line: np.ndarray) -> LineReading:
+        """What the model reads in a line (`line_image`'s)."""
         frames = self.session.run(None, {self.input: line[None, None]})[0][0]
-        return greedy_text(frames)
+        return LineReading(log_softmax(frames.astype(np.float64)))

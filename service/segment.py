@@ -27,7 +27,7 @@ import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
-from service.line_reader import line_image
+from service.line_reader import LineReading, line_image
 from service.morphology import dilate, label_marks, shrink
 from service.photo import (
     KEEP_MASS,
@@ -58,7 +58,7 @@ SAME = 0.04  # ...and keep one of seams that run within this many line heights o
 MIN_PART = 0.07  # a cut leaves at least this many line heights of the piece on either side
 STROKE = 0.12  # a stroke is about this fraction of the line's height wide
 BLANK = 100  # a run with no ink (seams can leave one) costs as many gaps: never read unless nothing else is
-Reader = Callable[[np.ndarray], str]  # a line image (line_reader.line_image) -> the digits read in it
+Reader = Callable[[np.ndarray], LineReading]  # a line image (line_reader.line_image) -> what is read in it
 LINE_PX = 32  # touching digits in a line taller than twice this many pixels are cut at about this height
 
 
@@ -72,7 +72,7 @@ class Candidates:
     boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom) in the image
     cuts: list[float | None]  # for each piece boundary 1..n-1: the strokes a cut there crosses (None: a gap)
     pieces: int
-    guide: str | None = None  # where pieces were cut (digits touch): the line reader's reading of the line
+    guide: LineReading | None = None  # where pieces were cut (digits touch): the line reader's reading of the line
 
 
 def find_ink(gray: np.ndarray, thin: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -168,7 +168,7 @@ def find_candidates(
         # though no piece is WIDE (two glued digits are often no wider than a wide one), if one is wide for a digit.
         guide = reader(line_image(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])))
         pair = any(p.right - p.left > PAIR * line for p in pieces)
-        cutting = cutting or (pair and len(guide) > len(pieces))
+        cutting = cutting or (pair and len(guide.text) > len(pieces))
     if cutting:
         wide = NARROW * line  # this writer's digits touch: a narrow pair may too
     factor = int(line // LINE_PX) if cutting else 1

@@ -285,4 +285,4 @@ def test_line_reader_training_writes_a_model_the_service_loads(mnist_dir, tmp_pa
     assert card["sha256"] == file_sha256(out) and card["validation_lines"] == 16
     assert card["reproduce"].startswith("python -m training line_reader --steps 3 --batch-size 8")
     line = line_image(np.pad(data.load_split("test", mnist_dir).images[0], 4))
-    assert set(LineReader(out).read(line)) <= set("0123456789")  # three steps: any digits, or none
+    assert set(LineReader(out).read(line).text) <= set("0123456789")  # three steps: any digits, or none

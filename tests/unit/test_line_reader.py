@@ -3,6 +3,7 @@ touching real MNIST test digits (the committed samples)."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from service.line_reader import (
     MARGIN,
     MAX_COLUMNS,
     STRIDE,
+    UNLIKELY,
     WRITING,
     LineReader,
+    LineReading,
     greedy_text,
     line_image,
+    log_softmax,
 )
 from training.outliers import ink_columns, side_by_side
 
@@ -53,6 +57,37 @@ def test_greedy_decoding_merges_repeats_and_drops_blanks() -> None:
     assert greedy_text(np.eye(BLANK + 1)[[BLANK, BLANK]]) == ""
 
 
+def every_reading(log_probs: np.ndarray) -> dict[str, float]:
+    """Each text's probability, summed over every path of classes through the frames (11^T of them)."""
+    found: dict[str, float] = {}
+    for path in itertools.product(range(BLANK + 1), repeat=len(log_probs)):
+        text = greedy_text(np.eye(BLANK + 1)[list(path)])
+        found[text] = found.get(text, 0.0) + float(np.exp(log_probs[np.arange(len(path)), path].sum()))
+    return found
+
+
+def test_likelihoods_and_likeliest_texts_are_ctcs_sums_over_every_path() -> None:
+    """Against brute force on 4 frames: each text's likelihood is the sum over the paths that read as it, and
+    the beam search, wide enough, finds the texts in order of it."""
+    rng = np.random.default_rng(0)
+    log_probs = log_softmax(rng.normal(0, 1, (4, BLANK + 1)))
+    assert log_probs.min() > UNLIKELY
+    truth = every_reading(log_probs)
+    assert sum(truth.values()) == pytest.approx(1.0)
+    reading = LineReading(log_probs)
+    for text, probability in truth.items():
+        assert np.exp(reading.log_likelihood(text)) == pytest.approx(probability, rel=1e-9)
+    assert reading.log_likelihood("12345") == -np.inf  # more digits than frames can hold
+    ranked = sorted(truth, key=truth.get, reverse=True)
+    wide = reading.likeliest(len(truth))
+    assert [text for text, _ in wide[:20]] == ranked[:20]
+    for text, likelihood in wide[:20]:  # every alignment kept: exact
+        assert np.exp(likelihood) == pytest.approx(truth[text], rel=1e-9)
+    for text, likelihood in reading.likeliest():  # a narrow beam drops alignments: never more likely than exact
+        assert likelihood <= np.log(truth[text]) + 1e-12
+    assert reading.text == greedy_text(log_probs)
+
+
 def test_the_shipped_reader_reads_lines_of_touching_digits() -> None:
     """60 lines of 4 sample digits, each overlapping the one before by 2 px (at 28 px): the classifier reading
     candidates alone gets few of these right, since two glued digits often read as one sure digit. Measured when
@@ -62,7 +97,7 @@ def test_the_shipped_reader_reads_lines_of_touching_digits() -> None:
         line = ink_columns(IMAGES[start])
         for n in range(start + 1, start + 4):
             line = side_by_side(line, ink_columns(IMAGES[n]), -2)
-        right += READER.read(line_image(line)) == "".join(map(str, LABELS[start : start + 4]))
+        right += READER.read(line_image(line)).text == "".join(map(str, LABELS[start : start + 4]))
     assert right >= 48
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from harness.digits import sample_digits
 from harness.numbers import hairline_number, number_image, number_strip
 from service.errors import ClientError
-from service.line_reader import LineReader
+from service.line_reader import BLANK, LineReader, LineReading
 from service.reading import WEIGHTS, best_path, best_reading, guided_path, read_line, scores, segment_certainty
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
@@ -101,7 +101,7 @@ def test_touching_digits_are_cut_only_where_they_may_be_read() -> None:
     spends nothing on cutting it or reading it whole."""
     data = png(touching(digit(4), digit(0), overlap=3))
     cut = read_candidates(data, 50_000_000, reader=READER.read)
-    assert cut.pieces >= 2 and cut.guide == "40"
+    assert cut.pieces >= 2 and cut.guide.text == "40"
     whole = read_candidates(data, 50_000_000, touching=False, reader=READER.read)
     assert whole.pieces == 1 and whole.guide is None
     apart = read_candidates(png(row(digit(2), digit(0), gap=8)), 50_000_000, reader=READER.read)
@@ -147,18 +147,45 @@ def test_the_path_search_splits_where_only_the_parts_read_strongly() -> None:
     assert search(*candidates([9.0, 9.0, 8.0], low_second=True)) == [2]
 
 
+def sure(text: str, others: float = 1e-5) -> LineReading:
+    """What a line reader sure of `text` gives: a blank, then each digit and a blank, each frame's class at
+    1 - 10 x `others`."""
+    classes = [BLANK] + [c for d in text for c in (int(d), BLANK)]
+    frames = np.full((len(classes), BLANK + 1), others)
+    frames[np.arange(len(classes)), classes] = 1 - BLANK * others
+    return LineReading(np.log(frames))
+
+
 def test_the_line_readers_reading_picks_the_path_that_spells_it() -> None:
     made, probabilities, logits = candidates([9.0, 9.0, 2.0])
     probabilities[2] = np.eye(10)[8]  # the union reads as an 8, each part as a 3
     score = scores(made, probabilities, logits, WEIGHTS)
     assert best_path(made, score) == [0, 1]  # alone, the search splits it: "33"
-    assert guided_path(made, probabilities, score, "8") == [2]  # the line read "8": the path that spells it
-    assert guided_path(made, probabilities, score, "33") == [0, 1]
-    assert guided_path(made, probabilities, score, "5") == [0, 1]  # no path spells "5": the best path
+    assert guided_path(made, probabilities, score, sure("8")) == [2]  # the line read "8": the path that spells it
+    assert guided_path(made, probabilities, score, sure("33")) == [0, 1]
+    assert guided_path(made, probabilities, score, sure("5")) == [0, 1]  # no path spells "5": the best path
+
+
+def test_where_the_line_reader_is_unsure_the_classifier_decides() -> None:
+    """The two models weighed together: a line reader sure of "8" carries a weak split into "33"; one that finds
+    "8" barely likelier than "33" does not, and the path search's split stands."""
+    made, probabilities, logits = candidates([9.0, 9.0, 2.0])
+    probabilities[2] = np.eye(10)[8]
+    score = scores(made, probabilities, logits, WEIGHTS)
+    torn = np.log(np.full((5, BLANK + 1), 1e-6))  # frames: blank, 8 or 3, blank, 3 or blank, blank
+    torn[[0, 2, 4], BLANK] = 0.0
+    torn[1, [8, 3]] = np.log([0.55, 0.45])
+    torn[3, [BLANK, 3]] = np.log([0.55, 0.45])
+    unsure = LineReading(torn)
+    texts = [text for text, _ in unsure.likeliest()]
+    assert unsure.text == texts[0] == "8" and "33" in texts
+    assert np.exp(unsure.log_likelihood("8")) == pytest.approx(0.55 * 0.55, rel=1e-3)
+    assert np.exp(unsure.log_likelihood("33")) == pytest.approx(0.45 * 0.45, rel=1e-3)
+    assert guided_path(made, probabilities, score, unsure) == [0, 1]
     # In read_line too, once the piece is too wide for its one-sure-piece rule (below) to read it whole:
     wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
     assert read_line(wide, probabilities, logits)[0] == [0, 1]
-    assert read_line(wide, probabilities, logits, guide="8")[0] == [2]
+    assert read_line(wide, probabilities, logits, guide=sure("8"))[0] == [2]
 
 
 def test_how_surely_a_candidate_is_one_digit_is_its_share_of_the_paths() -> None:
