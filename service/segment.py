@@ -52,7 +52,6 @@ MAX_WIDTH = 2.0  # no digit is wider than this many line heights...
 CUT_WIDTH = 1.2  # ...and none made of some of a piece's cut parts wider than this many
 WIDE = 1.1  # a piece wider than this many line heights may hold touching digits: cut candidates in it...
 NARROW = 0.6  # ...and, in a line where some piece is that wide (its digits touch), one this wide
-PAIR = 0.8  # a line with a piece this wide is cut too where the line reader reads more digits than pieces
 STEP = 0.1  # try a cut every this many line heights...
 SAME = 0.04  # ...and keep one of seams that run within this many line heights of each other
 MIN_PART = 0.07  # a cut leaves at least this many line heights of the piece on either side
@@ -165,10 +164,10 @@ def find_candidates(
     guide = None
     if touching and reader is not None:
         # The line read whole: how many digits it holds and what they say. More digits than pieces: some touch,
-        # though no piece is WIDE (two glued digits are often no wider than a wide one), if one is wide for a digit.
+        # though no piece is WIDE (two glued digits are often no wider than a wide one; a 1 glued to a 4, no wider
+        # than a 4). Where the line reader is wrong, the classifier can still outvote it (service/reading.py).
         guide = reader(line_image(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])))
-        pair = any(p.right - p.left > PAIR * line for p in pieces)
-        cutting = cutting or (pair and len(guide.text) > len(pieces))
+        cutting = cutting or len(guide.text) > len(pieces)
     if cutting:
         wide = NARROW * line  # this writer's digits touch: a narrow pair may too
     factor = int(line // LINE_PX) if cutting else 1

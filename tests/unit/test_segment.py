@@ -117,6 +117,15 @@ def test_in_a_line_of_touching_digits_narrow_pieces_are_cut_too() -> None:
     assert read(png(row(wide, narrow, gap=8)))[0] == "4017"  # "407" when only pieces wider than a digit were cut
 
 
+def test_a_1_glued_to_a_digit_is_read_though_the_pair_is_no_wider_than_one_digit() -> None:
+    """Two digits overlapping by 3 px (at 28 px), one of them a 1: no wider than a wide digit, so not cut for
+    their width; the line reader reads two digits in one piece, and that is enough to cut it. Each was read as one
+    digit (7, 9, 4, 4) while only pairs wider than 0.8 line heights were cut so."""
+    for first, second, nth in ((7, 1, 0), (7, 1, 1), (1, 9, 0), (4, 1, 1), (1, 4, 1)):
+        pair = side_by_side(ink_columns(digit(first, nth)), ink_columns(digit(second, nth)), -3).astype(np.uint8)
+        assert read(png(row(pair)))[0] == f"{first}{second}"
+
+
 def candidates(top_logits: list[float], low_second: bool = False) -> tuple[Candidates, np.ndarray, np.ndarray]:
     """Two pieces meeting at a cut that crosses half a stroke, and the three ways to read them (the first, the second,
     both as one digit), each read as a 3 with certainty and the given top logit; none squat. `low_second`: the
