@@ -14,7 +14,16 @@ from harness.digits import sample_digits
 from harness.numbers import hairline_number, number_image, number_strip
 from service.errors import ClientError
 from service.line_reader import BLANK, LineReader, LineReading
-from service.reading import WEIGHTS, best_path, best_reading, guided_path, read_line, scores, segment_certainty
+from service.reading import (
+    WEIGHTS,
+    best_path,
+    best_reading,
+    guided_path,
+    read_line,
+    scores,
+    segment_certainty,
+    shares,
+)
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 from tests.conftest import MODEL
@@ -210,6 +219,21 @@ def test_how_surely_a_candidate_is_one_digit_is_its_share_of_the_paths() -> None
     # One way to cut the ink (no union to choose): sure, whatever the scores.
     alone = Candidates(made.spans[:2], made.bridged[:2], made.pixels[:2], made.boxes[:2], [None], 2)
     np.testing.assert_allclose(segment_certainty(alone, np.array([-5.0, 0.5]), [0, 1], 0.35), 1.0)
+
+
+def test_a_guided_readings_certainty_is_its_share_of_the_weighed_paths() -> None:
+    # Two paths, weighed alike: a candidate on both is sure, one on either holds half; 8 ahead at 8: e / (e + 1).
+    paths = [[0, 1], [0, 2]]
+    np.testing.assert_allclose(shares(paths, np.array([3.0, 3.0]), [0, 1], 8.0), [1.0, 0.5])
+    np.testing.assert_allclose(shares(paths, np.array([8.0, 0.0]), [0, 1], 8.0), [1.0, np.e / (np.e + 1)])
+    # In read_line: both models sure of "8" (the union) leave nothing to contest it; the path search alone would
+    # give it a small share, the split scoring far higher.
+    made, probabilities, logits = candidates([9.0, 9.0, 2.0])
+    probabilities[2] = np.eye(10)[8]
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    chosen, certainty = read_line(wide, probabilities, logits, guide=sure("8"))
+    assert chosen == [2] and certainty[0] > 0.99
+    assert segment_certainty(wide, scores(wide, probabilities, logits, WEIGHTS), [2])[0] < 0.01
 
 
 def test_one_sure_piece_is_read_whole_and_surely_one_digit() -> None:
