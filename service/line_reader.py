@@ -64,6 +64,7 @@ def greedy_text(frames: np.ndarray) -> str:
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Per-frame scores [T, C] -> log probabilities (the model's outputs are not normalised)."""
     shifted = scores - scores.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
