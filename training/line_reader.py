@@ -66,7 +66,7 @@ def thicken(strip: np.ndarray) -> np.ndarray:
 
 def distorted(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Digits (uint8 [N, 28, 28]) each rotated, scaled, slanted and wobbled a little at random (training/augment.py's
-    `random_affine`, in place): other writers' hands than the training digits'."""
+    `random_affine`): other writers' hands than the training digits'."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     x = torch.from_numpy(digits.astype(np.float32) / 255.0)[:, None]
     x = random_affine(
@@ -86,7 +86,9 @@ def make_line(
     index = rng.integers(0, len(images), length)
     touching = rng.random() < 0.6
     vary = rng.random() < vary_size
-    digits = distorted(images[index], rng) if rng.random() < augment else images[index]
+    # Drawn only when asked for, so that lines without it are those the shipped model's card command made.
+    distort = augment > 0 and rng.random() < augment
+    digits = distorted(images[index], rng) if distort else images[index]
     parts = []
     for pixels in digits:
         columns = np.flatnonzero(pixels.max(axis=0) > 40)
