@@ -203,7 +203,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # (300) 262 and 267, of test digits from 2,000 and 3,500 (150 each) 130 + 130 and 133 + 132 (shipped: 265,
     # 132 + 134). Not shipped.
     parser.add_argument("--narrow", type=float, default=0.0, help="share of lines of narrowed digits")
-    parser.add_argument("--train-digits", type=int, default=TRAIN_DIGITS, help="the first this many training digits")
+    parser.add_argument(
+        "--train-digits",
+        type=int,
+        default=TRAIN_DIGITS,
+        help="the first this many training digits (beyond 30,000: tune_read's judging digits too)",
+    )
     parser.add_argument("--validation-lines", type=int, default=1000, help="lines of validation digits to judge on")
 
 
