@@ -54,7 +54,14 @@ def test_evaluate_cli_reproduces_the_card_on_all_10000_test_images(mnist_dir):
 def test_the_cards_temperature_is_the_one_the_validation_split_gives(mnist_dir):
     from training.calibration import calibrate
 
-    assert calibrate(MODEL, str(mnist_dir)) == CARD["calibration"]
+    found, card = calibrate(MODEL, str(mnist_dir)), CARD["calibration"]
+    # To the fit's precision: the loss is flat to 1e-8 within 5e-4 of its minimum (training/calibration.py), and the
+    # logits differ in their last bits from CPU to CPU.
+    assert found["temperature"] == pytest.approx(card["temperature"], abs=1e-3)
+    assert found["test_ece_after"] == pytest.approx(card["test_ece_after"], abs=1e-4)
+    assert {k: v for k, v in found.items() if k not in ("temperature", "test_ece_after")} == {
+        k: v for k, v in card.items() if k not in ("temperature", "test_ece_after")
+    }
     assert CARD["calibration"]["test_ece_after"] <= 0.005
 
 
