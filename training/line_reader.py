@@ -2,10 +2,11 @@
 
     python -m training line_reader                # 6,000 steps, about 35 min on 2 cores
 
-Lines are made on the fly from MNIST *training* digits 0-30,000 (accuracy/tune_read.py judges on digits from 30,000,
-`make bench-read` reads test digits): 1-12 digits side by side, touching or overlapping by up to 5 px at 28-px scale
-in three lines of five, else spaced 1-14 px, each digit a few pixels up or down (`--vary-size`: and 0.8-1.1 times as
-tall and as wide; `--augment`: rotated, slanted and wobbled), some strokes thickened. Each line goes through
+Lines are made on the fly from MNIST *training* digits 0-30,000 (`--train-digits`; accuracy/tune_read.py judges on
+digits from 30,000, `make bench-read` reads test digits): 1-12 digits side by side, touching or overlapping by up to
+5 px at 28-px scale in three lines of five, else spaced 1-14 px, each digit a few pixels up or down (`--vary-size`:
+and 0.8-1.1 times as tall and as wide; `--augment`: rotated, slanted and wobbled; `--narrow`: 0.7-1.0 times as
+wide), some strokes thickened. Each line goes through
 service/line_reader.py's `line_image`, as the service's ink does. Validation: whole-line accuracy (greedy decoding)
 on lines of the validation digits, touching and spaced apart. The model and a card (models/line_reader.json: its
 command, validation figures, sha256) are written at the end, once the file computes what the network does.
