@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from harness.server import serving
+from harness.server import log_with, serving
 from service.contract import read_card, read_normalisation, to_model_input
 from tests.conftest import MODEL, ROOT
 
@@ -97,11 +98,14 @@ def test_triton_grpc_client_health_metadata_and_config(server):
 
 def test_triton_grpc_client_reads_1000_digits_on_both_workers(server, digits):
     """Each request on a connection of its own, so that the kernel spreads them over the two workers' listeners
-    (SO_REUSEPORT); their access log lines show that both answered."""
+    (SO_REUSEPORT); their access log lines show that both answered. A channel shares the connections of the other
+    channels to its address unless it keeps its own subchannel pool: without one all 20 went to one worker."""
+    for worker in (1, 2):  # the server is ready when one worker is: wait for both workers' listeners
+        log_with(server.log, f"[entry_service:digitserve:{worker}] Open Inference Protocol over gRPC", 60)
     images, labels = digits
     found = []
     for start in range(0, len(images), 50):
-        client = grpcclient.InferenceServerClient(server.grpc)
+        client = grpcclient.InferenceServerClient(server.grpc, channel_args=[("grpc.use_local_subchannel_pool", 1)])
         batch = np.ascontiguousarray(images[start : start + 50])
         tensor = grpcclient.InferInput("pixels", list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
@@ -111,8 +115,11 @@ def test_triton_grpc_client_reads_1000_digits_on_both_workers(server, digits):
         found += result.as_numpy("digit").tolist()
         client.close()
     assert np.mean(np.array(found) == labels) >= 0.99
-    server.log.seek(0)
-    calls = [line for line in server.log if "GRPCInferenceService/ModelInfer 200" in line]
+    calls = []
+    deadline = time.monotonic() + 10  # the workers' log lines reach the log through circus's pipes
+    while len(calls) < 20 and time.monotonic() < deadline:
+        calls = [line for line in log_with(server.log, "ModelInfer 200").splitlines() if "ModelInfer 200" in line]
+        time.sleep(0.1)
     assert {re.search(r"\[entry_service:digitserve:(\d+)\]", line)[1] for line in calls} == {"1", "2"}
 
 
