@@ -32,7 +32,7 @@ from service.reading import (
     WEIGHTS_FILE,
     best_path,
     features,
-    guided_path,
+    guided_reading,
     read_line,
     scores,
     spelling,
@@ -117,11 +117,11 @@ def accuracy(reads: list[Read], weights: np.ndarray) -> float:
     """How often the path search reads the number right (guided where the line reader read it, as in the
     service; without the one-sure-piece rule, which the weights do not touch)."""
 
-    def search(c: Candidates, p: np.ndarray, logits: np.ndarray) -> list[int]:
+    def search(c: Candidates, p: np.ndarray, logits: np.ndarray) -> str:
         score = scores(c, p, logits, weights)
-        return guided_path(c, p, score, c.guide) if c.guide else best_path(c, score)
+        return guided_reading(c, p, score, c.guide)[1] if c.guide else text(best_path(c, score), p)
 
-    right = sum(text(search(c, p, logits), p) == truth for c, p, logits, truth in reads)
+    right = sum(search(c, p, logits) == truth for c, p, logits, truth in reads)
     return right / len(reads)
 
 
@@ -133,9 +133,9 @@ def confidence_loss(sets: dict[str, list[Read]], weights: np.ndarray, temperatur
     losses = []
     for reads in sets.values():
         for c, p, logits, truth in reads:
-            chosen, certainty = read_line(c, p, logits, weights, temperature, c.guide)
-            confidence = float(np.prod(p[chosen].max(axis=1) * certainty))
-            right = text(chosen, p) == truth
+            chosen, digits, certainty = read_line(c, p, logits, weights, temperature, c.guide)
+            confidence = float(np.prod(p[chosen, digits] * certainty))
+            right = "".join(map(str, digits)) == truth
             losses.append(-np.log(max(1e-9, confidence if right else 1 - confidence)))
     return float(np.mean(losses))
 

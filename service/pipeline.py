@@ -21,7 +21,7 @@ from service.config import Settings
 from service.errors import ClientError
 from service.line_reader import LineReader
 from service.preprocess import Digit, read_digit
-from service.reading import read_line
+from service.reading import Choice, read_line
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
 
@@ -117,35 +117,34 @@ class Pipeline:
         (an image /classify answers as one digit). Only digits standing apart count: the pieces are not cut (a wide
         digit cut in two can read as two sure halves)."""
         try:
-            _, probabilities, chosen, _ = await self.segmented(data, touching=False)
+            _, probabilities, (chosen, digits, _) = await self.segmented(data, touching=False)
         except ClientError:
             return 1
-        return len(chosen) if bool((probabilities[chosen].max(axis=1) >= SURE).all()) else 1
+        return len(chosen) if bool((probabilities[chosen, digits] >= SURE).all()) else 1
 
-    async def segmented(
-        self, data: bytes, touching: bool = True
-    ) -> tuple[Candidates, np.ndarray, list[int], np.ndarray]:
+    async def segmented(self, data: bytes, touching: bool = True) -> tuple[Candidates, np.ndarray, Choice]:
         """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may
         hold touching digits cut too), their probabilities (all read in one batch, with the other requests in
-        flight), the candidates of the likeliest reading and how surely each is one digit (service/reading.py,
-        guided where digits touch by service/line_reader.py)."""
+        flight), and the likeliest reading: its candidates, their digits and how surely each is one digit
+        (service/reading.py, guided where digits touch by service/line_reader.py)."""
         max_pixels = self.settings.max_pixels
         candidates: Candidates = await self.off_loop(
             lambda: read_candidates(data, max_pixels, touching, self.line_reader.read), len(data)
         )
         logits = await self.batcher(self.runtime.model_input(candidates.pixels))
         probabilities = self.runtime.confidences(logits)
-        return candidates, probabilities, *read_line(candidates, probabilities, logits, guide=candidates.guide)
+        return candidates, probabilities, read_line(candidates, probabilities, logits, guide=candidates.guide)
 
     async def read_number(self, data: bytes, debug: bool = False) -> dict:
         """An image of a written number -> its reading (a dict shaped as responses.Reading), each digit counted on
         /metrics."""
-        candidates, probabilities, chosen, certainty = await self.segmented(data)
+        candidates, probabilities, (chosen, read, certainty) = await self.segmented(data)
         if len(chosen) > MAX_DIGITS:
             raise ClientError(
                 422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
             )
-        digits, sure = metrics.top(probabilities[chosen])
+        digits = np.array(read, np.int64)
+        sure = probabilities[chosen, digits]  # the model's probability for the digit read
         # A digit's confidence: the model's for the digit, times how surely its strokes are one digit of the
         # number (touching digits read as one are the reading's likeliest mistake, and the model alone is sure).
         confidences = sure * certainty

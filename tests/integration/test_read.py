@@ -74,9 +74,10 @@ def test_touching_digits_that_could_be_cut_two_ways_are_read_unsurely(client) ->
 
 def test_touching_digits_that_the_two_models_agree_on_are_read_surely(client) -> None:
     """ "715" (samples 39-41) drawn touching: the path search alone cuts it as "75", which the line reader finds
-    unlikely; "715", which both models read, is the reading, and a sure one."""
+    unlikely; "715", which both models read, is the reading, and a sure one (its one rival, "115", the 7 read as
+    its second likeliest digit, far behind)."""
     reading = touching_reading(client, 39)
-    assert reading.text == "715" and reading.confidence > 0.9
+    assert reading.text == "715" and reading.confidence > 0.85
 
 
 def test_numbers_whose_digits_all_touch_are_read_with_the_line_reader(client, digits) -> None:
