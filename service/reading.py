@@ -130,23 +130,32 @@ def shortfall(probabilities: np.ndarray) -> np.ndarray:
     return log_p.max(axis=1, keepdims=True) - log_p
 
 
+def spellings(
+    candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, texts: list[str], relax: float | None = None
+) -> list[list[int] | None]:
+    """For each text, the best-scoring path whose digits, as the model reads each, spell it; None where there is
+    none. With `relax`, a candidate may be read as its second likeliest digit too, its score less `relax` times
+    that digit's `shortfall`."""
+    values = score.tolist()
+    # Stable: of tied digits, the first, as argmax takes it.
+    readable = np.argsort(-probabilities, axis=1, kind="stable")[:, : 1 if relax is None else 2].tolist()
+    cost = ((relax or 0.0) * shortfall(probabilities)).tolist()
+
+    def spell(text: str) -> list[int] | None:
+        return path_of(
+            candidates,
+            len(text),
+            lambda index, k: values[index] - cost[index][d] if (d := int(text[k])) in readable[index] else None,
+        )
+
+    return [spell(text) for text in texts]
+
+
 def spelling(
     candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, text: str, relax: float | None = None
 ) -> list[int] | None:
-    """The best-scoring path whose digits, as the model reads each, spell `text`; None where there is none. With
-    `relax`, a candidate may be read as its second likeliest digit too, its score less `relax` times that digit's
-    `shortfall`."""
-    values = score.tolist()
-    if relax is None:
-        digits = [str(d) for d in probabilities.argmax(axis=1)]
-        return path_of(candidates, len(text), lambda index, k: values[index] if digits[index] == text[k] else None)
-    second = np.argsort(-probabilities, axis=1)[:, :2].tolist()
-    cost = (relax * shortfall(probabilities)).tolist()
-    return path_of(
-        candidates,
-        len(text),
-        lambda index, k: values[index] - cost[index][d] if (d := int(text[k])) in second[index] else None,
-    )
+    """`spellings` of one text."""
+    return spellings(candidates, probabilities, score, [text], relax)[0]
 
 
 # How much the line reader's log likelihood of a text counts beside the path score. Chosen on touching numbers of
@@ -184,9 +193,8 @@ def weighed_paths(
     digit read as its candidate's second."""
     texts = guide.likeliest()
     likely = [text for text, likelihood in texts if text and likelihood >= texts[0][1] - LINE_MARGIN]
-    found = [
-        (tuple(path), text) for text in likely if (path := spelling(candidates, probabilities, score, text, RELAX))
-    ]
+    spelled = spellings(candidates, probabilities, score, likely, RELAX)
+    found = [(tuple(path), text) for path, text in zip(spelled, likely, strict=True) if path]
     best = best_path(candidates, score)
     best_text = "".join(str(d) for d in probabilities[best].argmax(axis=1))
     readings = [(list(path), text) for path, text in dict.fromkeys([*found, (tuple(best), best_text)])]
@@ -314,5 +322,5 @@ def read_line(
         paths = [path for path, _ in readings]
         return Choice(chosen, [int(d) for d in text], shares(paths, weighed, chosen, LINE_TEMPERATURE))
     chosen = best_path(candidates, score)
-    digits = probabilities[chosen].argmax(axis=1).tolist() if chosen else []
+    digits = probabilities[chosen].argmax(axis=1).tolist()
     return Choice(chosen, digits, segment_certainty(candidates, score, chosen, temperature))
