@@ -1,11 +1,11 @@
 """A line of written digits read whole by a small sequence model (models/line_reader.onnx, trained with CTC by
-training/line_reader.py), which tells /read how many digits a line of touching digits holds and what they say.
+training/line_reader.py), which tells /read how many digits a line holds, touching or apart, and what they say.
 
 The digit classifier reads one framed digit at a time, and two touching digits framed together often read as one
 sure digit (a glued "41" as a 4): nothing in one candidate tells it that it holds two. A model that sees the whole
-line, trained on lines of touching and spaced digits, does; service/reading.py then weighs the cut paths whose
-digits spell its likeliest readings against the classifier's own best, so the classifier still reads each digit
-and gives its probabilities and box.
+line, trained on lines of touching and spaced digits, does, and it reads a digit its crop alone misleads the
+classifier on; service/reading.py then weighs the paths whose digits spell its likeliest readings against the
+classifier's own best, so the classifier still reads each digit and gives its probabilities and box.
 
     ink (white on black, any size) -> line_image: 32 rows, the writing 28 tall -> the model -> a LineReading:
     its greedy text, its likeliest texts (a CTC prefix beam search), how likely it finds any text

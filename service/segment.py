@@ -71,7 +71,7 @@ class Candidates:
     boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom) in the image
     cuts: list[float | None]  # for each piece boundary 1..n-1: the strokes a cut there crosses (None: a gap)
     pieces: int
-    guide: LineReading | None = None  # where pieces were cut (digits touch): the line reader's reading of the line
+    guide: LineReading | None = None  # the line reader's reading of the line (None: not read, `touching` off)
 
 
 def find_ink(gray: np.ndarray, thin: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -209,7 +209,7 @@ def find_candidates(
     if factor >= 2:  # back to the image's pixels (the padded last block not past its edge)
         height, width = gray.shape
         found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
-    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces), guide if cutting else None)
+    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces), guide)
 
 
 def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float, wide: float) -> list[Piece]:

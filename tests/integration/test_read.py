@@ -201,3 +201,19 @@ def test_a_wide_digit_alone_in_a_photo_is_one_digit(client, digits, condition, n
     classified = client.post("/classify", content=body, headers={"content-type": "image/jpeg"})
     assert read.status_code == 200 and classified.status_code == 200, (read.text, classified.text)
     assert read.json()["text"] == str(classified.json()["digit"]) == str(labels[n])
+
+
+@pytest.mark.parametrize(("condition", "n", "classified"), [("plain", 193, 8), ("ruled", 193, 9), ("blue_ink", 111, 1)])
+def test_digits_apart_are_read_with_the_line_reader_too(client, digits, condition, n, classified) -> None:
+    """A 9 and a 7 (MNIST test digits 193, 111) whose crop the model reads as its second likeliest digit (8, 1), ink
+    apart: the line reader reads them right, and its reading is weighed in wherever the line was read whole, not
+    only where pieces were cut (service/reading.py, RELAX_APART). /classify, which frames the whole image its own
+    way, reads two of the three wrong: here /read is the more accurate of the two."""
+    from harness.photos import photo
+
+    images, labels = digits
+    body = photo(images[n], condition, n)
+    read = client.post("/read", content=body, headers={"content-type": "image/jpeg"})
+    one = client.post("/classify", content=body, headers={"content-type": "image/jpeg"})
+    assert read.status_code == 200 and one.status_code == 200, (read.text, one.text)
+    assert read.json()["text"] == str(labels[n]) and one.json()["digit"] == classified

@@ -105,7 +105,7 @@ def test_touching_pairs_are_cut_apart(overlap: int, at_least: int) -> None:
 
 
 def test_touching_digits_are_cut_only_where_they_may_be_read() -> None:
-    """/read cuts a piece of touching digits into candidates, and keeps the line for the line reader;
+    """/read cuts a piece of touching digits into candidates, and reads the line whole with the line reader;
     /classify's count (`touching=False`), which never counts a reading with a cut in it, reads the piece whole and
     spends nothing on cutting it or reading it whole."""
     data = png(touching(digit(4), digit(0), overlap=3))
@@ -114,7 +114,7 @@ def test_touching_digits_are_cut_only_where_they_may_be_read() -> None:
     whole = read_candidates(data, 50_000_000, touching=False, reader=READER.read)
     assert whole.pieces == 1 and whole.guide is None
     apart = read_candidates(png(row(digit(2), digit(0), gap=8)), 50_000_000, reader=READER.read)
-    assert apart.pieces == 2 and apart.guide is None  # apart: nothing cut, nothing to guide
+    assert apart.pieces == 2 and apart.guide.text == "20"  # apart: nothing cut, and the line read whole still
 
 
 def test_in_a_line_of_touching_digits_narrow_pieces_are_cut_too() -> None:
@@ -232,6 +232,20 @@ def test_a_guided_reading_may_read_a_candidate_as_its_second_likeliest_digit() -
     assert read_line(wide, probabilities, logits, guide=sure("33"))[:2] == ([0, 1], [3, 3])
     probabilities[1, [3, 8, 5]] = [0.6, 0.3, 0.1]
     assert read_line(wide, probabilities, logits, guide=sure("35"))[:2] == ([0, 1], [3, 3])
+
+
+def test_where_the_digits_stand_apart_the_line_reader_overrules_the_classifier_only_on_stronger_evidence() -> None:
+    """Each digit written apart is framed whole and clean: for the line reader's "35" to read the second as its
+    second likeliest digit, its lead over "33" must outweigh four times the cost it takes where pieces were cut
+    (RELAX_APART against RELAX)."""
+    made, probabilities, logits = candidates([9.0, 9.0, 2.0])
+    probabilities[1] = np.full(10, 1e-6)
+    probabilities[1, [3, 5]] = [0.9, 0.1]
+    guide = sure("35", others=0.002)  # "33" about 6 nats less likely: more than 2.2 x RELAX / LINE_WEIGHT
+    assert read_line(made, probabilities, logits, guide=guide)[:2] == ([0, 1], [3, 5])
+    apart = Candidates(made.spans, [0, 0, 1], made.pixels, made.boxes, [None], 2)
+    assert read_line(apart, probabilities, logits, guide=guide)[:2] == ([0, 1], [3, 3])
+    assert read_line(apart, probabilities, logits, guide=sure("35"))[:2] == ([0, 1], [3, 5])  # 11.5 nats: it does
 
 
 def test_how_surely_a_candidate_is_one_digit_is_its_share_of_the_paths() -> None:
