@@ -86,19 +86,28 @@ class LineReading:
         states[1::2] = [int(d) for d in text]
         skip = np.zeros(len(states), bool)  # a digit may follow the digit before it directly, unless the same
         skip[3::2] = states[3::2] != states[1:-2:2]
+        emissions = self.log_probs[:, states]
         alpha = np.full(len(states), -np.inf)
-        alpha[:2] = self.log_probs[0, states[:2]]
-        for frame in self.log_probs[1:]:
-            stay_or_step = np.logaddexp(alpha, np.r_[-np.inf, alpha[:-1]])
-            alpha = np.logaddexp(stay_or_step, np.where(skip, np.r_[-np.inf, -np.inf, alpha][: len(alpha)], -np.inf))
-            alpha += frame[states]
+        alpha[:2] = emissions[0, :2]
+        step, jump = np.full(len(states), -np.inf), np.full(len(states), -np.inf)  # from the state before, two before
+        for frame in emissions[1:]:
+            step[1:] = alpha[:-1]
+            jump[2:] = alpha[:-2]
+            jump[~skip] = -np.inf
+            alpha = np.logaddexp(np.logaddexp(alpha, step), jump) + frame
         return float(np.logaddexp(alpha[-1], alpha[-2]) if text else alpha[-1])
 
     def likeliest(self, width: int = BEAM) -> list[tuple[str, float]]:
         """The `width` likeliest texts, likeliest first, by a CTC prefix beam search, each with its log likelihood
         over the alignments the search kept (at most `log_likelihood`'s)."""
         beams = {"": (0.0, -math.inf)}  # text -> log P of the frames so far, ending in a blank / in its last digit
-        for frame in self.log_probs:
+        # Most frames of a line are surely blank: each text then only ends in a blank, and their order stays.
+        blank_only = (self.log_probs[:, :BLANK] <= UNLIKELY).all(axis=1) & (self.log_probs[:, BLANK] > UNLIKELY)
+        for frame, blank in zip(self.log_probs, blank_only, strict=True):
+            if blank:
+                log_p = float(frame[BLANK])
+                beams = {text: (add_logs(*ends) + log_p, -math.inf) for text, ends in beams.items()}
+                continue
             found = extend(beams, frame)
             beams = dict(sorted(found.items(), key=lambda item: -add_logs(*item[1]))[:width])
         return [(text, add_logs(*ends)) for text, ends in beams.items()]

@@ -23,6 +23,8 @@ from service.line_reader import (
     WRITING,
     LineReader,
     LineReading,
+    add_logs,
+    extend,
     greedy_text,
     line_image,
     log_softmax,
@@ -86,6 +88,21 @@ def test_likelihoods_and_likeliest_texts_are_ctcs_sums_over_every_path() -> None
     for text, likelihood in reading.likeliest():  # a narrow beam drops alignments: never more likely than exact
         assert likelihood <= np.log(truth[text]) + 1e-12
     assert reading.text == greedy_text(log_probs)
+
+
+def test_surely_blank_frames_are_stepped_over_without_changing_the_beam() -> None:
+    """Where a frame is surely blank (no digit above UNLIKELY), the search only carries each text on: its texts and
+    likelihoods are those of extending every text by every frame."""
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0, 2, (40, BLANK + 1))
+    scores[rng.random(40) < 0.6, BLANK] = 30.0  # most frames surely blank, as a trained reader's are
+    reading = LineReading(log_softmax(scores))
+    blank_only = (reading.log_probs[:, :BLANK] <= UNLIKELY).all(axis=1)
+    assert 10 < blank_only.sum() < 40
+    beams = {"": (0.0, -np.inf)}
+    for frame in reading.log_probs:
+        beams = dict(sorted(extend(beams, frame).items(), key=lambda item: -add_logs(*item[1]))[:8])
+    assert reading.likeliest(8) == [(text, add_logs(*ends)) for text, ends in beams.items()]
 
 
 def test_the_shipped_reader_reads_lines_of_touching_digits() -> None:
