@@ -17,6 +17,7 @@ from training.calibration import negative_log_likelihood
 from training.corruptions import CORRUPTIONS
 from training.export import ExportError, export, reproduce_commands
 from training.inference import evaluate, split_logits
+from training.line_reader import from_exported
 from training.network import initial_weights, load_checkpoint, predict
 from training.train import TrainConfig, train
 
@@ -283,6 +284,15 @@ def test_line_reader_training_writes_a_model_the_service_loads(mnist_dir, tmp_pa
     assert main([*argv, "--out", str(out), "--data-dir", str(mnist_dir)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["sha256"] == file_sha256(out) and card["validation_lines"] == 16
-    assert card["reproduce"].startswith("python -m training line_reader --steps 3 --batch-size 8")
+    (command,) = card["reproduce"]
+    assert command.startswith("python -m training line_reader --steps 3 --batch-size 8")
     line = line_image(np.pad(data.load_split("test", mnist_dir).images[0], 4))
     assert set(LineReader(out).read(line).text) <= set("0123456789")  # three steps: any digits, or none
+    # Trained on from the file (--init): the network starts as the file computes, the card lists both commands.
+    with torch.no_grad():
+        started = from_exported(out)(torch.from_numpy(line)[None, None]).numpy()[0]
+    assert np.abs(started - LineReader(out).session.run(None, {"line": line[None, None]})[0][0]).max() < 1e-4
+    on = tmp_path / "on.onnx"
+    assert main([*argv, "--out", str(on), "--init", str(out), "--data-dir", str(mnist_dir)]) == 0
+    first, second = json.loads(on.with_suffix(".json").read_text())["reproduce"]
+    assert first == command and second.endswith(f"--out {on} --init {out}")
