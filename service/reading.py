@@ -315,19 +315,23 @@ def read_line(
     guide: LineReading | None = None,
 ) -> Choice:
     """The likeliest reading: one sure piece whole (certainty 1: no other reading contests it); where the
-    line was read whole (`guide`), the reading the two models like best (a digit may be its candidate's second
-    likeliest: RELAX, RELAX_APART), and its share of the paths they were weighed on (`shares`); else the best path, each
-    candidate its likeliest digit, and its share of every path (`segment_certainty`)."""
+    line was read whole (`guide`), unless its digits stand apart and the line reader reads them as the path search
+    does, the reading the two models like best (a digit may be its candidate's second likeliest: RELAX,
+    RELAX_APART), and its share of the paths they were weighed on (`shares`); else the best path, each candidate
+    its likeliest digit, and its share of every path (`segment_certainty`)."""
     # Two glued digits can read as one sure digit: where the line reader saw several, the rule gives way.
     whole = one_sure_piece(candidates, probabilities) if not guide or len(guide.text) < 2 else None
     if whole is not None:
         return Choice([whole], [int(probabilities[whole].argmax())], np.ones(1))
     score = scores(candidates, probabilities, logits, weights)
-    if guide:
+    chosen = best_path(candidates, score)
+    digits = probabilities[chosen].argmax(axis=1).tolist()
+    # Digits apart that the line reader reads as the path search does: there is nothing to weigh (the search of
+    # its likeliest texts, the dearest step, would find the same), and the path posterior tells how sure each is.
+    agreed = guide and guide.text == "".join(map(str, digits)) and all(cut is None for cut in candidates.cuts)
+    if guide and not agreed:
         readings, weighed = weighed_paths(candidates, probabilities, score, guide)
         chosen, text = readings[int(weighed.argmax())]
         paths = [path for path, _ in readings]
         return Choice(chosen, [int(d) for d in text], shares(paths, weighed, chosen, LINE_TEMPERATURE))
-    chosen = best_path(candidates, score)
-    digits = probabilities[chosen].argmax(axis=1).tolist()
     return Choice(chosen, digits, segment_certainty(candidates, score, chosen, temperature))

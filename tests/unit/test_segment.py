@@ -23,6 +23,7 @@ from service.reading import (
     scores,
     segment_certainty,
     shares,
+    weighed_paths,
 )
 from service.runtime import ModelRuntime
 from service.segment import MAX_DIGITS, Candidates, read_candidates
@@ -246,6 +247,24 @@ def test_where_the_digits_stand_apart_the_line_reader_overrules_the_classifier_o
     apart = Candidates(made.spans, [0, 0, 1], made.pixels, made.boxes, [None], 2)
     assert read_line(apart, probabilities, logits, guide=guide)[:2] == ([0, 1], [3, 3])
     assert read_line(apart, probabilities, logits, guide=sure("35"))[:2] == ([0, 1], [3, 5])  # 11.5 nats: it does
+
+
+def test_digits_apart_that_both_models_read_alike_are_not_weighed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no piece was cut and the line reader's greedy text is the path search's reading, that is the reading
+    (the weighing, whose search of the line reader's likeliest texts is the dearest step, would find it too), and
+    how surely each digit is one digit is the path posterior, as with no line reader at all."""
+    import service.reading
+
+    weighed = []
+    monkeypatch.setattr(service.reading, "weighed_paths", lambda *a: weighed.append(1) or weighed_paths(*a))
+    made, probabilities, logits = candidates([9.0, 9.0, 2.0])
+    apart = Candidates(made.spans, [0, 0, 1], made.pixels, made.boxes, [None], 2)
+    alone = read_line(apart, probabilities, logits)
+    agreed = read_line(apart, probabilities, logits, guide=sure("33"))
+    assert agreed[:2] == alone[:2] == ([0, 1], [3, 3]) and np.array_equal(agreed.certainty, alone.certainty)
+    assert not weighed
+    assert read_line(made, probabilities, logits, guide=sure("33"))[:2] == alone[:2] and weighed  # cut: weighed
+    assert read_line(apart, probabilities, logits, guide=sure("38"))[:2] == alone[:2] and len(weighed) == 2
 
 
 def test_how_surely_a_candidate_is_one_digit_is_its_share_of_the_paths() -> None:
