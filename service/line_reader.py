@@ -86,6 +86,7 @@ class LineReading:
         states[1::2] = [int(d) for d in text]
         skip = np.zeros(len(states), bool)  # a digit may follow the digit before it directly, unless the same
         skip[3::2] = states[3::2] != states[1:-2:2]
+        no_skip = ~skip
         emissions = self.log_probs[:, states]
         alpha = np.full(len(states), -np.inf)
         alpha[:2] = emissions[0, :2]
@@ -93,7 +94,7 @@ class LineReading:
         for frame in emissions[1:]:
             step[1:] = alpha[:-1]
             jump[2:] = alpha[:-2]
-            jump[~skip] = -np.inf
+            jump[no_skip] = -np.inf
             alpha = np.logaddexp(np.logaddexp(alpha, step), jump) + frame
         return float(np.logaddexp(alpha[-1], alpha[-2]) if text else alpha[-1])
 

@@ -197,7 +197,7 @@ def weighed_paths(
     of the line reader's likeliest texts (service/line_reader.py; RELAX) and the best path; and each one's score
     plus LINE_WEIGHT times the line reader's log likelihood of its text, less RELAX (RELAX_APART where no piece was
     cut) times the `shortfall` of any digit read as its candidate's second."""
-    relax = RELAX if any(cut is not None for cut in candidates.cuts) else RELAX_APART
+    relax = RELAX if candidates.cut else RELAX_APART
     texts = guide.likeliest()
     likely = [text for text, likelihood in texts if text and likelihood >= texts[0][1] - LINE_MARGIN]
     spelled = spellings(candidates, probabilities, score, likely, relax)
@@ -328,7 +328,7 @@ def read_line(
     digits = probabilities[chosen].argmax(axis=1).tolist()
     # Digits apart that the line reader reads as the path search does: there is nothing to weigh (the search of
     # its likeliest texts, the dearest step, would find the same), and the path posterior tells how sure each is.
-    agreed = guide and guide.text == "".join(map(str, digits)) and all(cut is None for cut in candidates.cuts)
+    agreed = guide and guide.text == "".join(map(str, digits)) and not candidates.cut
     if guide and not agreed:
         readings, weighed = weighed_paths(candidates, probabilities, score, guide)
         chosen, text = readings[int(weighed.argmax())]

@@ -73,6 +73,11 @@ class Candidates:
     pieces: int
     guide: LineReading | None = None  # the line reader's reading of the line (None: not read, `touching` off)
 
+    @property
+    def cut(self) -> bool:
+        """Whether any piece was cut (digits touch), not only split at gaps."""
+        return any(cut is not None for cut in self.cuts)
+
 
 def find_ink(gray: np.ndarray, thin: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ink as float [H, W] 0-255 (white on black), its marks labelled (0: none), the marks' boxes (top, left,
