@@ -98,6 +98,10 @@ class LineReading:
             alpha = np.logaddexp(np.logaddexp(alpha, step), jump) + frame
         return float(np.logaddexp(alpha[-1], alpha[-2]) if text else alpha[-1])
 
+    def several(self) -> float:
+        """P(the line holds two digits or more | the line): 1 less the likelihood of each text of one digit or none."""
+        return 1.0 - sum(math.exp(self.log_likelihood(text)) for text in ["", *"0123456789"])
+
     def likeliest(self, width: int = BEAM) -> list[tuple[str, float]]:
         """The `width` likeliest texts, likeliest first, by a CTC prefix beam search, each with its log likelihood
         over the alignments the search kept (at most `log_likelihood`'s)."""

@@ -246,10 +246,14 @@ def scores(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray
 
 # One piece of ink that the model reads as one digit this surely (calibrated), and no wider than this many times
 # its height, is that digit, however the path search would cut it: the answer /classify gives it. A wide digit (a
-# 2 with a long tail, a 5 with a long flag) cut in two reads as two sure digits (the tail as a 1). Touching pairs
-# that narrow and that surely one digit are rare: one of 300 touching numbers (make bench-read) read one digit
-# short with it; 3 of the 5 one-digit photos /read split (of 1,300) read whole.
-SURE_WHOLE, WHOLE_ASPECT = 0.999, 1.2
+# 2 with a long tail, a 5 with a long flag) cut in two reads as two sure digits (the tail as a 1). Two glued digits
+# can read as one sure digit too (a 76 as 6 at 0.99999...), so the rule gives way where the line reader finds
+# the line holds several digits at least SEVERAL likely: of 2,550 touching numbers (validation, training and test
+# digits, drawn as make bench-read draws them), the 21 read as one sure piece were all several digits, at 0.984 or
+# more; of the 1,300 one-digit photos of make bench-read, the six that were one sure piece and read as two
+# digits (a 4 open at the top as 21 in all five renderings, a long-stemmed 6 as 16) at 0.93 or less. At aspect 1.2,
+# three of those six were too wide (1.26-1.27: the photos widen a little).
+SURE_WHOLE, WHOLE_ASPECT, SEVERAL = 0.999, 1.3, 0.95
 
 
 def one_sure_piece(candidates: Candidates, probabilities: np.ndarray) -> int | None:
@@ -319,8 +323,9 @@ def read_line(
     does, the reading the two models like best (a digit may be its candidate's second likeliest: RELAX,
     RELAX_APART), and its share of the paths they were weighed on (`shares`); else the best path, each candidate
     its likeliest digit, and its share of every path (`segment_certainty`)."""
-    # Two glued digits can read as one sure digit: where the line reader saw several, the rule gives way.
-    whole = one_sure_piece(candidates, probabilities) if not guide or len(guide.text) < 2 else None
+    whole = one_sure_piece(candidates, probabilities)
+    if whole is not None and guide and guide.several() >= SEVERAL:
+        whole = None  # two glued digits, read as one sure digit
     if whole is not None:
         return Choice([whole], [int(probabilities[whole].argmax())], np.ones(1))
     score = scores(candidates, probabilities, logits, weights)

@@ -216,7 +216,7 @@ def test_where_the_line_reader_is_unsure_the_classifier_decides() -> None:
     assert np.exp(unsure.log_likelihood("33")) == pytest.approx(0.45 * 0.45, rel=1e-3)
     assert guided_path(made, probabilities, score, unsure) == [0, 1]
     # In read_line too, once the piece is too wide for its one-sure-piece rule (below) to read it whole:
-    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 27, 20)], made.cuts, 2)
     assert read_line(wide, probabilities, logits)[0] == [0, 1]
     assert read_line(wide, probabilities, logits, guide=sure("8"))[0] == [2]
 
@@ -226,7 +226,7 @@ def test_a_guided_reading_may_read_a_candidate_as_its_second_likeliest_digit() -
     "35" and the second part reads 3 but 5 next, the reading is "35" (RELAX); where 5 is only its third, no path
     spells "35" and the classifier's own reading stands."""
     made, probabilities, logits = candidates([9.0, 9.0, 2.0])
-    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 27, 20)], made.cuts, 2)
     probabilities[1] = np.full(10, 1e-6)
     probabilities[1, [3, 5]] = [0.6, 0.4]
     assert read_line(wide, probabilities, logits, guide=sure("35"))[:2] == ([0, 1], [3, 5])
@@ -291,7 +291,7 @@ def test_a_guided_readings_certainty_is_its_share_of_the_weighed_paths() -> None
     # give it a small share, the split scoring far higher.
     made, probabilities, logits = candidates([9.0, 9.0, 2.0])
     probabilities[2] = np.eye(10)[8]
-    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 27, 20)], made.cuts, 2)
     chosen, digits, certainty = read_line(wide, probabilities, logits, guide=sure("8"))
     assert chosen == [2] and digits == [8] and certainty[0] > 0.99
     assert segment_certainty(wide, scores(wide, probabilities, logits, WEIGHTS), [2])[0] < 0.01
@@ -302,13 +302,26 @@ def test_one_sure_piece_is_read_whole_and_surely_one_digit() -> None:
     assert read_line(made, probabilities, logits) == ([2], [3], pytest.approx([1.0]))
 
 
+def test_one_sure_piece_gives_way_only_to_a_line_reader_sure_of_several_digits() -> None:
+    made, probabilities, logits = candidates([9.0, 9.0, 8.0])  # the whole a sure 3, 16 px by 20
+    assert read_line(made, probabilities, logits, guide=sure("33"))[:2] == ([0, 1], [3, 3])  # glued digits
+    frames = np.log(np.full((5, BLANK + 1), 1e-6))  # blank, 3, blank, 3 or blank, blank: "33" at 0.8, "3" at 0.2
+    frames[[0, 2, 4], BLANK] = 0.0
+    frames[1, 3] = 0.0
+    frames[3, [3, BLANK]] = np.log([0.8, 0.2])
+    unsure = LineReading(frames)
+    assert unsure.text == "33" and unsure.several() == pytest.approx(0.8, abs=1e-3)
+    assert read_line(made, probabilities, logits, guide=unsure)[:2] == ([2], [3])  # under SEVERAL: one digit
+    assert sure("4").several() == pytest.approx(0.0, abs=1e-3) and sure("21").several() == pytest.approx(1.0, abs=1e-3)
+
+
 def test_one_piece_read_surely_as_one_digit_is_not_cut() -> None:
     made, probabilities, logits = candidates([9.0, 9.0, 8.0])  # the search splits it (above)
     assert best_reading(made, probabilities, logits) == [2]  # but the whole is a sure 3, 16 px by 20: one digit
     unsure = probabilities.copy()
     unsure[2, 3], unsure[2, 5] = 0.99, 0.01
     assert best_reading(made, unsure, logits) == [0, 1]  # the whole less than SURE_WHOLE sure: the search decides
-    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 25, 20)], made.cuts, 2)
+    wide = Candidates(made.spans, made.bridged, made.pixels, [*made.boxes[:2], (0, 0, 27, 20)], made.cuts, 2)
     assert best_reading(wide, probabilities, logits) == [0, 1]  # wider than WHOLE_ASPECT heights: two digits
     apart = Candidates(made.spans, made.bridged, made.pixels, made.boxes, [None], 2)
     assert best_reading(apart, probabilities, logits) == [0, 1]  # a gap, not a cut: two pieces of ink
