@@ -124,3 +124,16 @@ def test_a_reader_whose_file_does_not_match_its_card_is_refused(tmp_path: Path) 
     copy.write_bytes(DEFAULT_FILE.read_bytes() + b"\0")
     with pytest.raises(ModelLoadError, match="sha256"):
         LineReader(copy)
+
+
+def test_training_lines_asked_for_ones_hold_a_1_for_about_every_third_digit() -> None:
+    """`--ones` (training/line_reader.py): a 1 glued to its neighbour is what the reader misses most, so a share of
+    the training lines draws a 1 for about a third of its digits, the rest as any line (a tenth of MNIST is 1s)."""
+    from training.line_reader import make_line
+
+    def share_of_ones(ones: float) -> float:
+        rng = np.random.default_rng(0)
+        text = "".join(make_line(IMAGES, LABELS, rng, ones=ones)[1] for _ in range(200))
+        return text.count("1") / len(text)
+
+    assert share_of_ones(0.0) < 0.2 and 0.32 < share_of_ones(1.0) < 0.5
