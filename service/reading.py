@@ -244,15 +244,15 @@ def scores(candidates: Candidates, probabilities: np.ndarray, logits: np.ndarray
     return features(candidates, probabilities, logits) @ weights - unread(candidates)
 
 
-# One piece of ink that the model reads as one digit this surely (calibrated), and no wider than this many times
-# its height, is that digit, however the path search would cut it: the answer /classify gives it. A wide digit (a
-# 2 with a long tail, a 5 with a long flag) cut in two reads as two sure digits (the tail as a 1). Two glued digits
-# can read as one sure digit too (a 76 as 6 at 0.99999...), so the rule gives way where the line reader finds
-# the line holds several digits at least SEVERAL likely: of 2,550 touching numbers (validation, training and test
-# digits, drawn as make bench-read draws them), the 21 read as one sure piece were all several digits, at 0.984 or
-# more; of the 1,300 one-digit photos of make bench-read, the six that were one sure piece and read as two
-# digits (a 4 open at the top as 21 in all five renderings, a long-stemmed 6 as 16) at 0.93 or less. At aspect 1.2,
-# three of those six were too wide (1.26-1.27: the photos widen a little).
+# One piece of ink that the model reads as one digit this surely (calibrated), and no wider than this many times its
+# height, is that digit, however the path search would cut it: the answer /classify gives it. A wide digit (a 2 with
+# a long tail, a 5 with a long flag) cut in two reads as two sure digits (the tail as a 1). Two glued digits can
+# read as one sure digit too (a 76 as 6 at 0.99999...), so the rule gives way where the line reader finds the line
+# holds several digits at least SEVERAL likely: of 1,800 touching numbers (validation, training and test digits,
+# drawn as make bench-read draws them, its own set among them), the 21 read as one sure piece were all several
+# digits, at 0.984 or more; of the 1,300 one-digit photos of make bench-read, the six that were one sure piece and
+# read as two digits (a 4 open at the top as 21 in all five renderings, a long-stemmed 6 as 16) at 0.93 or less. At
+# aspect 1.2, three of those six were too wide (1.26-1.27: the photos widen a little).
 SURE_WHOLE, WHOLE_ASPECT, SEVERAL = 0.999, 1.3, 0.95
 
 
