@@ -191,20 +191,26 @@ LINE_TEMPERATURE = 8.0
 
 
 def weighed_paths(
-    candidates: Candidates, probabilities: np.ndarray, score: np.ndarray, guide: LineReading
+    candidates: Candidates,
+    probabilities: np.ndarray,
+    score: np.ndarray,
+    guide: LineReading,
+    best: tuple[list[int], str] | None = None,
 ) -> tuple[list[tuple[list[int], str]], np.ndarray]:
     """The readings the two models are weighed on, each once: a path and its text, for the paths that spell one
-    of the line reader's likeliest texts (service/line_reader.py; RELAX) and the best path; and each one's score
-    plus LINE_WEIGHT times the line reader's log likelihood of its text, less RELAX (RELAX_APART where no piece was
-    cut) times the `shortfall` of any digit read as its candidate's second."""
+    of the line reader's likeliest texts (service/line_reader.py; RELAX) and the best path (`best`, with its text,
+    where the caller found it already); and each one's score plus LINE_WEIGHT times the line reader's log
+    likelihood of its text, less RELAX (RELAX_APART where no piece was cut) times the `shortfall` of any digit read
+    as its candidate's second."""
     relax = RELAX if candidates.cut else RELAX_APART
     texts = guide.likeliest()
     likely = [text for text, likelihood in texts if text and likelihood >= texts[0][1] - LINE_MARGIN]
     spelled = spellings(candidates, probabilities, score, likely, relax)
     found = [(tuple(path), text) for path, text in zip(spelled, likely, strict=True) if path]
-    best = best_path(candidates, score)
-    best_text = "".join(str(d) for d in probabilities[best].argmax(axis=1))
-    readings = [(list(path), text) for path, text in dict.fromkeys([*found, (tuple(best), best_text)])]
+    if best is None:
+        path = best_path(candidates, score)
+        best = path, "".join(str(d) for d in probabilities[path].argmax(axis=1))
+    readings = [(list(path), text) for path, text in dict.fromkeys([*found, (tuple(best[0]), best[1])])]
     cost = shortfall(probabilities)
     weighed = [
         score[path].sum() - relax * cost[path, [int(d) for d in text]].sum() + LINE_WEIGHT * guide.log_likelihood(text)
@@ -331,11 +337,12 @@ def read_line(
     score = scores(candidates, probabilities, logits, weights)
     chosen = best_path(candidates, score)
     digits = probabilities[chosen].argmax(axis=1).tolist()
-    # Digits apart that the line reader reads as the path search does: there is nothing to weigh (the search of
-    # its likeliest texts, the dearest step, would find the same), and the path posterior tells how sure each is.
-    agreed = guide and guide.text == "".join(map(str, digits)) and not candidates.cut
-    if guide and not agreed:
-        readings, weighed = weighed_paths(candidates, probabilities, score, guide)
+    # Weighed unless the digits stand apart and the line reader reads them as the path search does: then there is
+    # nothing to weigh (the search of its likeliest texts, the dearest step, would find the same), and the path
+    # posterior tells how sure each is.
+    text = "".join(map(str, digits))
+    if guide and (candidates.cut or guide.text != text):
+        readings, weighed = weighed_paths(candidates, probabilities, score, guide, (chosen, text))
         chosen, text = readings[int(weighed.argmax())]
         paths = [path for path, _ in readings]
         return Choice(chosen, [int(d) for d in text], shares(paths, weighed, chosen, LINE_TEMPERATURE))
