@@ -293,8 +293,7 @@ def main(args: argparse.Namespace) -> None:
     command = (
         f"python -m training line_reader --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
         f"--augment {args.augment} --narrow {args.narrow} --ones {args.ones} --train-digits {args.train_digits} "
-        f"--seed {args.seed} "
-        f"--out {args.out}" + (f" --init {args.init}" if args.init else "")
+        f"--seed {args.seed} --out {args.out}" + (f" --init {args.init}" if args.init else "")
     )
     out = Path(args.out)
     export(model, out)
