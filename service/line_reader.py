@@ -43,17 +43,36 @@ def line_image(ink: np.ndarray) -> np.ndarray:
     so that it is WRITING rows tall (its aspect kept up to MAX_COLUMNS), MARGIN blank columns either side, W' a
     multiple of STRIDE."""
     ink = np.asarray(ink, np.float32)
-    rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
-    if not len(rows):
+    found = placement(ink)
+    if found is None:
         return np.zeros((HEIGHT, 2 * MARGIN), np.float32)
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    scale = WRITING / crop.shape[0]
-    width = min(max(1, round(crop.shape[1] * scale)), MAX_COLUMNS - 2 * MARGIN)
-    scaled = np.asarray(Image.fromarray(crop, mode="F").resize((width, WRITING), Image.Resampling.BILINEAR))
+    (top, bottom), (left, right), width = found
+    scaled = Image.fromarray(ink[top:bottom, left:right], mode="F").resize((width, WRITING), Image.Resampling.BILINEAR)
     total = -(-(width + 2 * MARGIN) // STRIDE) * STRIDE
     out = np.zeros((HEIGHT, total), np.float32)
-    out[(HEIGHT - WRITING) // 2 : (HEIGHT + WRITING) // 2, MARGIN : MARGIN + width] = scaled
+    out[(HEIGHT - WRITING) // 2 : (HEIGHT + WRITING) // 2, MARGIN : MARGIN + width] = np.asarray(scaled)
     return np.clip(out / 255.0, 0.0, 1.0)
+
+
+def placement(ink: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], int] | None:
+    """Where `line_image` takes the ink from and how wide it makes it: (top, bottom), (left, right) of the ink's
+    box in `ink`, and its width in the line image's columns; None where there is no ink."""
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
+    if not len(rows):
+        return None
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    width = min(max(1, round((right - left) * (WRITING / (bottom - top)))), MAX_COLUMNS - 2 * MARGIN)
+    return (top, bottom), (left, right), width
+
+
+def frame_columns(ink: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The columns of `ink` (as given to `line_image`) that the line reader's output frames are centred on."""
+    found = placement(np.asarray(ink))
+    if found is None:
+        return np.zeros(len(frames))
+    _, (left, right), width = found
+    centres = np.asarray(frames, np.float64) * STRIDE + STRIDE / 2 - MARGIN  # in the scaled ink's columns
+    return left + centres * (right - left) / width
 
 
 def greedy_text(frames: np.ndarray) -> str:
@@ -97,6 +116,14 @@ class LineReading:
             jump[no_skip] = -np.inf
             alpha = np.logaddexp(np.logaddexp(alpha, step), jump) + frame
         return float(np.logaddexp(alpha[-1], alpha[-2]) if text else alpha[-1])
+
+    def digit_frames(self) -> np.ndarray:
+        """For each digit of `text`, the middle frame of the run of frames that reads it."""
+        best = self.log_probs.argmax(axis=1)
+        starts = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])
+        ends = np.r_[starts[1:], len(best)]
+        digit = best[starts] != BLANK
+        return (starts[digit] + ends[digit] - 1) // 2
 
     def several(self) -> float:
         """P(the line holds two digits or more | the line): 1 less the likelihood of each text of one digit or none."""

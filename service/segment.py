@@ -10,11 +10,11 @@ dotted stroke) are one piece (service/pieces.py). A piece much wider than the li
 it is cut along seams, paths of least ink from top to bottom started every tenth of the line's height, each a
 candidate cut; in a line where some digits touch so, every piece wider than a narrow digit is cut too (a 1
 touching a 7 is no wider than a 0). The line is also read whole by service/line_reader.py's model: where it
-reads more digits than there are pieces, two glued digits no wider than a wide one are cut as well, and its
-reading goes with the candidates to guide the choice. Which pieces make a digit is then not guessed from shapes
-but decided by the classifier (recognition-based segmentation): every run of neighbouring pieces that could be one
-digit is read, all in one batch, and service/reading.py chooses the path of runs whose digits score highest
-together.
+reads more digits than there are pieces, or two digits over one piece, two glued digits no wider than a wide one
+are cut as well, and its reading goes with the candidates to guide the choice. Which pieces make a digit is then
+not guessed from shapes but decided by the classifier (recognition-based segmentation): every run of neighbouring
+pieces that could be one digit is read, all in one batch, and service/reading.py chooses the path of runs whose
+digits score highest together.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
-from service.line_reader import LineReading, line_image
+from service.line_reader import LineReading, frame_columns, line_image
 from service.morphology import dilate, label_marks, shrink
 from service.photo import (
     KEEP_MASS,
@@ -171,8 +171,13 @@ def find_candidates(
         # The line read whole: how many digits it holds and what they say. More digits than pieces: some touch,
         # though no piece is WIDE (two glued digits are often no wider than a wide one; a 1 glued to a 4, no wider
         # than a 4). Where the line reader is wrong, the classifier can still outvote it (service/reading.py).
-        guide = reader(line_image(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])))
-        cutting = cutting or len(guide.text) > len(pieces)
+        written = ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])
+        guide = reader(line_image(written))
+        # Or two digits read within one piece: a stroke drawn apart (a 5's flag) can make the pieces as many as
+        # the digits while two others touch.
+        at = frame_columns(written, guide.digit_frames())
+        crowded = any(np.count_nonzero((at >= p.left) & (at < p.right)) > 1 for p in pieces)
+        cutting = cutting or len(guide.text) > len(pieces) or crowded
     if cutting:
         wide = NARROW * line  # this writer's digits touch: a narrow pair may too
     factor = int(line // LINE_PX) if cutting else 1

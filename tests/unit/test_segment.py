@@ -377,6 +377,18 @@ def test_a_five_whose_flag_stands_beside_its_stem_is_one_digit() -> None:
     assert read(png(row(digit(3), drawn(FIVE_WITH_ITS_FLAG_APART), digit(8))))[0] == "358"
 
 
+@pytest.mark.parametrize("pair", [(1, 7), (7, 1)])
+@pytest.mark.parametrize("overlap", [2, 3])
+def test_two_glued_digits_are_cut_where_a_flag_apart_makes_as_many_pieces_as_digits(pair, overlap) -> None:
+    """A 5 whose flag stands apart is two pieces; beside it a 1 and a 7 touch, one piece no wider than a digit:
+    three pieces, three digits, so counting pieces finds nothing to cut. The line reader reads two digits within
+    the pair's piece, and it is cut."""
+    five = np.pad(ink_columns(drawn(FIVE_WITH_ITS_FLAG_APART)), ((0, 0), (0, 6)))
+    glued = side_by_side(ink_columns(digit(pair[0])), ink_columns(digit(pair[1])), -overlap)
+    line = np.pad(np.hstack([five, glued]), ((4, 4), (8, 8))).astype(np.uint8)
+    assert read(png(line))[0] == f"5{pair[0]}{pair[1]}"
+
+
 def test_a_slanted_line_is_read() -> None:
     assert read(png(row(digit(8), digit(3), digit(5), digit(2)), angle=8))[0] == "8352"
 
