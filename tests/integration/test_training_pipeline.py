@@ -292,7 +292,13 @@ def test_line_reader_training_writes_a_model_the_service_loads(mnist_dir, tmp_pa
     with torch.no_grad():
         started = from_exported(out)(torch.from_numpy(line)[None, None]).numpy()[0]
     assert np.abs(started - LineReader(out).session.run(None, {"line": line[None, None]})[0][0]).max() < 1e-4
+    # Widened as it is trained on (--wider): the file holds the blocks, and a reader loaded from it has them.
     on = tmp_path / "on.onnx"
-    assert main([*argv, "--out", str(on), "--init", str(out), "--data-dir", str(mnist_dir)]) == 0
+    assert main([*argv, "--out", str(on), "--wider", "1", "--init", str(out), "--data-dir", str(mnist_dir)]) == 0
     first, second = json.loads(on.with_suffix(".json").read_text())["reproduce"]
-    assert first == command and second.endswith(f"--out {on} --init {out}")
+    assert first == command and second.endswith(f"--out {on} --wider 1 --init {out}")
+    with torch.no_grad():
+        widened = from_exported(on)
+        assert len(widened.wider) == 1
+        started = widened(torch.from_numpy(line)[None, None]).numpy()[0]
+    assert np.abs(started - LineReader(on).session.run(None, {"line": line[None, None]})[0][0]).max() < 1e-4

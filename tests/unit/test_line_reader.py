@@ -165,3 +165,22 @@ def test_training_lines_asked_for_ones_hold_a_1_for_about_every_third_digit() ->
         return text.count("1") / len(text)
 
     assert share_of_ones(0.0) < 0.2 and 0.32 < share_of_ones(1.0) < 0.5
+
+
+def test_wider_blocks_start_as_identities() -> None:
+    """`--wider` (training/line_reader.py): residual dilated blocks added to a reader start as identities, so
+    training on from it starts from what it reads, not from a perturbed copy."""
+    import torch
+
+    from training.line_reader import LineNet, from_exported
+
+    line = torch.from_numpy(line_image(side_by_side(ink_columns(IMAGES[0]), ink_columns(IMAGES[1]), -2))[None, None])
+    torch.manual_seed(0)
+    base, wider = LineNet().eval(), LineNet(wider=3).eval()
+    missing, _ = wider.load_state_dict(base.state_dict(), strict=False)
+    assert len(missing) == 6  # each block's weight and bias
+    with torch.no_grad():
+        assert torch.allclose(wider(line), base(line))
+        shipped = from_exported(DEFAULT_FILE, wider=3)  # the shipped reader has none: three added
+        assert len(shipped.wider) == 3
+        assert np.abs(shipped(line).numpy() - READER.session.run(None, {READER.input: line.numpy()})[0]).max() < 1e-4
