@@ -38,12 +38,15 @@ MAX_COLUMNS = 4096
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "models" / "line_reader.onnx"
 
 
-def line_image(ink: np.ndarray) -> np.ndarray:
+Placement = tuple[tuple[int, int], tuple[int, int], int]  # `placement`'s: (top, bottom), (left, right), width
+
+
+def line_image(ink: np.ndarray, found: Placement | None = None) -> np.ndarray:
     """White-on-black ink (float or uint8 [H, W], 0-255) -> float32 [HEIGHT, W'] in 0-1: cropped to the ink, scaled
     so that it is WRITING rows tall (its aspect kept up to MAX_COLUMNS), MARGIN blank columns either side, W' a
-    multiple of STRIDE."""
+    multiple of STRIDE. `found`: the ink's `placement`, where the caller has it already."""
     ink = np.asarray(ink, np.float32)
-    found = placement(ink)
+    found = found or placement(ink)
     if found is None:
         return np.zeros((HEIGHT, 2 * MARGIN), np.float32)
     (top, bottom), (left, right), width = found
@@ -54,7 +57,7 @@ def line_image(ink: np.ndarray) -> np.ndarray:
     return np.clip(out / 255.0, 0.0, 1.0)
 
 
-def placement(ink: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], int] | None:
+def placement(ink: np.ndarray) -> Placement | None:
     """Where `line_image` takes the ink from and how wide it makes it: (top, bottom), (left, right) of the ink's
     box in `ink`, and its width in the line image's columns; None where there is no ink."""
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
@@ -65,9 +68,9 @@ def placement(ink: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], int] |
     return (top, bottom), (left, right), width
 
 
-def frame_columns(ink: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """The columns of `ink` (as given to `line_image`) that the line reader's output frames are centred on."""
-    found = placement(np.asarray(ink))
+def frame_columns(found: Placement | None, frames: np.ndarray) -> np.ndarray:
+    """The columns of the ink that the line reader's output frames are centred on, the ink placed in the line
+    image as `found` says (its `placement`)."""
     if found is None:
         return np.zeros(len(frames))
     _, (left, right), width = found

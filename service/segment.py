@@ -27,7 +27,7 @@ import numpy as np
 
 from service.decode import LINE_SIDES, decode_image
 from service.errors import ClientError
-from service.line_reader import LineReading, frame_columns, line_image
+from service.line_reader import LineReading, frame_columns, line_image, placement
 from service.morphology import dilate, label_marks, shrink
 from service.photo import (
     KEEP_MASS,
@@ -171,11 +171,13 @@ def find_candidates(
         # The line read whole: how many digits it holds and what they say. More digits than pieces: some touch,
         # though no piece is WIDE (two glued digits are often no wider than a wide one; a 1 glued to a 4, no wider
         # than a 4). Where the line reader is wrong, the classifier can still outvote it (service/reading.py).
-        written = ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels])
-        guide = reader(line_image(written))
+        # As float32, as line_image reads it: the ink placed once, for the line image and the frames' columns.
+        written = np.asarray(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels]), np.float32)
+        found = placement(written)
+        guide = reader(line_image(written, found))
         # Or two digits read within one piece: a stroke drawn apart (a 5's flag) can make the pieces as many as
         # the digits while two others touch.
-        at = frame_columns(written, guide.digit_frames())
+        at = frame_columns(found, guide.digit_frames())
         crowded = any(np.count_nonzero((at >= p.left) & (at < p.right)) > 1 for p in pieces)
         cutting = cutting or len(guide.text) > len(pieces) or crowded
     if cutting:

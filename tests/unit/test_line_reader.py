@@ -29,6 +29,7 @@ from service.line_reader import (
     greedy_text,
     line_image,
     log_softmax,
+    placement,
 )
 from training.outliers import ink_columns, side_by_side
 
@@ -141,7 +142,7 @@ def test_each_digit_read_is_placed_over_its_own_ink() -> None:
         if reading.text != "".join(map(str, LABELS[start : start + 3])):
             continue
         read_right += 1
-        columns = frame_columns(ink, reading.digit_frames())
+        columns = frame_columns(placement(ink), reading.digit_frames())
         placed += all(left - 9 <= x < right + 9 for x, (left, right) in zip(columns, spans, strict=True))
     assert read_right >= 27 and placed == read_right
 
