@@ -124,9 +124,10 @@ class Pipeline:
 
     async def segmented(self, data: bytes, touching: bool = True) -> tuple[Candidates, np.ndarray, Choice]:
         """An image of a written number -> its candidate digits (service/segment.py; `touching`: pieces that may
-        hold touching digits cut too), their probabilities (all read in one batch, with the other requests in
-        flight), and the likeliest reading: its candidates, their digits and how surely each is one digit
-        (service/reading.py, guided by service/line_reader.py where the line was read whole)."""
+        hold touching digits cut too), their probabilities (all read together, in slices where they are more than
+        a batch, with the other requests in flight), and the likeliest reading: its candidates, their digits and
+        how surely each is one digit (service/reading.py, guided by service/line_reader.py where the line was read
+        whole)."""
         max_pixels = self.settings.max_pixels
         candidates: Candidates = await self.off_loop(
             lambda: read_candidates(data, max_pixels, touching, self.line_reader.read), len(data)

@@ -13,7 +13,7 @@ touching a 7 is no wider than a 0). The line is also read whole by service/line_
 reads more digits than there are pieces, or two digits over one piece, two glued digits no wider than a wide one
 are cut as well, and its reading goes with the candidates to guide the choice. Which pieces make a digit is then
 not guessed from shapes but decided by the classifier (recognition-based segmentation): every run of neighbouring
-pieces that could be one digit is read, all in one batch, and service/reading.py chooses the path of runs whose
+pieces that could be one digit is read, all together, and service/reading.py chooses the path of runs whose
 digits score highest together.
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.digits import sample_digits
-from service.batching import Batcher
+from service.batching import SLICE, Batcher
 from service.errors import ClientError
 from service.runtime import ModelRuntime
 from tests.conftest import MODEL
@@ -145,3 +145,42 @@ def test_requests_past_the_latency_limit_are_shed_with_503(runtime, images, max_
     served = [o for o in outcomes if isinstance(o, np.ndarray)]
     assert shed and all(e.status == 503 for e in shed)
     assert served, "the batcher shed everything"
+
+
+def test_a_request_larger_than_a_batch_is_served_in_slices_with_other_requests_between(runtime, images):
+    """A number's candidate digits (hundreds where its digits touch) go to the model in slices of SLICE, one slice in
+    each batch, whichever request it is of: single images that arrive meanwhile are answered between them, not after
+    them all."""
+    sizes: list[int] = []
+
+    def model(pixels: np.ndarray) -> np.ndarray:
+        sizes.append(len(pixels))
+        time.sleep(0.002)  # as a slice takes: long enough for the single images to arrive while they run
+        return runtime.probabilities(pixels)
+
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=5000)
+    done: list[str] = []
+
+    async def call(name: str, pixels: np.ndarray, delay: float) -> np.ndarray:
+        await asyncio.sleep(delay)
+        with batcher.request():
+            answer = await batcher(pixels)
+        done.append(name)
+        return answer
+
+    async def scenario() -> list[np.ndarray]:
+        large = [call("large", images[:90], 0), call("large", images[90:180], 0)]
+        return await asyncio.gather(*large, *(call(f"single {i}", images[180 + i : 181 + i], 0.005) for i in range(3)))
+
+    answers = asyncio.run(scenario())
+    np.testing.assert_allclose(np.concatenate(answers), runtime.probabilities(images[:183]), atol=1e-5)
+    assert done[-2:] == ["large", "large"], done
+    assert max(sizes) <= SLICE + 3 and sum(sizes) == 183, sizes
+
+
+def test_a_lone_request_larger_than_a_batch_is_served_in_slices(runtime, images):
+    model = Recorder(runtime)
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=5000)
+    (answer,) = asyncio.run(serve(batcher, [images[:100]]))
+    np.testing.assert_allclose(answer, runtime.probabilities(images[:100]), atol=1e-5)
+    assert model.sizes == [SLICE] * (100 // SLICE) + [100 % SLICE]
