@@ -23,7 +23,7 @@ from service.line_reader import LineReader
 from service.preprocess import Digit, read_digit
 from service.reading import Choice, read_line
 from service.runtime import ModelRuntime
-from service.segment import MAX_DIGITS, Candidates, read_candidates
+from service.segment import MAX_DIGITS, Candidates, read_candidates, too_many_digits
 
 # Files up to this size are decoded on the event loop (a 28x28 PNG or a drawing: the hop to a thread costs about
 # as much as decoding one); larger ones, photos, in the worker's decoding thread, so that the loop keeps serving
@@ -141,9 +141,7 @@ class Pipeline:
         /metrics."""
         candidates, probabilities, (chosen, read, certainty) = await self.segmented(data)
         if len(chosen) > MAX_DIGITS:
-            raise ClientError(
-                422, f"the image holds {len(chosen)} digits, more than {MAX_DIGITS}", {"digits": len(chosen)}
-            )
+            raise too_many_digits(len(chosen))
         digits = np.array(read, np.int64)
         sure = probabilities[chosen, digits]  # the model's probability for the digit read
         # A digit's confidence: the model's for the digit, times how surely its strokes are one digit of the

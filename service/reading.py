@@ -343,7 +343,10 @@ def read_line(
     text = "".join(map(str, digits))
     if guide and (candidates.cut or guide.text != text):
         readings, weighed = weighed_paths(candidates, probabilities, score, guide, (chosen, text))
-        chosen, text = readings[int(weighed.argmax())]
-        paths = [path for path, _ in readings]
-        return Choice(chosen, [int(d) for d in text], shares(paths, weighed, chosen, LINE_TEMPERATURE))
+        # Unless the line reader can align none of them with its frames (a line far taller than wide squeezed
+        # into a few: digits written down a steep slope): then it has nothing to say.
+        if np.isfinite(weighed).any():
+            chosen, text = readings[int(weighed.argmax())]
+            paths = [path for path, _ in readings]
+            return Choice(chosen, [int(d) for d in text], shares(paths, weighed, chosen, LINE_TEMPERATURE))
     return Choice(chosen, digits, segment_certainty(candidates, score, chosen, temperature))

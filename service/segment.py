@@ -175,6 +175,11 @@ def find_candidates(
         written = np.asarray(ink * np.isin(labels, [m + 1 for p in pieces for m in p.labels]), np.float32)
         found = placement(written)
         guide = reader(line_image(written, found))
+        # Far more digits than a number may have (a long scribble reads as a row of 1s): said before the cutting
+        # and reading of thousands of candidates. The line reader counts one digit too many at most (of 3,500
+        # numbers of make bench-read's kinds, from validation and test digits; one too few more often).
+        if len(guide.text) > MAX_DIGITS + 1:
+            raise too_many_digits(len(guide.text) - 1, at_least=True)
         # Or two digits read within one piece: a stroke drawn apart (a 5's flag) can make the pieces as many as
         # the digits while two others touch.
         at = frame_columns(found, guide.digit_frames())
@@ -190,10 +195,32 @@ def find_candidates(
             piece.left, piece.right = piece.left // factor, -(-piece.right // factor)
         wide /= factor
     pieces = cut_wide_pieces(pieces, labels, ink, line, wide)
+    runs = digit_runs(pieces, line)
+    if touching and (fewest := fewest_digits(runs, len(pieces))) > MAX_DIGITS:
+        raise too_many_digits(fewest, at_least=True)  # before reading thousands of candidates (a scribble)
     spans, bridged, images, found = [], [], [], []
     own = [p.mask(labels, p.left, p.right) for p in pieces]  # each piece's pixels once, not once per run
+    for first, last, gaps in runs:
+        crop, box = digit_image(pieces[first:last], own[first:last], ink)
+        spans.append((first, last))
+        bridged.append(gaps if crop is not None else BLANK)
+        images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
+        found.append(box)
+    cuts = [p.crossed if p.cut_before else None for p in pieces[1:]]
+    if factor >= 2:  # back to the image's pixels (the padded last block not past its edge)
+        height, width = gray.shape
+        found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
+    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces), guide)
+
+
+def digit_runs(pieces: list[Piece], line: float) -> list[tuple[int, int, int]]:
+    """The runs of neighbouring pieces that could be one digit, ordered by their first piece: (first piece, last
+    piece + 1, the gaps it bridges). A run may bridge MAX_PIECES - 1 gaps (none wider than JOIN_GAP) and undo any
+    number of cuts, and is no wider than MAX_WIDTH line heights (CUT_WIDTH where it undoes a cut, unless it is a
+    whole piece)."""
+    runs = []
     for first in range(len(pieces)):
-        joined = gaps = 0  # gaps bridged: a run may bridge MAX_PIECES - 1 of them, and undo any number of cuts
+        joined = gaps = 0
         cut = False  # whether it undoes a cut
         for last in range(first + 1, len(pieces) + 1):
             run = pieces[first:last]
@@ -212,16 +239,22 @@ def find_candidates(
                 whole = not run[0].cut_before and (last == len(pieces) or not pieces[last].cut_before)
                 if cut and width > CUT_WIDTH * line and not whole:  # a wide piece is read whole, not in wide parts
                     continue
-            crop, box = digit_image(run, own[first:last], ink)
-            spans.append((first, last))
-            bridged.append(gaps if crop is not None else BLANK)
-            images.append(fit_and_centre(crop) if crop is not None else np.zeros((28, 28), np.uint8))
-            found.append(box)
-    cuts = [p.crossed if p.cut_before else None for p in pieces[1:]]
-    if factor >= 2:  # back to the image's pixels (the padded last block not past its edge)
-        height, width = gray.shape
-        found = [(a * factor, b * factor, min(c * factor, width), min(d * factor, height)) for a, b, c, d in found]
-    return Candidates(spans, bridged, np.stack(images), found, cuts, len(pieces), guide)
+            runs.append((first, last, gaps))
+    return runs
+
+
+def fewest_digits(runs: list[tuple[int, int, int]], pieces: int) -> int:
+    """The fewest digits any reading of the pieces can have: the shortest path through `runs`."""
+    fewest = [0] + [pieces] * pieces  # a piece alone is always a run: at most one digit each
+    for first, last, _ in runs:  # ordered by their first piece
+        fewest[last] = min(fewest[last], fewest[first] + 1)
+    return fewest[pieces]
+
+
+def too_many_digits(count: int, at_least: bool = False) -> ClientError:
+    """The 422 for an image of more than MAX_DIGITS digits."""
+    holds = f"at least {count}" if at_least else str(count)
+    return ClientError(422, f"the image holds {holds} digits, more than {MAX_DIGITS}", {"digits": count})
 
 
 def cut_wide_pieces(pieces: list[Piece], labels: np.ndarray, ink: np.ndarray, line: float, wide: float) -> list[Piece]:

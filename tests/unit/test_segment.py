@@ -8,10 +8,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from harness.digits import sample_digits
 from harness.numbers import hairline_number, number_image, number_strip
+from service import segment
 from service.errors import ClientError
 from service.line_reader import BLANK, LineReader, LineReading
 from service.reading import (
@@ -26,7 +27,7 @@ from service.reading import (
     weighed_paths,
 )
 from service.runtime import ModelRuntime
-from service.segment import MAX_DIGITS, Candidates, read_candidates
+from service.segment import MAX_DIGITS, Candidates, fewest_digits, read_candidates
 from tests.conftest import MODEL
 from training.outliers import ink_columns, side_by_side
 
@@ -418,9 +419,72 @@ def test_a_faint_margin_line_beside_a_number_is_no_digit(seed: int, condition: s
 
 
 def test_more_digits_than_allowed_is_refused_or_read_whole() -> None:
-    many = row(*[IMAGES[n] for n in range(MAX_DIGITS + 3)], gap=6)
-    text, _ = read(png(many, scale=3))
-    assert len(text) == MAX_DIGITS + 3  # segment.py reads them; the pipeline refuses over MAX_DIGITS (HTTP tests)
+    """MAX_DIGITS are read whole; more, refused before they are framed and read (by the line reader's count, or
+    the fewest digits a reading could make of the pieces)."""
+    many = [IMAGES[n] for n in range(MAX_DIGITS + 3)]
+    text, _ = read(png(row(*many[:MAX_DIGITS], gap=6), scale=3))
+    assert len(text) == MAX_DIGITS
+    with pytest.raises(ClientError) as raised:
+        read(png(row(*many, gap=6), scale=3))
+    assert raised.value.status == 422 and f"more than {MAX_DIGITS}" in raised.value.message
+
+
+def zigzag(width: int) -> bytes:
+    """One stroke drawn up and down, `width` line heights long: a scribble, not a number."""
+    image = Image.new("L", (width * 40, 60), 0)
+    ImageDraw.Draw(image).line([(10 + 13 * i, 10 + 40 * (i % 2)) for i in range(3 * width)], fill=255, width=4)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def refused_before(monkeypatch: pytest.MonkeyPatch, step: str, data: bytes, reader=READER.read) -> ClientError:
+    """The 422 reading `data` ends in, `step` of service/segment.py never run."""
+
+    def never(*args, **kwargs):
+        raise AssertionError(f"{step} ran")
+
+    monkeypatch.setattr(segment, step, never)
+    with pytest.raises(ClientError) as raised:
+        read_candidates(data, 50_000_000, reader=reader)
+    assert raised.value.status == 422 and f"more than {MAX_DIGITS}" in raised.value.message
+    return raised.value
+
+
+def test_a_scribble_the_line_reader_reads_as_many_digits_is_refused_before_it_is_cut(monkeypatch) -> None:
+    """A stroke drawn up and down 60 line heights long: read as 180 1s, once cut and read in 10 s."""
+    refused = refused_before(monkeypatch, "cut_wide_pieces", zigzag(60))
+    assert refused.details["digits"] > 3 * MAX_DIGITS
+
+
+def test_ink_no_reading_can_make_few_enough_digits_of_is_refused_before_the_model(monkeypatch) -> None:
+    """However it is cut, no run of its pieces is wider than MAX_WIDTH line heights: the fewest digits a reading can
+    have is known before a candidate is framed (without the line reader here)."""
+    refused = refused_before(monkeypatch, "fit_and_centre", zigzag(60), reader=None)
+    assert refused.details["digits"] > MAX_DIGITS
+
+
+def test_the_fewest_digits_of_a_reading_is_the_shortest_path_through_the_runs() -> None:
+    runs = [(0, 1, 0), (0, 2, 0), (1, 2, 0), (1, 3, 0), (2, 3, 0), (3, 4, 0)]
+    assert fewest_digits(runs, 4) == 3  # 0-2, 2-3, 3-4 or 0-1, 1-3, 3-4
+    assert fewest_digits([(n, n + 1, 0) for n in range(5)], 5) == 5
+
+
+def test_digits_down_a_steep_slope_are_read_with_a_confidence() -> None:
+    """20 digits each 30 px lower than the one before: the line image, as tall as the whole slope, squeezes them
+    into fewer frames than the line reader can align 20 digits with, and its likelihood of every reading is 0.
+    The classifier's reading stands (it was read with a confidence of NaN, sent as null)."""
+    canvas = np.zeros((28 + 30 * 20 + 20, 24 * 20 + 40), np.uint8)
+    for k in range(20):
+        y, x = 10 + 30 * k, 20 + 24 * k
+        canvas[y : y + 28, x : x + 28] = np.maximum(canvas[y : y + 28, x : x + 28], IMAGES[k])
+    candidates = read_candidates(png(canvas, scale=1), 50_000_000, reader=READER.read)
+    logits = RUNTIME.logits(RUNTIME.model_input(candidates.pixels))
+    probabilities = RUNTIME.confidences(logits)
+    _, digits, certainty = read_line(candidates, probabilities, logits, guide=candidates.guide)
+    assert candidates.guide.log_likelihood("".join(map(str, LABELS[:20]))) == -np.inf
+    assert digits == LABELS[:20].tolist()
+    assert np.isfinite(certainty).all() and (certainty > 0).all()
 
 
 def test_a_number_in_strokes_thinner_than_a_pixel_is_read_in_the_image_enlarged() -> None:
