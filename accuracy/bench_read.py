@@ -6,7 +6,8 @@ on black, and a browser canvas's strokes on transparency); and a set where every
 overlaps by 1-4 px at 28-px scale (drawn on a canvas). Per set: whole-number accuracy, per-digit accuracy (1 - edit
 distance / length), /read's p50 and p99 latency over HTTP (one client), and Tesseract 5 out of the box (`--psm 7`,
 digits only) on the same images where Debian's tesseract-ocr is installed. Then the latency targets (a 1280x960
-and a 12 MP photo of a 6-digit number, one after another) and how often /read agrees with /classify on one-digit
+and a 12 MP photo of a 6-digit number, one after another), a small /classify beside clients reading long touching
+numbers and 12 MP photos (no stall), and how often /read agrees with /classify on one-digit
 photos of the photo suite. Writes the "Reading numbers" section of docs/benchmarks.md.
 """
 
@@ -27,8 +28,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from tqdm import tqdm
 
-from harness.numbers import RENDERINGS, number_set, number_strip
-from harness.photos import photo
+from harness.digits import as_png
+from harness.numbers import RENDERINGS, number_image, number_set, number_strip
+from harness.photos import classify_latency, photo, photo_load
 from harness.report import machine, write_section
 from harness.server import serving
 from training.data import Split, load_split
@@ -172,6 +174,33 @@ def latency_rows(reader: Reader, test: Split) -> list[str]:
     return latency
 
 
+def stall_rows(url: str, test: Split) -> list[str]:
+    """A small /classify (one MNIST digit's PNG, 200 times on one connection) alone, and beside 4 clients sending
+    /read numbers back to back: 12-digit numbers whose digits all touch (hundreds of candidate digits each, which
+    go to the model in slices: service/batching.py), and 12 MP photos of 6-digit numbers."""
+    rng = np.random.default_rng(11)
+    loads = {
+        "4 clients: 12-digit touching numbers (canvas)": [
+            number_image(number_strip(test.images[12 * n : 12 * n + 12], rng, True), "canvas", n) for n in range(4)
+        ],
+        "4 clients: 12 MP photos of 6-digit numbers": [
+            number_image(number_strip(test.images[6 * n : 6 * n + 6], rng), "12mp", n) for n in range(4)
+        ],
+    }
+    small = as_png(test.images[0])
+    rows = ["| small `/classify` beside | p50 ms | p99 ms | numbers read meanwhile |", "|---|---:|---:|---:|"]
+    idle = classify_latency(url, small, 200)
+    rows.append(f"| nothing | {ms(statistics.median(idle))} | {ms(float(np.percentile(idle, 99)))} | |")
+    for name, bodies in loads.items():
+        with photo_load(url, bodies, "/read") as answered:
+            time.sleep(0.5)
+            loaded = classify_latency(url, small, 200)
+            read = len(answered)
+        rows.append(f"| {name} | {ms(statistics.median(loaded))} | {ms(float(np.percentile(loaded, 99)))} | {read} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def agreement(reader: Reader, test: Split, singles: int) -> tuple[int, int]:
     """One digit: does /read say what /classify says? (agreeing, photos)"""
     agree = total = 0
@@ -200,6 +229,7 @@ def main() -> None:
         reader = Reader(server.url)
         rows = set_rows(reader, test, args.numbers, has_tesseract)
         latency = latency_rows(reader, test)
+        stalls = stall_rows(server.url, test)
         agree, total = agreement(reader, test, args.singles)
 
     section = "\n".join(
@@ -218,6 +248,8 @@ def main() -> None:
             "| one image, sent 30 times | p50 ms | max ms |",
             "|---|---:|---:|",
             *latency,
+            "",
+            *stalls,
             "",
             f"One-digit photos of the photo suite ({total}): `/read` reads the digit `/classify` answers in "
             f"**{agree / total:.1%}** of them.",
