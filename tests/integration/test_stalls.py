@@ -1,8 +1,7 @@
 """Nothing one client sends stalls the others, on the real service (`bentoml serve`, one worker): idle
 connections, half-sent headers and byte-by-byte uploads (an upload slower than DIGITSERVE_TIMEOUT is cut off with
 a 504), 12 MP photos of digits and of numbers, and long numbers whose digits touch (hundreds of candidate digits
-each), sent back to back. Each compares latencies: `make test` runs
-them alone, after the others (marker timing)."""
+each), sent back to back. Each compares latencies: `make test` runs them alone, after the others (marker timing)."""
 
 from __future__ import annotations
 

@@ -433,9 +433,7 @@ def zigzag(width: int) -> bytes:
     """One stroke drawn up and down, `width` line heights long: a scribble, not a number."""
     image = Image.new("L", (width * 40, 60), 0)
     ImageDraw.Draw(image).line([(10 + 13 * i, 10 + 40 * (i % 2)) for i in range(3 * width)], fill=255, width=4)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png(np.asarray(image), scale=1)
 
 
 def refused_before(monkeypatch: pytest.MonkeyPatch, step: str, data: bytes, reader=READER.read) -> ClientError:
